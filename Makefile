@@ -1,0 +1,31 @@
+# Two commands matter: `make run` (sample data -> DuckDB warehouse -> summary) and `make test`.
+# Everything else is a convenience on top of the same virtual environment.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME := $(CURDIR)/dagster_home
+
+.PHONY: run test dev bench clean
+
+# The environment is rebuilt only when the declared dependencies change.
+$(BIN)/product-affinity: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+run: $(BIN)/product-affinity
+	$(BIN)/product-affinity generate
+	$(BIN)/product-affinity run
+
+test: $(BIN)/product-affinity
+	$(BIN)/pytest
+
+dev: $(BIN)/product-affinity
+	$(BIN)/dg dev
+
+bench: $(BIN)/product-affinity
+	$(BIN)/python benchmarks/pipeline.py
+
+clean:
+	rm -rf $(VENV) data/sample data/*.duckdb* dagster_home/storage dagster_home/logs dagster_home/history dagster_home/schedules

@@ -1,0 +1,1 @@
+"""Product Affinity: a consumer-aligned data product for cross-selling."""

@@ -1,0 +1,88 @@
+"""Consumer-aligned output ports: the product's public contract (columns and types in the data contract)."""
+
+
+from types import ModuleType
+
+import dagster as dg
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+
+from product_affinity.consumer_aligned import affinity_matrix, customer_metrics, recommendations
+from product_affinity.consumer_aligned import association_rules as rules
+from product_affinity.consumer_aligned.baskets import LEVELS, load_basket_items
+from product_affinity.contract import table
+from product_affinity.resources import AffinitySettings
+from product_affinity.source_aligned.assets import OWNERS
+from product_affinity.warehouse import column_schema, materialization_metadata, replace_table
+
+SOURCE_ALIGNED = {name: dg.AssetKey(["source_aligned", name]) for name in ("customer", "product", "purchase")}
+
+
+def _key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["consumer_aligned", name])
+
+
+def output_port(name: str, deps: list[dg.AssetKey], defined_in: ModuleType) -> dict:
+    """Asset arguments shared by every output port: description, schema and ownership from the contract."""
+    t = table(name)
+    return dict(
+        name=name,
+        key_prefix="consumer_aligned",
+        group_name="consumer_aligned",
+        deps=deps,
+        description=f"{t.description}\n\n{defined_in.__doc__}",
+        owners=OWNERS,
+        kinds={"duckdb", "table"},
+        tags={"layer": "consumer_aligned", "output_port": ""},
+        metadata={"dagster/column_schema": column_schema(t), "dagster/table_name": t.physical_name},
+    )
+
+
+def _publish(conn, name: str, sql: str, **metadata) -> dg.MaterializeResult:
+    replace_table(conn, table(name), sql)
+    return dg.MaterializeResult(metadata=materialization_metadata(conn, table(name), **metadata))
+
+
+@dg.asset(**output_port("association_rules", [SOURCE_ALIGNED["purchase"], SOURCE_ALIGNED["product"]], rules))
+def association_rules(context: dg.AssetExecutionContext, warehouse: DuckDBResource, settings: AffinitySettings):
+    with warehouse.get_connection() as conn:
+        frames = []
+        for level in LEVELS:
+            basket_items, labels = load_basket_items(conn, level)
+            frames.append(rules.mine_rules(conn, basket_items, labels, level, settings.thresholds(level)))
+            context.log.info(f"association_rules: {len(frames[-1]):,} {level} rules")
+        mined = pd.concat([f for f in frames if not f.empty] or frames[:1], ignore_index=True)
+        conn.register("_mined_rules", mined)
+        by_level = {level: int((mined["level"] == level).sum()) for level in LEVELS}
+        return _publish(conn, "association_rules", "SELECT * FROM _mined_rules", rules_by_level=by_level)
+
+
+@dg.asset(**output_port("product_affinity_matrix", [SOURCE_ALIGNED["purchase"], SOURCE_ALIGNED["product"]], affinity_matrix))
+def product_affinity_matrix(warehouse: DuckDBResource):
+    with warehouse.get_connection() as conn:
+        basket_items, _ = load_basket_items(conn, "category")
+        return _publish(conn, "product_affinity_matrix", affinity_matrix.affinity_matrix_sql(basket_items, "item_labels_category"))
+
+
+@dg.asset(**output_port("cross_sell_recommendations", [_key("association_rules"), SOURCE_ALIGNED["purchase"]], recommendations))
+def cross_sell_recommendations(warehouse: DuckDBResource, settings: AffinitySettings):
+    with warehouse.get_connection() as conn:
+        return _publish(
+            conn, "cross_sell_recommendations", recommendations.recommendations_sql(settings.recommendations_per_customer)
+        )
+
+
+@dg.asset(
+    **output_port(
+        "customer_metrics",
+        [SOURCE_ALIGNED["customer"], SOURCE_ALIGNED["purchase"], _key("cross_sell_recommendations")],
+        customer_metrics,
+    )
+)
+def customer_metrics_asset(warehouse: DuckDBResource, settings: AffinitySettings):
+    with warehouse.get_connection() as conn:
+        sql = customer_metrics.customer_metrics_sql(settings.frequency_window_days, settings.discount_rate)
+        return _publish(conn, "customer_metrics", sql)
+
+
+consumer_aligned_assets = [association_rules, product_affinity_matrix, cross_sell_recommendations, customer_metrics_asset]

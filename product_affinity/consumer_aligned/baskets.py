@@ -1,0 +1,38 @@
+"""What is in each basket (order), at category or at product level."""
+
+from __future__ import annotations
+
+import duckdb
+
+LEVELS = ("category", "product")
+
+# Item key and display name at each level, over `lines_sql()`.
+ITEM = {"category": "pr.category", "product": "pr.product_id::VARCHAR"}
+ITEM_NAME = {"category": "pr.category", "product": "pr.product_name"}
+LINES = "source_aligned.purchase AS p JOIN source_aligned.product AS pr USING (product_id)"
+
+
+def load_basket_items(conn: duckdb.DuckDBPyConnection, level: str) -> tuple[str, dict[int, str]]:
+    """Create temp table `basket_items_<level>`: distinct (basket, item) with integer items; return its name and item labels.
+
+    Products keep their integer ids; categories are numbered in alphabetical order (temp table item_labels_category).
+    """
+    name = f"basket_items_{level}"
+    if level == "product":
+        conn.execute(
+            f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT DISTINCT order_id AS basket, product_id AS item FROM source_aligned.purchase"
+        )
+        ids = conn.execute("SELECT product_id, product_id::VARCHAR FROM source_aligned.product").fetchall()
+    else:
+        conn.execute(
+            f"""CREATE OR REPLACE TEMP TABLE item_labels_{level} AS
+            SELECT (row_number() OVER (ORDER BY category))::INTEGER AS item, category AS label
+            FROM (SELECT DISTINCT category FROM source_aligned.product)"""
+        )
+        conn.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {name} AS
+            SELECT DISTINCT p.order_id AS basket, c.item
+            FROM {LINES} JOIN item_labels_{level} AS c ON c.label = pr.category"""
+        )
+        ids = conn.execute(f"SELECT item, label FROM item_labels_{level}").fetchall()
+    return name, {int(item): label for item, label in ids}

@@ -1,0 +1,61 @@
+"""One row per customer: purchase behaviour, value and cross-sell opportunity (definitions in metrics.py)."""
+
+from __future__ import annotations
+
+from product_affinity.consumer_aligned import metrics
+
+
+def customer_metrics_sql(window_days: int, discount_rate: float) -> str:
+    return f"""
+    WITH as_of AS (
+        SELECT max(purchased_at) AS as_of FROM source_aligned.purchase
+    ), orders AS (
+        SELECT customer_id, order_id, min(purchased_at) AS purchased_at, sum(quantity * unit_price) AS amount
+        FROM source_aligned.purchase GROUP BY customer_id, order_id
+    ), activity AS (
+        SELECT customer_id,
+               bool_or({metrics.in_window(window_days)}) AS ordered_recently,
+               bool_or({metrics.in_window(window_days, windows_back=1)}) AS ordered_before,
+               sum(amount) FILTER (WHERE {metrics.in_window(window_days)}) AS window_spend
+        FROM orders, as_of GROUP BY customer_id
+    ), retention AS (
+        SELECT {metrics.retention_rate()} AS retention_rate FROM activity
+    ), by_customer AS (
+        SELECT customer_id,
+               count(*) AS orders,
+               {metrics.purchase_frequency(window_days)} AS purchase_frequency,
+               {metrics.purchase_frequency_per_month(window_days)} AS purchase_frequency_per_month,
+               {metrics.total_spend()} AS total_spend,
+               {metrics.average_order_value()} AS average_order_value,
+               {metrics.recency_days()} AS recency_days,
+               min(purchased_at) AS first_purchase_at,
+               max(purchased_at) AS last_purchase_at,
+               {metrics.customer_lifetime_value()} AS customer_lifetime_value
+        FROM orders, as_of GROUP BY customer_id
+    ), categories AS (
+        SELECT p.customer_id, {metrics.categories_bought()} AS categories_bought
+        FROM source_aligned.purchase AS p JOIN source_aligned.product USING (product_id) GROUP BY p.customer_id
+    ), opportunity AS (
+        SELECT customer_id, {metrics.cross_sell_opportunity_score()} AS cross_sell_opportunity_score
+        FROM consumer_aligned.cross_sell_recommendations WHERE level = 'category' GROUP BY customer_id
+    ), value AS (
+        SELECT customer_id, {metrics.predicted_customer_lifetime_value(window_days, discount_rate)}
+               AS predicted_customer_lifetime_value
+        FROM activity, retention
+    )
+    SELECT c.customer_id,
+           coalesce(b.orders, 0) AS orders,
+           coalesce(b.purchase_frequency, 0) AS purchase_frequency,
+           coalesce(b.purchase_frequency_per_month, 0) AS purchase_frequency_per_month,
+           coalesce(b.total_spend, 0) AS total_spend,
+           b.average_order_value, b.recency_days, b.first_purchase_at, b.last_purchase_at,
+           coalesce(k.categories_bought, 0) AS categories_bought,
+           coalesce(b.customer_lifetime_value, 0) AS customer_lifetime_value,
+           coalesce(v.predicted_customer_lifetime_value, 0) AS predicted_customer_lifetime_value,
+           coalesce(o.cross_sell_opportunity_score, 0) AS cross_sell_opportunity_score
+    FROM source_aligned.customer AS c
+    LEFT JOIN by_customer AS b USING (customer_id)
+    LEFT JOIN categories AS k USING (customer_id)
+    LEFT JOIN opportunity AS o USING (customer_id)
+    LEFT JOIN value AS v USING (customer_id)
+    """

@@ -1,0 +1,151 @@
+"""The product's metrics, each defined once: its docstring states grain, window and formula
+(the README table is generated from these), and the function returns the SQL that computes it.
+
+Shared names in the SQL: `orders` has one row per order (customer_id, order_id, purchased_at,
+amount = sum of quantity x unit_price over its lines); `as_of` is the latest purchase in the data,
+so re-running on the same data gives the same figures; `window_days` is the trailing window.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+
+METRICS: list[Callable[..., str]] = []
+
+
+def metric(fn: Callable[..., str]) -> Callable[..., str]:
+    METRICS.append(fn)
+    return fn
+
+
+def in_window(window_days: int, windows_back: int = 0) -> str:
+    """True for orders inside the trailing window (`windows_back` whole windows earlier)."""
+    end = f"as_of - INTERVAL {window_days * windows_back} DAY"
+    return f"purchased_at > {end} - INTERVAL {window_days} DAY AND purchased_at <= {end}"
+
+
+@metric
+def purchase_frequency(window_days: int) -> str:
+    """Grain: customer. Window: trailing 365 days (configurable) ending at the latest purchase.
+    Formula: count of distinct orders placed in the window."""
+    return f"count(*) FILTER (WHERE {in_window(window_days)})"
+
+
+@metric
+def purchase_frequency_per_month(window_days: int) -> str:
+    """Grain: customer. Window: as purchase_frequency.
+    Formula: purchase_frequency / (window days / 30.4375), orders per average month."""
+    return f"({purchase_frequency(window_days)}) / ({window_days} / 30.4375)"
+
+
+@metric
+def total_spend() -> str:
+    """Grain: customer. Window: all history.
+    Formula: sum of quantity x unit_price over the customer's accepted purchase lines."""
+    return "sum(amount)"
+
+
+@metric
+def average_order_value() -> str:
+    """Grain: customer. Window: all history.
+    Formula: total_spend / number of orders (empty when the customer has no order)."""
+    return "sum(amount) / count(*)"
+
+
+@metric
+def recency_days() -> str:
+    """Grain: customer. Window: all history.
+    Formula: whole days from the customer's last purchase to the latest purchase in the data."""
+    return "date_diff('day', max(purchased_at), any_value(as_of))"
+
+
+@metric
+def categories_bought() -> str:
+    """Grain: customer. Window: all history.
+    Formula: count of distinct product categories in the customer's purchase lines."""
+    return "count(DISTINCT category)"
+
+
+@metric
+def customer_lifetime_value() -> str:
+    """Grain: customer. Window: all history.
+    Formula: historic value, the revenue the customer has brought so far (= total_spend)."""
+    return total_spend()
+
+
+@metric
+def retention_rate() -> str:
+    """Grain: whole product (one value). Window: the trailing window and the one before it.
+    Formula: customers who ordered in both windows / customers who ordered in the earlier window."""
+    return "count(*) FILTER (WHERE ordered_recently AND ordered_before) / nullif(count(*) FILTER (WHERE ordered_before), 0)"
+
+
+@metric
+def predicted_customer_lifetime_value(window_days: int, discount_rate: float) -> str:
+    """Grain: customer. Window: trailing window. Formula: Gupta & Lehmann's retention model,
+    m x r / (1 + d - r): m = the customer's spend in the trailing window (a year by default),
+    r = retention_rate, d = yearly discount rate (10% by default); 0 while r is unknown."""
+    return f"coalesce(window_spend * retention_rate / (1 + {discount_rate} - retention_rate), 0)"
+
+
+@metric
+def cross_sell_opportunity_score() -> str:
+    """Grain: customer. Window: all history. Formula: the highest confidence among category rules
+    (lift > 1) whose antecedents the customer already buys and whose consequent they do not,
+    i.e. the score of their first category recommendation; 0 when no rule applies. In [0, 1]."""
+    return "coalesce(max(score), 0)"
+
+
+@metric
+def recommendation_score() -> str:
+    """Grain: customer x recommended category or product. Window: all history. Formula: the
+    highest confidence among applicable rules (lift > 1, antecedents all bought, consequent
+    not yet bought) that recommend the item. In [0, 1]."""
+    return "confidence"
+
+
+@metric
+def expected_value() -> str:
+    """Grain: customer x recommended item. Window: all history. Formula: recommendation score x
+    the item's typical spend (average spend on it per order that contains it)."""
+    return "score * typical_spend"
+
+
+@metric
+def support() -> str:
+    """Grain: itemset or rule. Window: all history. Formula: baskets (orders) containing all its
+    items / all baskets."""
+    return "together / baskets"
+
+
+@metric
+def confidence() -> str:
+    """Grain: rule A->C. Window: all history. Formula: support(A and C) / support(A), the share
+    of baskets with A that also hold C."""
+    return "together / with_antecedent"
+
+
+@metric
+def lift() -> str:
+    """Grain: rule A->C. Window: all history. Formula: confidence(A->C) / support(C); above 1 when
+    A makes C more likely than it is on average."""
+    return f"({confidence()}) / (with_consequent / baskets)"
+
+
+def definitions() -> list[dict[str, str]]:
+    """Grain, window and formula of every metric, parsed from the docstrings."""
+    rows = []
+    for fn in METRICS:
+        text = " ".join(inspect.getdoc(fn).split())
+        parts = dict(re.findall(r"(Grain|Window|Formula): (.*?)(?= (?:Grain|Window|Formula):|$)", text))
+        rows.append({"metric": fn.__name__, "grain": parts["Grain"].rstrip("."), "window": parts["Window"].rstrip("."),
+                     "formula": parts["Formula"]})
+    return rows
+
+
+def markdown_table() -> str:
+    lines = ["| metric | grain | window | formula |", "|---|---|---|---|"]
+    lines += [f"| `{d['metric']}` | {d['grain']} | {d['window']} | {d['formula']} |" for d in definitions()]
+    return "\n".join(lines)

@@ -1,0 +1,76 @@
+"""Source-aligned assets: typed, cleaned copies of customer_info, product and purchase.
+
+Each asset loads one source file; rows it cannot accept land in source_aligned.quarantine.
+"""
+
+
+from datetime import UTC, datetime
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from product_affinity.contract import table
+from product_affinity.resources import SourceFiles
+from product_affinity.source_aligned.cleaning import FOREIGN_KEYS, ingest
+from product_affinity.warehouse import column_schema, materialization_metadata
+
+OWNERS = ["team:customer-analytics"]
+
+
+def source_file_spec(name: str) -> dg.AssetSpec:
+    """The operational source file, observed rather than built by this product."""
+    t = table(name)
+    return dg.AssetSpec(
+        key=["sources", t.source_file.removesuffix(".csv")],
+        description=f"Operational source file {t.source_file} ({t.description})",
+        group_name="sources",
+        owners=OWNERS,
+        kinds={"csv"},
+    )
+
+
+def source_aligned_asset(name: str) -> dg.AssetsDefinition:
+    t = table(name)
+    upstream = [source_file_spec(name).key] + [
+        dg.AssetKey(["source_aligned", fk.references]) for fk in FOREIGN_KEYS.get(name, [])
+    ]
+
+    @dg.asset(
+        name=name,
+        key_prefix="source_aligned",
+        group_name="source_aligned",
+        description=f"{t.description} Typed, trimmed, normalised and deduplicated on "
+        f"({', '.join(t.primary_key)}); rejected rows go to source_aligned.quarantine with a reason.",
+        deps=upstream,
+        owners=OWNERS,
+        kinds={"duckdb", "table"},
+        tags={"layer": "source_aligned"},
+        metadata={"dagster/column_schema": column_schema(t), "dagster/table_name": t.physical_name},
+    )
+    def _asset(context: dg.AssetExecutionContext, warehouse: DuckDBResource, source_files: SourceFiles):
+        with warehouse.get_connection() as conn:
+            result = ingest(conn, source_files.path, name, now=datetime.now(UTC).replace(tzinfo=None))
+            context.log.info(
+                f"{result.source}: {result.rows_in:,} rows in, {result.accepted:,} accepted, "
+                f"{sum(result.quarantined.values()):,} quarantined {result.quarantined or ''}"
+            )
+            if result.ignored_columns:
+                context.log.warning(f"{result.source}: ignored column(s) not in the contract: {result.ignored_columns}")
+            return dg.MaterializeResult(
+                metadata=materialization_metadata(
+                    conn,
+                    t,
+                    rows_in=result.rows_in,
+                    rows_accepted=result.accepted,
+                    rows_quarantined=sum(result.quarantined.values()),
+                    quarantined_by_reason=dg.MetadataValue.json(result.quarantined),
+                    ignored_columns=list(result.ignored_columns),
+                )
+            )
+
+    return _asset
+
+
+SOURCES = ("customer", "product", "purchase")
+source_files = [source_file_spec(name) for name in SOURCES]
+source_aligned_assets = [source_aligned_asset(name) for name in SOURCES]

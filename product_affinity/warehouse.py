@@ -1,0 +1,83 @@
+"""Writing contract tables into DuckDB and describing them for Dagster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+import duckdb
+
+from product_affinity.contract import Table
+
+
+class ContractViolation(Exception):
+    """A query meant to produce a contract table yields other columns."""
+
+
+def _params(sql: str, params: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Pass only the named parameters the statement uses (DuckDB rejects unused ones)."""
+    if not params:
+        return None
+    return {k: v for k, v in params.items() if f"${k}" in sql} or None
+
+
+def execute(conn: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None):
+    return conn.execute(sql, _params(sql, params))
+
+
+def replace_table(
+    conn: duckdb.DuckDBPyConnection, t: Table, select_sql: str, params: dict[str, Any] | None = None
+) -> int:
+    """Create or replace a contract table from a query: exactly the declared columns, in order, with their types."""
+    produced = [row[0] for row in execute(conn, f"DESCRIBE ({select_sql})", params).fetchall()]
+    if sorted(produced) != sorted(t.column_names):
+        raise ContractViolation(
+            f"{t.physical_name}: query yields {produced}, the contract declares {t.column_names}"
+        )
+    typed = ", ".join(f"CAST({c.name} AS {c.type}) AS {c.name}" for c in t.columns)
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {t.schema}")
+    execute(conn, f"CREATE OR REPLACE TABLE {t.physical_name} AS SELECT {typed} FROM ({select_sql})", params)
+    return conn.execute(f"SELECT count(*) FROM {t.physical_name}").fetchone()[0]
+
+
+def column_schema(t: Table) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=c.name,
+                type=c.type,
+                description=c.description or None,
+                tags={"pii": ""} if c.pii else {},
+                constraints=dg.TableColumnConstraints(nullable=not c.required, unique=c.unique),
+            )
+            for c in t.columns
+        ]
+    )
+
+
+def profile(conn: duckdb.DuckDBPyConnection, t: Table) -> str:
+    """Markdown column profile: nulls, distinct values (approximate), min and max, in one scan."""
+    scalar = [c for c in t.columns if not c.type.endswith("[]")]
+    parts = []
+    for c in t.columns:
+        parts.append(f"count(*) - count({c.name})")
+        if c in scalar:
+            parts += [f"approx_count_distinct({c.name})", f"min({c.name})::VARCHAR", f"max({c.name})::VARCHAR"]
+    values = iter(conn.execute(f"SELECT {', '.join(parts)} FROM {t.physical_name}").fetchone())
+    lines = ["| column | type | nulls | distinct (approx.) | min | max |", "|---|---|---|---|---|---|"]
+    for c in t.columns:
+        nulls = next(values)
+        distinct, low, high = (next(values), next(values), next(values)) if c in scalar else ("", "", "")
+        lines.append(f"| {c.name} | {c.type} | {nulls} | {distinct} | {low} | {high} |")
+    return "\n".join(lines)
+
+
+def materialization_metadata(conn: duckdb.DuckDBPyConnection, t: Table, **extra: Any) -> dict[str, Any]:
+    rows = conn.execute(f"SELECT count(*) FROM {t.physical_name}").fetchone()[0]
+    return {
+        "dagster/row_count": rows,
+        "dagster/column_schema": column_schema(t),
+        "table": t.physical_name,
+        "profile": dg.MetadataValue.md(profile(conn, t)),
+        **extra,
+    }
