@@ -1,0 +1,628 @@
+"""Synthetic operational sources of an online retailer, with known answers.
+
+The generator writes the three files the product ingests (customer_info.csv, product.csv,
+purchase.csv) plus ground_truth.json, which records what was planted: category and product
+affinities the association rules must recover, and defect rows the quarantine must catch, by
+file and reason. Everything is drawn from one seed and `end`, so a sample can be rebuilt byte
+for byte, and every step works on whole numpy columns so an Instacart-sized sample (about 32M
+order lines) takes minutes, not hours.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from product_affinity.reference import COUNTRY_SPELLINGS
+
+DEFAULT_SIZE = dict(customers=2_000, products=400, orders=20_000)
+
+CUSTOMER_COLUMNS = ("customer_id", "first_name", "last_name", "email", "phone", "birth_year", "education",
+                    "marital_status", "income", "country", "signup_at")
+PRODUCT_COLUMNS = ("product_id", "product_name", "category", "subcategory", "list_price")
+PURCHASE_COLUMNS = ("order_id", "line_number", "customer_id", "product_id", "quantity", "unit_price",
+                    "purchased_at", "channel", "deal")
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
+DAY = 86_400
+
+# --------------------------------------------------------------------------------------------
+# Catalogue: category -> (share of lines, median list price, price spread, subcategories).
+# A subcategory lists its pack sizes (label, price factor) and its base product names; a
+# product name is [brand] [range] base size, so names stay readable and unique at any size.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Category:
+    share: float
+    median_price: float
+    price_spread: float
+    subcategories: dict[str, tuple[tuple[tuple[str, float], ...], tuple[str, ...]]]
+
+
+CATEGORIES: dict[str, Category] = {
+    "Wines": Category(0.07, 13.0, 0.45, {
+        "Red Wine": ((("750ml", 1.0), ("1.5L", 1.9)),
+                     ("Rioja Reserva", "Malbec", "Cabernet Sauvignon", "Pinot Noir", "Tempranillo Crianza", "Merlot")),
+        "White Wine": ((("750ml", 1.0), ("375ml", 0.55)),
+                       ("Albariño", "Chardonnay", "Sauvignon Blanc", "Riesling", "Verdejo")),
+        "Sparkling": ((("750ml", 1.0), ("200ml", 0.35)), ("Cava Brut", "Prosecco", "Champagne Brut", "Crémant Rosé")),
+    }),
+    "Meats": Category(0.08, 8.0, 0.4, {
+        "Beef": ((("500g", 1.0), ("1kg", 1.9)), ("Ribeye Steak", "Ground Beef", "Sirloin Steak", "Beef Brisket")),
+        "Pork": ((("500g", 1.0), ("1kg", 1.9)), ("Pork Chops", "Pork Sausages", "Pork Loin", "Pulled Pork")),
+        "Poultry": ((("500g", 1.0), ("1kg", 1.9)), ("Chicken Breast", "Chicken Thighs", "Turkey Mince", "Chicken Wings")),
+        "Charcuterie": ((("100g", 0.45), ("250g", 1.0)), ("Serrano Ham", "Chorizo", "Salami", "Prosciutto", "Smoked Bacon")),
+    }),
+    "Fish": Category(0.05, 9.0, 0.45, {
+        "Fresh Fish": ((("300g", 1.0), ("600g", 1.9)), ("Salmon Fillet", "Cod Loin", "Sea Bass", "Hake Fillet", "Tuna Steak")),
+        "Shellfish": ((("250g", 1.0), ("500g", 1.9)), ("King Prawns", "Mussels", "Scallops", "Squid Rings")),
+        "Canned Fish": ((("120g", 0.35), ("3x80g", 0.6)), ("Tuna in Olive Oil", "Sardines", "Anchovies", "Mackerel")),
+    }),
+    "Sweets": Category(0.06, 3.2, 0.4, {
+        "Chocolate": ((("100g", 1.0), ("200g", 1.8)),
+                      ("Dark Chocolate 70%", "Milk Chocolate", "Hazelnut Pralines", "White Chocolate")),
+        "Candy": ((("150g", 1.0), ("400g", 2.2)), ("Gummy Bears", "Licorice", "Fruit Drops", "Marshmallows")),
+        "Biscuits": ((("200g", 1.0), ("400g", 1.8)), ("Butter Cookies", "Chocolate Chip Cookies", "Shortbread", "Digestives")),
+    }),
+    "Fruits": Category(0.12, 2.6, 0.4, {
+        "Fresh Fruit": ((("1kg", 1.0), ("Pack of 6", 1.3)),
+                        ("Bananas", "Gala Apples", "Navel Oranges", "Lemons", "Conference Pears", "Mangoes", "Hass Avocados")),
+        "Berries": ((("150g", 1.0), ("300g", 1.8)), ("Strawberries", "Blueberries", "Raspberries", "Blackberries")),
+        "Dried Fruit": ((("200g", 1.0), ("500g", 2.2)), ("Medjool Dates", "Raisins", "Dried Apricots", "Prunes")),
+    }),
+    "Gold": Category(0.04, 30.0, 0.55, {
+        "Delicacies": ((("50g", 0.6), ("100g", 1.0)),
+                       ("Iberico Ham", "Black Truffle", "Oscietra Caviar", "Foie Gras", "Smoked Eel")),
+        "Premium Oils": ((("250ml", 0.6), ("500ml", 1.0)),
+                         ("Extra Virgin Olive Oil", "White Truffle Oil", "Aged Balsamic Vinegar")),
+        "Gift Boxes": ((("Classic", 1.0), ("Deluxe", 1.8)),
+                       ("Gourmet Hamper", "Cheese Selection", "Chocolate Truffle Box", "Wine & Cheese Box")),
+    }),
+    "Vegetables": Category(0.13, 1.9, 0.4, {
+        "Fresh Vegetables": ((("500g", 1.0), ("1kg", 1.8)),
+                             ("Vine Tomatoes", "Carrots", "Broccoli", "Red Onions", "Potatoes", "Bell Peppers",
+                              "Courgettes", "Cucumber")),
+        "Salad": ((("100g", 1.0), ("200g", 1.8)), ("Baby Spinach", "Mixed Salad Leaves", "Rocket", "Romaine Lettuce")),
+        "Herbs": ((("20g", 1.0), ("50g", 2.0)), ("Basil", "Coriander", "Flat Leaf Parsley", "Mint")),
+    }),
+    "Dairy": Category(0.12, 2.4, 0.35, {
+        "Milk": ((("1L", 1.0), ("2L", 1.8)), ("Whole Milk", "Semi-Skimmed Milk", "Oat Drink", "Lactose-Free Milk")),
+        "Cheese": ((("200g", 1.0), ("400g", 1.9)),
+                   ("Aged Manchego", "Mature Cheddar", "Mozzarella", "Brie", "Parmigiano Reggiano")),
+        "Yogurt & Butter": ((("500g", 1.0), ("4x125g", 1.1)), ("Greek Yogurt", "Natural Yogurt", "Salted Butter", "Skyr")),
+    }),
+    "Bakery": Category(0.09, 2.2, 0.35, {
+        "Bread": ((("400g", 1.0), ("800g", 1.7)), ("Sourdough Loaf", "Wholemeal Bread", "Rye Bread", "Baguette", "Ciabatta")),
+        "Pastries": ((("2 pack", 1.0), ("4 pack", 1.8)),
+                     ("Butter Croissants", "Pain au Chocolat", "Cinnamon Rolls", "Blueberry Muffins")),
+        "Cakes": ((("Slice", 1.0), ("Whole", 4.0)), ("Carrot Cake", "Cheesecake", "Lemon Drizzle Cake")),
+    }),
+    "Beverages": Category(0.09, 2.5, 0.45, {
+        "Coffee & Tea": ((("250g", 1.0), ("500g", 1.8)),
+                         ("Ground Coffee", "Espresso Beans", "Green Tea", "English Breakfast Tea")),
+        "Soft Drinks": ((("1.5L", 1.0), ("6x330ml", 1.6)), ("Cola", "Lemon Soda", "Sparkling Water", "Ginger Ale")),
+        "Juices": ((("1L", 1.0), ("330ml", 0.45)), ("Orange Juice", "Apple Juice", "Tomato Juice", "Multivitamin Juice")),
+    }),
+    "Snacks": Category(0.08, 2.3, 0.4, {
+        "Crisps": ((("150g", 1.0), ("300g", 1.7)), ("Sea Salt Crisps", "Tortilla Chips", "Paprika Crisps", "Pretzels")),
+        "Nuts": ((("150g", 1.0), ("400g", 2.3)), ("Salted Almonds", "Roasted Cashews", "Pistachios", "Mixed Nuts")),
+        "Crackers": ((("125g", 1.0), ("250g", 1.8)), ("Rice Crackers", "Oat Crackers", "Breadsticks")),
+    }),
+    "Household": Category(0.07, 3.5, 0.45, {
+        "Cleaning": ((("500ml", 1.0), ("1L", 1.7)),
+                     ("Dish Soap", "All-Purpose Cleaner", "Laundry Liquid", "Glass Cleaner")),
+        "Paper": ((("4 rolls", 1.0), ("9 rolls", 2.0)), ("Toilet Paper", "Kitchen Towels", "Paper Napkins")),
+        "Kitchen": ((("20 pack", 1.0), ("50 pack", 2.1)), ("Bin Bags", "Freezer Bags", "Aluminium Foil", "Baking Paper")),
+    }),
+}
+CATEGORY_NAMES = tuple(CATEGORIES)
+RANGES = ("", "Organic", "Classic", "Premium", "Select", "Farmhouse", "Artisan", "Everyday", "Signature",
+          "Heritage", "Family", "Traditional")
+BRANDS = ("", "Hillcrest", "Casa Verde", "Northfield", "Bella Terra", "Oak & Stone", "Bluewater", "Sunvale",
+          "Green Acre", "Old Mill", "Riverside", "Alpine", "Harvest Moon", "Golden Coast", "La Huerta",
+          "Stonebridge", "Maple Row", "Seaview", "Red Barn", "Willow Creek", "Brightfield")
+POPULARITY_EXPONENT = 1.0  # Zipf exponent of product popularity within a category
+
+# Affinities worth planting: (antecedent, consequent). Three are drawn with no shared category.
+CATEGORY_AFFINITY_POOL = (("Wines", "Meats"), ("Bakery", "Dairy"), ("Fish", "Vegetables"), ("Snacks", "Beverages"),
+                          ("Gold", "Wines"), ("Sweets", "Fruits"), ("Meats", "Vegetables"), ("Household", "Snacks"))
+CATEGORY_AFFINITY_PROBABILITY = 0.9
+PRODUCT_AFFINITY_PROBABILITY = 0.5
+PRODUCT_AFFINITY_RANKS = (20, 150)  # popularity ranks the planted products are drawn from
+
+# Baskets: size = 1 + negative binomial (Instacart-like, mean about 9.4 after planting), focused on
+# 1-3 "mission" categories, with the remaining lines bought on impulse across the whole store.
+BASKET_SHAPE, BASKET_EXTRA_MEAN, BASKET_BASE_CAP = 1.3, 8.2, 42
+MISSION_COUNT_PROBABILITIES = (0.45, 0.4, 0.15)
+MISSION_LINE_SHARE = 0.85
+DEAL_PROBABILITY, DEAL_DISCOUNT = 0.12, (0.10, 0.30)
+QUANTITY_PROBABILITIES = (0.80, 0.11, 0.05, 0.02, 0.012, 0.008)  # quantities 1..6
+
+# Calendar: orders by weekday (Monday first), month and hour; 30% growth over the history.
+WEEKDAY_WEIGHTS = (0.95, 0.9, 0.9, 0.95, 1.05, 1.15, 1.1)
+MONTH_WEIGHTS = (0.9, 0.9, 1.0, 1.0, 1.0, 0.95, 0.95, 0.95, 1.0, 1.05, 1.3, 1.5)
+HOUR_WEIGHTS = (0.3, 0.2, 0.1, 0.1, 0.1, 0.2, 0.5, 1.2, 2.5, 4.0, 5.5, 6.0,
+                6.0, 6.0, 6.0, 5.8, 5.5, 5.0, 4.2, 3.5, 2.8, 2.1, 1.5, 0.9)
+GROWTH_OVER_HISTORY = 1.3
+
+# Customers.
+FIRST_NAMES = ("Maria", "Jose", "Carmen", "Antonio", "Lucia", "Manuel", "Laura", "David", "Ana", "Javier",
+               "James", "Mary", "John", "Patricia", "Robert", "Jennifer", "Michael", "Linda", "William",
+               "Elizabeth", "Anna", "Lukas", "Emma", "Felix", "Sophie", "Priya", "Rahul", "Aisha", "Omar",
+               "Fatima", "Liam", "Olivia", "Noah", "Charlotte", "Jack", "Chloe", "Ethan", "Isla", "Marko",
+               "Milica")
+LAST_NAMES = ("Garcia", "Fernandez", "Lopez", "Martinez", "Sanchez", "Perez", "Gomez", "Martin", "Ruiz",
+              "Diaz", "Smith", "Johnson", "Williams", "Brown", "Jones", "Miller", "Davis", "Wilson",
+              "Mueller", "Schmidt", "Schneider", "Fischer", "Weber", "Sharma", "Patel", "Singh", "Kumar",
+              "Alsaud", "Alharbi", "Alqahtani", "Tremblay", "Roy", "Gagnon", "Taylor", "Anderson",
+              "Thompson", "Petrovic", "Jovanovic", "Nguyen", "Kelly")
+EMAIL_DOMAINS = ("example.com", "example.net", "example.org", "mail.example.com")
+MESSY_EMAIL_SHARE = 0.03
+EDUCATION = {"Graduation": 0.50, "PhD": 0.22, "Master": 0.16, "2n Cycle": 0.09, "Basic": 0.03}
+MARITAL_STATUS = {"Married": 0.39, "Together": 0.26, "Single": 0.21, "Divorced": 0.10, "Widow": 0.04}
+COUNTRY_WEIGHTS = {"Spain": 0.49, "Saudi Arabia": 0.15, "Canada": 0.12, "Australia": 0.07, "India": 0.07,
+                   "Germany": 0.05, "United States": 0.05, "Montenegro": 0.01}
+ALIAS_SHARE, RECASED_SHARE = 0.15, 0.08
+NON_BUYER_SHARE = 0.05
+CHANNELS = ("web", "store", "catalog")
+CHANNEL_PREFERENCE = (0.6, 0.3, 0.1)
+PREFERRED_CHANNEL_SHARE = 0.85
+
+DEFECT_SHARE = 0.002  # of a file's genuine rows, per reason
+QUANTITY_WORDS = ("zero", "one", "two", "three", "four", "five", "six")
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """Products in internal order (grouped by category), with what baskets need to draw them."""
+
+    product_id: np.ndarray  # internal index -> product_id
+    category: np.ndarray  # internal index -> category code (index in CATEGORY_NAMES)
+    list_cents: np.ndarray
+    popularity: np.ndarray  # expected share of all order lines
+    draw_key: np.ndarray  # category code + cumulative popularity within the category, for searchsorted
+    frame: pl.DataFrame  # product.csv rows, by product_id
+
+
+@dataclass(frozen=True)
+class Orders:
+    """Genuine orders in time order (order_id = position + 1) and their lines, grouped by order."""
+
+    purchased_at: np.ndarray  # epoch seconds
+    customer: np.ndarray  # internal customer index
+    channel: np.ndarray  # index in CHANNELS
+    line_order: np.ndarray  # order position of each line
+    line_product: np.ndarray  # internal product index of each line
+
+
+def generate_sample(directory: Path, *, customers: int = 2_000, products: int = 400, orders: int = 20_000,
+                    seed: int = 7, end: datetime | None = None, history_days: int = 730,
+                    defects: bool = True) -> dict:
+    """Write customer_info.csv, product.csv, purchase.csv and ground_truth.json into directory; return the ground truth dict."""
+    if products < 2 * len(CATEGORIES) or customers < 1 or orders < 1 or history_days < 1:
+        raise ValueError(f"need products >= {2 * len(CATEGORIES)} and at least one customer, order and day")
+    end = _as_end(end)
+    end_s = int((end - datetime(1970, 1, 1)).total_seconds())
+    start_s = end_s - history_days * DAY
+    streams = np.random.SeedSequence(seed).spawn(6)
+    rng_catalogue, rng_customers, rng_orders, rng_baskets, rng_planting, rng_defects = map(np.random.default_rng, streams)
+
+    catalogue = _catalogue(rng_catalogue, products)
+    planted = _choose_affinities(rng_planting, catalogue)
+    purchased_at, buyer, channel = _place_orders(rng_orders, orders, customers, start_s, end_s)
+    line_order, line_product = _basket_lines(rng_baskets, orders, catalogue)
+    line_order, line_product = _plant_affinities(rng_planting, line_order, line_product, catalogue, planted)
+    order_lines = Orders(purchased_at, buyer, channel, line_order, line_product)
+    customer_frame, customer_id = _customers(rng_customers, customers, order_lines, start_s, end_s)
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    defect_counts = _write_customers(directory, rng_defects, customer_frame, defects, start_s, end_s)
+    catalogue.frame.write_csv(directory / "product.csv", float_precision=2)
+    purchase_counts = _write_purchases(directory, rng_defects, order_lines, catalogue, customer_id, defects,
+                                       start_s, end_s)
+
+    truth = {
+        "parameters": dict(customers=customers, products=products, orders=orders, seed=seed, end=end.isoformat(),
+                           history_days=history_days, defects=defects),
+        "planted": {
+            "category": [[CATEGORY_NAMES[a], CATEGORY_NAMES[b]] for a, b in planted["category"]],
+            "product": [[int(catalogue.product_id[a]), int(catalogue.product_id[b])] for a, b in planted["product"]],
+        },
+        "defects": {"customer_info.csv": defect_counts, "product.csv": {}, "purchase.csv": purchase_counts},
+        "rows": {
+            "customer_info.csv": customers + sum(defect_counts.values()),
+            "product.csv": products,
+            "purchase.csv": len(line_order) + sum(purchase_counts.values()),
+        },
+    }
+    (directory / "ground_truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
+    return truth
+
+
+def _as_end(end: datetime | None) -> datetime:
+    """Naive UTC, whole seconds: the clock the timestamps in the files are written in."""
+    if end is None:
+        end = datetime.now(timezone.utc)
+    if end.tzinfo is not None:
+        end = end.astimezone(timezone.utc).replace(tzinfo=None)
+    return end.replace(microsecond=0)
+
+
+# ---------------------------------------------------------------------------------- catalogue
+
+
+def _category_counts(products: int) -> np.ndarray:
+    """Products per category in proportion to its share (largest remainders), at least two each."""
+    shares = np.array([c.share for c in CATEGORIES.values()])
+    spare = products - 2 * len(shares)
+    exact = shares / shares.sum() * spare
+    counts = np.floor(exact).astype(np.int64)
+    counts[np.argsort(counts - exact, kind="stable")[: spare - counts.sum()]] += 1
+    return counts + 2
+
+
+def _catalogue(rng: np.random.Generator, products: int) -> Catalogue:
+    """Readable unique products per category, Zipf-like popularity and lognormal list prices."""
+    counts = _category_counts(products)
+    names, subcategories, prices, within_share = [], [], [], []
+    for (category_name, category), count in zip(CATEGORIES.items(), counts):
+        items = [(sub, base, size, factor) for sub, (sizes, bases) in category.subcategories.items()
+                 for base in bases for size, factor in sizes]
+        position = np.arange(count)
+        item = rng.permutation(len(items))[position % len(items)]
+        range_word = np.array(RANGES)[(position // len(items)) % len(RANGES)]
+        brand_word = np.array(BRANDS)[(position // (len(items) * len(RANGES))) % len(BRANDS)]
+        edition = position // (len(items) * len(RANGES) * len(BRANDS))
+        base_names = np.array([f"{base} {size}" for _, base, size, _ in items])[item]
+        names.append(pl.DataFrame({"brand": brand_word, "range": range_word, "base": base_names, "edition": edition}))
+        subcategories.append(np.array([sub for sub, _, _, _ in items])[item])
+        prices.append(np.array([factor for _, _, _, factor in items])[item]
+                      * category.median_price * np.exp(rng.normal(0, category.price_spread, count)))
+        rank = rng.permutation(count) + 1.0
+        within_share.append(rank ** -POPULARITY_EXPONENT / np.sum(rank ** -POPULARITY_EXPONENT))
+
+    category = np.repeat(np.arange(len(CATEGORIES)), counts)
+    within_share = np.concatenate(within_share)
+    popularity = within_share * np.array([c.share for c in CATEGORIES.values()])[category]
+    draw_key = category + _cumulative_within(within_share, counts)
+    list_cents = np.maximum(np.round(np.concatenate(prices) * 100), 49).astype(np.int64)
+    product_id = rng.permutation(products) + 1
+    name = pl.concat(names).select(
+        pl.concat_str(
+            pl.col("brand"), pl.col("range"), pl.col("base"),
+            pl.when(pl.col("edition") > 0).then(pl.format("No. {}", pl.col("edition") + 1)), separator=" ",
+            ignore_nulls=True,
+        ).str.strip_chars()
+    ).to_series()
+    frame = pl.DataFrame({
+        "product_id": product_id,
+        "product_name": name,
+        "category": np.array(CATEGORY_NAMES)[category],
+        "subcategory": np.concatenate(subcategories),
+        "list_price": list_cents / 100,
+    }).sort("product_id")
+    return Catalogue(product_id, category, list_cents, popularity, draw_key, frame)
+
+
+def _cumulative_within(weights: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Cumulative share within each consecutive group, ending at exactly 1.0 per group."""
+    ends = np.cumsum(counts)
+    cumulative = np.cumsum(weights)
+    before = np.repeat(np.concatenate([[0.0], cumulative[ends[:-1] - 1]]), counts)
+    within = cumulative - before
+    within[ends - 1] = 1.0
+    return within
+
+
+def _draw_products(rng: np.random.Generator, catalogue: Catalogue, category: np.ndarray) -> np.ndarray:
+    """One product per requested category, popular products more often."""
+    return np.searchsorted(catalogue.draw_key, category + rng.random(len(category)), side="right")
+
+
+def _choose_affinities(rng: np.random.Generator, catalogue: Catalogue) -> dict[str, list[tuple[int, int]]]:
+    """Three category pairs sharing no category, five pairs of distinct mid-popularity products."""
+    code = {name: i for i, name in enumerate(CATEGORY_NAMES)}
+    category_pairs, used = [], set()
+    for i in rng.permutation(len(CATEGORY_AFFINITY_POOL)):
+        a, b = CATEGORY_AFFINITY_POOL[i]
+        if len(category_pairs) < 3 and not {a, b} & used:
+            category_pairs.append((code[a], code[b]))
+            used |= {a, b}
+    products = len(catalogue.product_id)
+    high = max(min(PRODUCT_AFFINITY_RANKS[1], products // 2), 10)
+    low = min(PRODUCT_AFFINITY_RANKS[0], high - 10)
+    by_popularity = np.argsort(-catalogue.popularity, kind="stable")
+    chosen = rng.choice(by_popularity[low:high], size=10, replace=False)
+    return {"category": category_pairs, "product": [(int(a), int(b)) for a, b in chosen.reshape(5, 2)]}
+
+
+# ----------------------------------------------------------------------------------- orders
+
+
+def _place_orders(rng: np.random.Generator, orders: int, customers: int, start_s: int, end_s: int):
+    """When each order was placed (sorted), by whom, and through which channel."""
+    purchased_at = _order_times(rng, orders, start_s, end_s)
+    buyers = max(1, min(orders, round(customers * (1 - NON_BUYER_SHARE))))
+    buyer_ids = rng.permutation(customers)[:buyers]
+    activity = rng.lognormal(0.0, 1.2, buyers)
+    customer = buyer_ids[np.searchsorted(np.cumsum(activity) / activity.sum(), rng.random(orders), side="right")
+                         .clip(max=buyers - 1)]
+    customer[rng.permutation(orders)[:buyers]] = buyer_ids  # every buyer orders at least once
+    preferred = rng.choice(len(CHANNELS), size=customers, p=CHANNEL_PREFERENCE)
+    channel = np.where(rng.random(orders) < PREFERRED_CHANNEL_SHARE, preferred[customer],
+                       rng.integers(0, len(CHANNELS), orders))
+    return purchased_at, customer.astype(np.int32), channel.astype(np.int8)
+
+
+def _order_times(rng: np.random.Generator, orders: int, start_s: int, end_s: int) -> np.ndarray:
+    """Seasonal, growing order times in (start, end]; the latest lands within the last hour."""
+    first_day, last_day = start_s // DAY, end_s // DAY
+    days = np.arange(first_day, last_day + 1)
+    weekday = (days + 3) % 7  # 1970-01-01 was a Thursday
+    month = days.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) % 12
+    weight = (np.array(WEEKDAY_WEIGHTS)[weekday] * np.array(MONTH_WEIGHTS)[month]
+              * GROWTH_OVER_HISTORY ** ((days - first_day) / max(len(days) - 1, 1)))
+    day_cdf, hour_cdf = np.cumsum(weight) / weight.sum(), np.cumsum(HOUR_WEIGHTS) / np.sum(HOUR_WEIGHTS)
+    times = np.empty(orders, dtype=np.int64)
+    pending = np.arange(orders)
+    while len(pending):  # redraw the few that fall outside the window on its first or last day
+        day = days[np.searchsorted(day_cdf, rng.random(len(pending)), side="right").clip(max=len(days) - 1)]
+        hour = np.searchsorted(hour_cdf, rng.random(len(pending)), side="right").clip(max=23)
+        times[pending] = day * DAY + hour * 3600 + rng.integers(0, 3600, len(pending))
+        pending = pending[(times[pending] <= start_s) | (times[pending] > end_s)]
+    times.sort()
+    times[-1] = max(times[-1], end_s - rng.integers(0, 3600))
+    return times
+
+
+def _basket_lines(rng: np.random.Generator, orders: int, catalogue: Catalogue) -> tuple[np.ndarray, np.ndarray]:
+    """Category-focused baskets: most lines from the order's 1-3 missions, the rest on impulse."""
+    extra = rng.negative_binomial(BASKET_SHAPE, BASKET_SHAPE / (BASKET_SHAPE + BASKET_EXTRA_MEAN), orders)
+    size = np.minimum(1 + extra, BASKET_BASE_CAP)
+    shares = np.array([c.share for c in CATEGORIES.values()], dtype=np.float32)
+    race = rng.standard_exponential((orders, len(shares)), dtype=np.float32) / shares
+    missions = np.argsort(race, axis=1)[:, :3].astype(np.int8)  # weighted draw without replacement
+    del race
+    mission_count = rng.choice(3, size=orders, p=MISSION_COUNT_PROBABILITIES) + 1
+
+    line_order = np.repeat(np.arange(orders, dtype=np.int32), size)
+    slot = (rng.random(len(line_order), dtype=np.float32) * mission_count[line_order]).astype(np.int8)
+    impulse = np.searchsorted(np.cumsum(shares) / shares.sum(), rng.random(len(line_order), dtype=np.float32),
+                              side="right").clip(max=len(shares) - 1)
+    category = np.where(rng.random(len(line_order), dtype=np.float32) < MISSION_LINE_SHARE,
+                        missions[line_order, slot], impulse).astype(np.int8)
+    line_product = _draw_products(rng, catalogue, category).astype(np.int32)
+    first = pl.Series(line_order.astype(np.int64) * len(catalogue.category) + line_product).is_first_distinct()
+    keep = first.to_numpy()
+    return line_order[keep], line_product[keep]
+
+
+def _plant_affinities(rng: np.random.Generator, line_order: np.ndarray, line_product: np.ndarray,
+                      catalogue: Catalogue, planted: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Add the consequent of each planted rule to orders holding its antecedent (and not the consequent).
+
+    Product rules go first so the category rules see the final basket, then added lines are
+    merged behind their order's own lines, as add-on suggestions would be."""
+    orders = int(line_order[-1]) + 1
+    added_orders, added_products = [], []
+    for a, b in planted["product"]:
+        has_a, has_b = (np.bincount(line_order[line_product == p], minlength=orders) > 0 for p in (a, b))
+        chosen = np.flatnonzero(has_a & ~has_b & (rng.random(orders) < PRODUCT_AFFINITY_PROBABILITY))
+        added_orders.append(chosen)
+        added_products.append(np.full(len(chosen), b))
+    lines = np.concatenate([line_order, *added_orders]), np.concatenate([line_product, *added_products])
+
+    present = np.zeros((orders, len(CATEGORIES)), dtype=bool)
+    present[lines[0], catalogue.category[lines[1]]] = True
+    for a, b in planted["category"]:
+        chosen = np.flatnonzero(present[:, a] & ~present[:, b] & (rng.random(orders) < CATEGORY_AFFINITY_PROBABILITY))
+        added_orders.append(chosen)
+        added_products.append(_draw_products(rng, catalogue, np.full(len(chosen), b)))
+    line_order = np.concatenate([line_order, *added_orders]).astype(np.int32)
+    line_product = np.concatenate([line_product, *added_products]).astype(np.int32)
+    by_order = np.argsort(line_order, kind="stable")
+    return line_order[by_order], line_product[by_order]
+
+
+# -------------------------------------------------------------------------------- customers
+
+
+def _customers(rng: np.random.Generator, customers: int, orders: Orders, start_s: int,
+               end_s: int) -> tuple[pl.DataFrame, np.ndarray]:
+    """customer_info rows by customer_id, and the id of each internal customer.
+
+    Ids are issued in signup order, and a buyer signs up before their first order."""
+    first_order = np.full(customers, -1, dtype=np.int64)
+    buyers, first_index = np.unique(orders.customer, return_index=True)  # orders are in time order
+    first_order[buyers] = orders.purchased_at[first_index]
+    gap = np.maximum(np.round(np.exp(rng.normal(np.log(14 * DAY), 1.5, customers))), 60).astype(np.int64)
+    anytime = rng.integers(start_s + 1, end_s + 1, customers)
+    signup = np.where(first_order >= 0, first_order - gap, anytime)
+    order_of_signup = np.argsort(signup, kind="stable")
+    customer_id = np.empty(customers, dtype=np.int64)
+    customer_id[order_of_signup] = np.arange(1, customers + 1)
+    return _customer_attributes(rng, customer_id, signup).sort("customer_id"), customer_id
+
+
+def _customer_attributes(rng: np.random.Generator, customer_id: np.ndarray, signup: np.ndarray,
+                         email_tag: np.ndarray | None = None) -> pl.DataFrame:
+    """Plausible CRM fields; a few e-mails come in with capitals or stray spaces."""
+    n = len(customer_id)
+    first = np.array(FIRST_NAMES)[rng.integers(0, len(FIRST_NAMES), n)]
+    last = np.array(LAST_NAMES)[rng.integers(0, len(LAST_NAMES), n)]
+    frame = pl.DataFrame({
+        "customer_id": pl.Series(customer_id, dtype=pl.Int64),
+        "first_name": first,
+        "last_name": last,
+        "_tag": customer_id if email_tag is None else email_tag,
+        "_domain": np.array(EMAIL_DOMAINS)[rng.integers(0, len(EMAIL_DOMAINS), n)],
+        "_mess": rng.choice(4, size=n, p=[1 - MESSY_EMAIL_SHARE] + [MESSY_EMAIL_SHARE / 3] * 3),
+        "phone": rng.integers(0, 10_000, n),
+        "birth_year": np.clip(np.round(rng.normal(1972, 13, n)), 1940, 2006).astype(np.int64),
+        "education": rng.choice(list(EDUCATION), size=n, p=list(EDUCATION.values())),
+        "marital_status": rng.choice(list(MARITAL_STATUS), size=n, p=list(MARITAL_STATUS.values())),
+        "income": np.round(rng.lognormal(np.log(50_000), 0.4, n), 2),
+        "country": _country_spellings(rng, n),
+        "signup_at": _timestamps(signup),
+    })
+    email = pl.concat_str(pl.col("first_name"), pl.lit("."), pl.col("last_name"), pl.col("_tag"), pl.lit("@"),
+                          pl.col("_domain")).str.to_lowercase()
+    return frame.with_columns(
+        email=pl.when(pl.col("_mess") == 1).then(email.str.to_uppercase())
+        .when(pl.col("_mess") == 2).then(pl.concat_str(pl.lit(" "), email, pl.lit("  ")))
+        .when(pl.col("_mess") == 3).then(pl.concat_str(pl.lit(" "), pl.col("first_name"), pl.lit("."),
+                                                       pl.col("last_name"), pl.col("_tag"), pl.lit("@"),
+                                                       pl.col("_domain")))
+        .otherwise(email),
+        phone=pl.format("+1-555-{}", pl.col("phone").cast(pl.String).str.zfill(4)),
+    ).select(*CUSTOMER_COLUMNS)
+
+
+def _country_spellings(rng: np.random.Generator, n: int) -> pl.Series:
+    """Mostly the canonical name, sometimes an alias, sometimes shouted or lower-cased."""
+    canonical = list(COUNTRY_SPELLINGS)
+    weight = np.array([COUNTRY_WEIGHTS.get(name, 0.01) for name in canonical])
+    country = rng.choice(len(canonical), size=n, p=weight / weight.sum())
+    aliases = [COUNTRY_SPELLINGS[name][1:] or (name,) for name in canonical]
+    alias_count = np.array([len(a) for a in aliases])
+    alias_start = np.concatenate([[0], np.cumsum(alias_count)[:-1]])
+    alias = alias_start[country] + (rng.random(n) * alias_count[country]).astype(np.int64)
+    recase = rng.random(n)
+    spelled = pl.DataFrame({
+        "canonical": pl.Series(canonical).gather(country),
+        "alias": pl.Series([a for group in aliases for a in group]).gather(alias),
+        "use_alias": rng.random(n) < ALIAS_SHARE,
+        "upper": recase < RECASED_SHARE / 2,
+        "lower": (recase >= RECASED_SHARE / 2) & (recase < RECASED_SHARE),
+    }).select(name=pl.when("use_alias").then("alias").otherwise("canonical"), upper="upper", lower="lower")
+    return spelled.select(
+        pl.when("upper").then(pl.col("name").str.to_uppercase())
+        .when("lower").then(pl.col("name").str.to_lowercase())
+        .otherwise("name")
+    ).to_series()
+
+
+# ------------------------------------------------------------------------------ defects & files
+
+
+def _defect_count(genuine_rows: int, enabled: bool) -> int:
+    return max(2, round(DEFECT_SHARE * genuine_rows)) if enabled else 0
+
+
+def _interleaved(genuine: pl.DataFrame, extra: pl.DataFrame, before: np.ndarray) -> pl.DataFrame:
+    """Genuine rows in their order, with extra row i inserted just before genuine row before[i]."""
+    return (pl.concat([genuine.with_columns(_at=pl.Series(np.arange(len(genuine)) * 2 + 1)),
+                       extra.with_columns(_at=pl.Series(before.astype(np.int64) * 2))])
+            .sort("_at", maintain_order=True).drop("_at"))
+
+
+def _write_customers(directory: Path, rng: np.random.Generator, customers: pl.DataFrame, enabled: bool,
+                     start_s: int, end_s: int) -> dict[str, int]:
+    """customer_info.csv with repeated rows (after their original) and rows lacking a customer_id."""
+    n = len(customers)
+    counts = {"duplicate_key": _defect_count(n, enabled), "missing_key": _defect_count(n, enabled)}
+    originals = np.sort(rng.choice(n, size=counts["duplicate_key"], replace=False))
+    missing = _customer_attributes(rng, np.zeros(counts["missing_key"], dtype=np.int64),
+                                   rng.integers(start_s + 1, end_s + 1, counts["missing_key"]),
+                                   email_tag=n + 1 + np.arange(counts["missing_key"]))
+    extra = pl.concat([customers[originals], missing.with_columns(customer_id=pl.lit(None, dtype=pl.Int64))])
+    before = np.concatenate([rng.integers(originals + 1, n + 1), rng.integers(0, n + 1, counts["missing_key"])])
+    _interleaved(customers, extra, before).write_csv(
+        directory / "customer_info.csv", float_precision=2, datetime_format=TIMESTAMP_FORMAT)
+    return counts
+
+
+def _line_frame(rng: np.random.Generator, orders: Orders, catalogue: Catalogue, customer_id: np.ndarray,
+                lines: np.ndarray) -> pl.DataFrame:
+    """purchase.csv rows for the given genuine lines; quantities, deals and prices are drawn here."""
+    order = orders.line_order[lines]
+    product = orders.line_product[lines]
+    n = len(lines)
+    quantity = rng.choice(len(QUANTITY_PROBABILITIES), size=n, p=QUANTITY_PROBABILITIES) + 1
+    deal = rng.random(n) < DEAL_PROBABILITY
+    discount = rng.uniform(*DEAL_DISCOUNT, n)
+    cents = catalogue.list_cents[product]
+    cents = np.where(deal, np.round(cents * (1 - discount)).astype(np.int64), cents)
+    return pl.DataFrame({
+        "order_id": order.astype(np.int64) + 1,
+        "line_number": lines - np.searchsorted(orders.line_order, order, side="left") + 1,
+        "customer_id": customer_id[orders.customer[order]],
+        "product_id": catalogue.product_id[product],
+        "quantity": pl.Series(quantity).cast(pl.String),
+        "unit_price": _price_text(cents),
+        "purchased_at": _timestamps(orders.purchased_at[order]),
+        "channel": pl.Series(CHANNELS).gather(orders.channel[order]),
+        "deal": deal,
+    })
+
+
+def _price_text(cents: np.ndarray) -> pl.Series:
+    """Exact two-decimal prices, so the column can also hold the malformed ones."""
+    return pl.DataFrame({"cents": cents}).select(
+        pl.format("{}.{}", pl.col("cents") // 100, (pl.col("cents") % 100).cast(pl.String).str.zfill(2))
+    ).to_series()
+
+
+def _timestamps(epoch_seconds: np.ndarray) -> pl.Series:
+    return pl.Series(epoch_seconds * 1000).cast(pl.Datetime("ms"))
+
+
+def _purchase_defects(rng: np.random.Generator, orders: Orders, catalogue: Catalogue, customer_id: np.ndarray,
+                      enabled: bool, start_s: int, end_s: int) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Extra single-line orders copied from genuine lines, each broken in one way, under unused order_ids."""
+    lines = len(orders.line_order)
+    reasons = ("unknown_customer", "unknown_product", "invalid_quantity", "bad_type")
+    counts = {reason: _defect_count(lines, enabled) for reason in reasons}
+    reason = pl.Series(np.repeat(np.array(reasons), list(counts.values())))
+    n = len(reason)
+    customers, products = len(customer_id), len(catalogue.product_id)
+    broken = {
+        "reason": reason,
+        "stranger": customers + rng.integers(1, customers + 1, n),
+        "unknown_product": products + rng.integers(1, products + 1, n),
+        "bad_quantity": pl.Series(-rng.integers(0, 4, n)).cast(pl.String),
+        "spelled_out": rng.random(n) < 0.5,
+    }
+    frame = _line_frame(rng, orders, catalogue, customer_id, rng.integers(0, lines, n)).with_columns(
+        order_id=pl.Series(len(orders.purchased_at) + 1 + rng.permutation(n)),
+        line_number=pl.lit(1, dtype=pl.Int64),
+        purchased_at=_timestamps(rng.integers(start_s + 1, end_s + 1, n)),
+        **{f"_{name}": values for name, values in broken.items()},
+    )
+    bad_type = pl.col("_reason") == "bad_type"
+    return frame.with_columns(
+        customer_id=pl.when(pl.col("_reason") == "unknown_customer").then("_stranger").otherwise("customer_id"),
+        product_id=pl.when(pl.col("_reason") == "unknown_product").then("_unknown_product").otherwise("product_id"),
+        quantity=pl.when(pl.col("_reason") == "invalid_quantity").then("_bad_quantity")
+        .when(bad_type & pl.col("_spelled_out"))
+        .then(pl.col("quantity").replace_strict({str(i): word for i, word in enumerate(QUANTITY_WORDS)}))
+        .otherwise("quantity"),
+        unit_price=pl.when(bad_type & ~pl.col("_spelled_out"))
+        .then(pl.col("unit_price").str.replace(".", ",", literal=True))
+        .otherwise("unit_price"),
+    ).select(*PURCHASE_COLUMNS), counts
+
+
+def _write_purchases(directory: Path, rng: np.random.Generator, orders: Orders, catalogue: Catalogue,
+                     customer_id: np.ndarray, enabled: bool, start_s: int, end_s: int,
+                     chunk_lines: int = 2_000_000) -> dict[str, int]:
+    """purchase.csv in order_id order, written in chunks to bound memory, defect rows scattered through it."""
+    extra, counts = _purchase_defects(rng, orders, catalogue, customer_id, enabled, start_s, end_s)
+    lines = len(orders.line_order)
+    extra = extra[rng.permutation(len(extra))]  # reasons mixed along the file
+    before = np.sort(rng.integers(0, lines + 1, len(extra)))
+    with open(directory / "purchase.csv", "wb") as out:
+        for start in range(0, lines, chunk_lines):
+            stop = min(start + chunk_lines, lines)
+            inside = slice(*np.searchsorted(before, [start, stop + (stop == lines)]))
+            chunk = _line_frame(rng, orders, catalogue, customer_id, np.arange(start, stop))
+            _interleaved(chunk, extra[inside], before[inside] - start).write_csv(
+                out, include_header=start == 0, datetime_format=TIMESTAMP_FORMAT)
+    return counts

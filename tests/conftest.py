@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+CUSTOMER_HEADER = "customer_id,first_name,last_name,email,phone,birth_year,education,marital_status,income,country,signup_at"
+PRODUCT_HEADER = "product_id,product_name,category,subcategory,list_price"
+PURCHASE_HEADER = "order_id,line_number,customer_id,product_id,quantity,unit_price,purchased_at,channel,deal"
+
+
+def write_sources(directory: Path, customers: list[str], products: list[str], purchases: list[str]) -> Path:
+    """Write the three source files from CSV lines (headers added)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, header, lines in (
+        ("customer_info.csv", CUSTOMER_HEADER, customers),
+        ("product.csv", PRODUCT_HEADER, products),
+        ("purchase.csv", PURCHASE_HEADER, purchases),
+    ):
+        (directory / name).write_text("\n".join([header, *lines]) + "\n", encoding="utf-8")
+    return directory
+
+
+def customer(customer_id: int | str, country: str = "Spain", email: str | None = None) -> str:
+    email = email or f"c{customer_id}@example.com"
+    return f"{customer_id},Ann,Lee,{email},+34-555-0100,1980,Master,Married,50000.00,{country},2023-01-01 10:00:00"
+
+
+# Wines, Meats and Sweets: three products whose figures are easy to compute by hand.
+PRODUCTS = [
+    "1,Rioja Reserva,Wines,Red,10.00",
+    "2,Ribeye Steak,Meats,Beef,20.00",
+    "3,Chocolate Cake,Sweets,Cakes,5.00",
+]
+
+
+@pytest.fixture
+def conn():
+    with duckdb.connect() as connection:
+        yield connection

@@ -1,0 +1,148 @@
+"""Source files -> source-aligned tables: typing, normalisation, quarantine and row accounting."""
+
+from datetime import datetime
+
+import pytest
+
+from product_affinity.source_aligned.cleaning import ingest
+from product_affinity.sources.files import SourceError
+from tests.conftest import PRODUCTS, customer, write_sources
+
+NOW = datetime(2026, 1, 1)
+
+
+def quarantine(conn, source):
+    return conn.execute(
+        "SELECT line, reason, column_name FROM source_aligned.quarantine WHERE source = ? ORDER BY line", [source]
+    ).fetchall()
+
+
+def ingest_all(conn, directory):
+    return [ingest(conn, directory, name, NOW) for name in ("customer", "product", "purchase")]
+
+
+def test_customers_are_typed_normalised_and_deduplicated(conn, tmp_path):
+    write_sources(
+        tmp_path,
+        customers=[
+            "1, Ann ,Lee, Ann.Lee@Example.COM ,+1-555-0100,1980,Master,Married,50000.00,usa,2024-01-01 10:00:00",
+            customer(2, country="ES"),
+            customer(2, country="ES"),  # exact duplicate
+            customer("", country="Spain"),  # no key
+            "3,Cy,Oh,c@x.com,+1,nineteen,PhD,Single,40000,Spain,2024-01-02 10:00:00",  # birth_year not a number
+            customer(4, country=" españa "),
+        ],
+        products=PRODUCTS,
+        purchases=[],
+    )
+    result = ingest(conn, tmp_path, "customer", NOW)
+
+    assert (result.accepted, result.rows_in) == (3, 6)
+    assert result.quarantined == {"bad_type": 1, "duplicate_key": 1, "missing_key": 1}
+    assert quarantine(conn, "customer_info.csv") == [
+        (4, "duplicate_key", "customer_id"),
+        (5, "missing_key", "customer_id"),
+        (6, "bad_type", "birth_year"),
+    ]
+    rows = conn.execute(
+        "SELECT customer_id, first_name, email, country, birth_year FROM source_aligned.customer ORDER BY 1"
+    ).fetchall()
+    assert rows == [
+        (1, "Ann", "ann.lee@example.com", "United States", 1980),
+        (2, "Ann", "c2@example.com", "Spain", 1980),
+        (4, "Ann", "c4@example.com", "Spain", 1980),
+    ]
+
+
+def test_purchase_rules_quarantine_each_bad_line_with_its_reason(conn, tmp_path):
+    good = "10,1,1,1,2,10.00,2025-01-10 09:00:00,web,false"
+    write_sources(
+        tmp_path,
+        customers=[customer(1)],
+        products=PRODUCTS,
+        purchases=[
+            good,                                                 # line 2
+            good,                                                 # 3: duplicate (order_id, line_number)
+            "11,1,99,1,1,10.00,2025-01-10 09:00:00,web,false",    # 4: unknown customer
+            "11,2,1,99,1,10.00,2025-01-10 09:00:00,web,false",    # 5: unknown product
+            "11,3,1,2,-1,20.00,2025-01-10 09:00:00,web,false",    # 6: negative quantity
+            "11,4,1,2,1,-20.00,2025-01-10 09:00:00,web,false",    # 7: negative price
+            "11,5,1,3,1,5.00,2026-06-01 00:00:00,web,false",      # 8: after the run started
+            '11,6,1,3,two,"5,00",2025-01-10 09:00:00,web,false',  # 9: not numbers
+            "11,7,1,3",                                           # 10: too few columns
+            ",8,1,3,1,5.00,2025-01-10 09:00:00,web,false",        # 11: no order_id
+            "11,9,,3,1,5.00,2025-01-10 09:00:00,web,false",       # 12: no customer_id
+            "12,1,1,3,1,5.00,2025-01-11 09:00:00, Store ,true",   # 13: accepted, channel normalised
+        ],
+    )
+    results = ingest_all(conn, tmp_path)
+    purchase = results[-1]
+
+    assert purchase.rows_in == 12
+    assert purchase.accepted == 2
+    assert quarantine(conn, "purchase.csv") == [
+        (3, "duplicate_key", "order_id, line_number"),
+        (4, "unknown_customer", "customer_id"),
+        (5, "unknown_product", "product_id"),
+        (6, "invalid_quantity", "quantity"),
+        (7, "invalid_price", "unit_price"),
+        (8, "future_timestamp", "purchased_at"),
+        (9, "bad_type", "quantity"),
+        (10, "malformed_row", "quantity"),  # the first column the line lacks
+        (11, "missing_key", "order_id"),
+        (12, "missing_value", "customer_id"),
+    ]
+    assert conn.execute("SELECT order_id, channel, deal FROM source_aligned.purchase ORDER BY 1").fetchall() == [
+        (10, "web", False),
+        (12, "store", True),
+    ]
+
+
+def test_quarantine_detail_names_the_value(conn, tmp_path):
+    write_sources(
+        tmp_path,
+        customers=[customer(1)],
+        products=PRODUCTS,
+        purchases=["11,3,1,2,-3,20.00,2025-01-10 09:00:00,web,false", "11,4,1,42,1,20.00,2025-01-10 09:00:00,web,false"],
+    )
+    ingest_all(conn, tmp_path)
+    details = [row[0] for row in conn.execute("SELECT detail FROM source_aligned.quarantine ORDER BY line").fetchall()]
+    assert details == ["quantity -3 is not above zero", "product_id 42 is not in product"]
+
+
+def test_reingesting_replaces_rather_than_appends(conn, tmp_path):
+    write_sources(tmp_path, customers=[customer(1), customer(1)], products=PRODUCTS, purchases=[])
+    ingest(conn, tmp_path, "customer", NOW)
+    ingest(conn, tmp_path, "customer", NOW)
+    assert conn.execute("SELECT count(*) FROM source_aligned.customer").fetchone() == (1,)
+    assert conn.execute("SELECT count(*) FROM source_aligned.quarantine").fetchone() == (1,)
+
+
+def test_missing_column_is_an_error_naming_file_and_column(conn, tmp_path):
+    write_sources(tmp_path, customers=[], products=PRODUCTS, purchases=[])
+    path = tmp_path / "product.csv"
+    path.write_text("product_id,product_name,subcategory,list_price\n1,Rioja,Red,10.00\n")
+    with pytest.raises(SourceError, match=r"product\.csv: line 1 \(header\) lacks column\(s\) category"):
+        ingest(conn, tmp_path, "product", NOW)
+
+
+def test_extra_columns_are_ignored_and_reported(conn, tmp_path):
+    write_sources(tmp_path, customers=[], products=[], purchases=[])
+    (tmp_path / "product.csv").write_text(
+        "product_id,shelf,product_name,category,subcategory,list_price\n1,A3,Rioja,Wines,Red,10.00\n"
+    )
+    result = ingest(conn, tmp_path, "product", NOW)
+    assert (result.accepted, result.ignored_columns) == (1, ("shelf",))
+
+
+@pytest.mark.parametrize("content", [b"", b"\xff\xfeproduct_id"])
+def test_empty_or_undecodable_file_is_an_error(conn, tmp_path, content):
+    write_sources(tmp_path, customers=[], products=[], purchases=[])
+    (tmp_path / "product.csv").write_bytes(content)
+    with pytest.raises(SourceError, match=r"product\.csv"):
+        ingest(conn, tmp_path, "product", NOW)
+
+
+def test_missing_file_is_an_error(conn, tmp_path):
+    with pytest.raises(SourceError, match=r"customer_info\.csv: source file not found"):
+        ingest(conn, tmp_path, "customer", NOW)

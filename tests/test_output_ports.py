@@ -1,0 +1,113 @@
+"""The whole Dagster job on a hand-computed fixture: every output port's figures checked by hand.
+
+Baskets by category: 8 {Sweets} 9 {Meats} 10 {Wines, Meats} 11 {Wines} 12 {Sweets} 13 {Wines, Meats};
+one product per category, so product-level figures mirror the category ones.
+"""
+
+from datetime import datetime
+
+import dagster as dg
+import duckdb
+import pytest
+
+from product_affinity.contract import table
+from product_affinity.definitions import build_definitions
+from tests.conftest import PRODUCTS, customer, write_sources
+
+PURCHASES = [
+    "8,1,5,3,1,5.00,2024-03-01 10:00:00,store,false",
+    "9,1,2,2,1,20.00,2024-06-01 10:00:00,web,false",
+    "10,1,1,1,2,10.00,2025-01-10 09:00:00,web,false",
+    "10,2,1,2,1,20.00,2025-01-10 09:00:00,web,false",
+    "11,1,1,1,1,9.00,2025-12-01 00:00:00,web,true",
+    "12,1,2,3,4,5.00,2025-12-31 12:00:00,catalog,false",
+    "13,1,4,1,1,10.00,2025-11-15 08:00:00,store,false",
+    "13,2,4,2,1,20.00,2025-11-15 08:00:00,store,false",
+]
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hand")
+    sources = write_sources(root / "sources", [customer(i) for i in (1, 2, 3, 4, 5)], PRODUCTS, PURCHASES)
+    path = root / "warehouse.duckdb"
+    result = build_definitions(sources, path).resolve_job_def("product_affinity").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral()
+    )
+    assert result.success
+    with duckdb.connect(str(path), read_only=True) as conn:
+        yield conn
+
+
+def rows(conn, sql):
+    return conn.execute(sql).fetchall()
+
+
+@pytest.mark.parametrize(
+    "name", ["customer_metrics", "association_rules", "product_affinity_matrix", "cross_sell_recommendations"]
+)
+def test_output_port_has_the_contract_columns_and_types(warehouse, name):
+    t = table(name)
+    described = rows(warehouse, f"DESCRIBE {t.physical_name}")
+    assert [(r[0], r[1]) for r in described] == [(c.name, c.type) for c in t.columns]
+
+
+def test_customer_metrics(warehouse):
+    window_months = 365 / 30.4375
+    multiple = 0.5 / (1 + 0.10 - 0.5)  # retention: of customers 2 and 5 active a year earlier, 2 came back
+    got = {
+        r[0]: r[1:]
+        for r in rows(
+            warehouse,
+            """SELECT customer_id, orders, purchase_frequency, purchase_frequency_per_month, total_spend::DOUBLE,
+                      average_order_value::DOUBLE, recency_days, first_purchase_at, last_purchase_at, categories_bought,
+                      customer_lifetime_value::DOUBLE, predicted_customer_lifetime_value, cross_sell_opportunity_score
+               FROM consumer_aligned.customer_metrics""",
+        )
+    }
+    expected = {
+        1: (2, 2, 2 / window_months, 49.0, 24.5, 30, datetime(2025, 1, 10, 9), datetime(2025, 12, 1), 2, 49.0, 49 * multiple, 0.0),
+        2: (2, 1, 1 / window_months, 40.0, 20.0, 0, datetime(2024, 6, 1, 10), datetime(2025, 12, 31, 12), 2, 40.0, 20 * multiple, 2 / 3),
+        3: (0, 0, 0.0, 0.0, None, None, None, None, 0, 0.0, 0.0, 0.0),
+        4: (1, 1, 1 / window_months, 30.0, 30.0, 46, datetime(2025, 11, 15, 8), datetime(2025, 11, 15, 8), 2, 30.0, 30 * multiple, 0.0),
+        5: (1, 0, 0.0, 5.0, 5.0, 670, datetime(2024, 3, 1, 10), datetime(2024, 3, 1, 10), 1, 5.0, 0.0, 0.0),
+    }
+    assert got.keys() == expected.keys()
+    for customer_id, values in expected.items():
+        assert list(got[customer_id]) == [pytest.approx(v, rel=1e-12) if isinstance(v, float) else v for v in values]
+
+
+def test_product_affinity_matrix(warehouse):
+    got = {
+        (r[0], r[1]): r[2:]
+        for r in rows(warehouse, "SELECT category_1, category_2, support, confidence, lift, baskets_with_both FROM consumer_aligned.product_affinity_matrix")
+    }
+    assert len(got) == 6  # every ordered pair of the three categories
+    assert got[("Wines", "Meats")] == pytest.approx((2 / 6, 2 / 3, (2 / 3) / (3 / 6), 2))
+    assert got[("Meats", "Wines")] == pytest.approx((2 / 6, 2 / 3, (2 / 3) / (3 / 6), 2))
+    assert got[("Sweets", "Wines")] == (0.0, 0.0, 0.0, 0)
+
+
+def test_association_rules(warehouse):
+    got = rows(
+        warehouse,
+        """SELECT rule_id, level, antecedents, consequents, support, confidence, lift, support_count, basket_count
+           FROM consumer_aligned.association_rules ORDER BY rule_id""",
+    )
+    lift = (2 / 3) / (3 / 6)
+    assert got == [
+        ("category:Meats->Wines", "category", ["Meats"], ["Wines"], pytest.approx(1 / 3), pytest.approx(2 / 3), pytest.approx(lift), 2, 6),
+        ("category:Wines->Meats", "category", ["Wines"], ["Meats"], pytest.approx(1 / 3), pytest.approx(2 / 3), pytest.approx(lift), 2, 6),
+        ("product:1->2", "product", ["1"], ["2"], pytest.approx(1 / 3), pytest.approx(2 / 3), pytest.approx(lift), 2, 6),
+        ("product:2->1", "product", ["2"], ["1"], pytest.approx(1 / 3), pytest.approx(2 / 3), pytest.approx(lift), 2, 6),
+    ]
+
+
+def test_cross_sell_recommendations(warehouse):
+    # Only customer 2 (Meats and Sweets, no Wines) has an applicable rule; Wines sell for 13.00 on
+    # average in the orders that hold them (20 + 9 + 10) / 3.
+    got = rows(warehouse, "SELECT * FROM consumer_aligned.cross_sell_recommendations ORDER BY level")
+    assert got == [
+        (2, "category", 1, "Wines", "Wines", pytest.approx(2 / 3), "category:Meats->Wines", pytest.approx(2 / 3 * 13)),
+        (2, "product", 1, "1", "Rioja Reserva", pytest.approx(2 / 3), "product:2->1", pytest.approx(2 / 3 * 13)),
+    ]
