@@ -24,7 +24,6 @@ DEFAULT_SIZE = dict(customers=2_000, products=400, orders=20_000)
 
 CUSTOMER_COLUMNS = ("customer_id", "first_name", "last_name", "email", "phone", "birth_year", "education",
                     "marital_status", "income", "country", "signup_at")
-PRODUCT_COLUMNS = ("product_id", "product_name", "category", "subcategory", "list_price")
 PURCHASE_COLUMNS = ("order_id", "line_number", "customer_id", "product_id", "quantity", "unit_price",
                     "purchased_at", "channel", "deal")
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -56,27 +55,32 @@ CATEGORIES: dict[str, Category] = {
     "Meats": Category(0.08, 8.0, 0.4, {
         "Beef": ((("500g", 1.0), ("1kg", 1.9)), ("Ribeye Steak", "Ground Beef", "Sirloin Steak", "Beef Brisket")),
         "Pork": ((("500g", 1.0), ("1kg", 1.9)), ("Pork Chops", "Pork Sausages", "Pork Loin", "Pulled Pork")),
-        "Poultry": ((("500g", 1.0), ("1kg", 1.9)), ("Chicken Breast", "Chicken Thighs", "Turkey Mince", "Chicken Wings")),
-        "Charcuterie": ((("100g", 0.45), ("250g", 1.0)), ("Serrano Ham", "Chorizo", "Salami", "Prosciutto", "Smoked Bacon")),
+        "Poultry": ((("500g", 1.0), ("1kg", 1.9)),
+                    ("Chicken Breast", "Chicken Thighs", "Turkey Mince", "Chicken Wings")),
+        "Charcuterie": ((("100g", 0.45), ("250g", 1.0)),
+                        ("Serrano Ham", "Chorizo", "Salami", "Prosciutto", "Smoked Bacon")),
     }),
-    "Fish": Category(0.05, 9.0, 0.45, {
-        "Fresh Fish": ((("300g", 1.0), ("600g", 1.9)), ("Salmon Fillet", "Cod Loin", "Sea Bass", "Hake Fillet", "Tuna Steak")),
+    "Fish": Category(0.07, 9.0, 0.45, {
+        "Fresh Fish": ((("300g", 1.0), ("600g", 1.9)),
+                       ("Salmon Fillet", "Cod Loin", "Sea Bass", "Hake Fillet", "Tuna Steak")),
         "Shellfish": ((("250g", 1.0), ("500g", 1.9)), ("King Prawns", "Mussels", "Scallops", "Squid Rings")),
         "Canned Fish": ((("120g", 0.35), ("3x80g", 0.6)), ("Tuna in Olive Oil", "Sardines", "Anchovies", "Mackerel")),
     }),
-    "Sweets": Category(0.06, 3.2, 0.4, {
+    "Sweets": Category(0.07, 3.2, 0.4, {
         "Chocolate": ((("100g", 1.0), ("200g", 1.8)),
                       ("Dark Chocolate 70%", "Milk Chocolate", "Hazelnut Pralines", "White Chocolate")),
         "Candy": ((("150g", 1.0), ("400g", 2.2)), ("Gummy Bears", "Licorice", "Fruit Drops", "Marshmallows")),
-        "Biscuits": ((("200g", 1.0), ("400g", 1.8)), ("Butter Cookies", "Chocolate Chip Cookies", "Shortbread", "Digestives")),
+        "Biscuits": ((("200g", 1.0), ("400g", 1.8)),
+                     ("Butter Cookies", "Chocolate Chip Cookies", "Shortbread", "Digestives")),
     }),
-    "Fruits": Category(0.12, 2.6, 0.4, {
+    "Fruits": Category(0.10, 2.6, 0.4, {
         "Fresh Fruit": ((("1kg", 1.0), ("Pack of 6", 1.3)),
-                        ("Bananas", "Gala Apples", "Navel Oranges", "Lemons", "Conference Pears", "Mangoes", "Hass Avocados")),
+                        ("Bananas", "Gala Apples", "Navel Oranges", "Lemons", "Conference Pears", "Mangoes",
+                         "Hass Avocados")),
         "Berries": ((("150g", 1.0), ("300g", 1.8)), ("Strawberries", "Blueberries", "Raspberries", "Blackberries")),
         "Dried Fruit": ((("200g", 1.0), ("500g", 2.2)), ("Medjool Dates", "Raisins", "Dried Apricots", "Prunes")),
     }),
-    "Gold": Category(0.04, 30.0, 0.55, {
+    "Gold": Category(0.06, 30.0, 0.55, {
         "Delicacies": ((("50g", 0.6), ("100g", 1.0)),
                        ("Iberico Ham", "Black Truffle", "Oscietra Caviar", "Foie Gras", "Smoked Eel")),
         "Premium Oils": ((("250ml", 0.6), ("500ml", 1.0)),
@@ -84,21 +88,23 @@ CATEGORIES: dict[str, Category] = {
         "Gift Boxes": ((("Classic", 1.0), ("Deluxe", 1.8)),
                        ("Gourmet Hamper", "Cheese Selection", "Chocolate Truffle Box", "Wine & Cheese Box")),
     }),
-    "Vegetables": Category(0.13, 1.9, 0.4, {
+    "Vegetables": Category(0.11, 1.9, 0.4, {
         "Fresh Vegetables": ((("500g", 1.0), ("1kg", 1.8)),
                              ("Vine Tomatoes", "Carrots", "Broccoli", "Red Onions", "Potatoes", "Bell Peppers",
                               "Courgettes", "Cucumber")),
         "Salad": ((("100g", 1.0), ("200g", 1.8)), ("Baby Spinach", "Mixed Salad Leaves", "Rocket", "Romaine Lettuce")),
         "Herbs": ((("20g", 1.0), ("50g", 2.0)), ("Basil", "Coriander", "Flat Leaf Parsley", "Mint")),
     }),
-    "Dairy": Category(0.12, 2.4, 0.35, {
+    "Dairy": Category(0.11, 2.4, 0.35, {
         "Milk": ((("1L", 1.0), ("2L", 1.8)), ("Whole Milk", "Semi-Skimmed Milk", "Oat Drink", "Lactose-Free Milk")),
         "Cheese": ((("200g", 1.0), ("400g", 1.9)),
                    ("Aged Manchego", "Mature Cheddar", "Mozzarella", "Brie", "Parmigiano Reggiano")),
-        "Yogurt & Butter": ((("500g", 1.0), ("4x125g", 1.1)), ("Greek Yogurt", "Natural Yogurt", "Salted Butter", "Skyr")),
+        "Yogurt & Butter": ((("500g", 1.0), ("4x125g", 1.1)),
+                            ("Greek Yogurt", "Natural Yogurt", "Salted Butter", "Skyr")),
     }),
     "Bakery": Category(0.09, 2.2, 0.35, {
-        "Bread": ((("400g", 1.0), ("800g", 1.7)), ("Sourdough Loaf", "Wholemeal Bread", "Rye Bread", "Baguette", "Ciabatta")),
+        "Bread": ((("400g", 1.0), ("800g", 1.7)),
+                  ("Sourdough Loaf", "Wholemeal Bread", "Rye Bread", "Baguette", "Ciabatta")),
         "Pastries": ((("2 pack", 1.0), ("4 pack", 1.8)),
                      ("Butter Croissants", "Pain au Chocolat", "Cinnamon Rolls", "Blueberry Muffins")),
         "Cakes": ((("Slice", 1.0), ("Whole", 4.0)), ("Carrot Cake", "Cheesecake", "Lemon Drizzle Cake")),
@@ -107,7 +113,8 @@ CATEGORIES: dict[str, Category] = {
         "Coffee & Tea": ((("250g", 1.0), ("500g", 1.8)),
                          ("Ground Coffee", "Espresso Beans", "Green Tea", "English Breakfast Tea")),
         "Soft Drinks": ((("1.5L", 1.0), ("6x330ml", 1.6)), ("Cola", "Lemon Soda", "Sparkling Water", "Ginger Ale")),
-        "Juices": ((("1L", 1.0), ("330ml", 0.45)), ("Orange Juice", "Apple Juice", "Tomato Juice", "Multivitamin Juice")),
+        "Juices": ((("1L", 1.0), ("330ml", 0.45)),
+                   ("Orange Juice", "Apple Juice", "Tomato Juice", "Multivitamin Juice")),
     }),
     "Snacks": Category(0.08, 2.3, 0.4, {
         "Crisps": ((("150g", 1.0), ("300g", 1.7)), ("Sea Salt Crisps", "Tortilla Chips", "Paprika Crisps", "Pretzels")),
@@ -118,7 +125,8 @@ CATEGORIES: dict[str, Category] = {
         "Cleaning": ((("500ml", 1.0), ("1L", 1.7)),
                      ("Dish Soap", "All-Purpose Cleaner", "Laundry Liquid", "Glass Cleaner")),
         "Paper": ((("4 rolls", 1.0), ("9 rolls", 2.0)), ("Toilet Paper", "Kitchen Towels", "Paper Napkins")),
-        "Kitchen": ((("20 pack", 1.0), ("50 pack", 2.1)), ("Bin Bags", "Freezer Bags", "Aluminium Foil", "Baking Paper")),
+        "Kitchen": ((("20 pack", 1.0), ("50 pack", 2.1)),
+                    ("Bin Bags", "Freezer Bags", "Aluminium Foil", "Baking Paper")),
     }),
 }
 CATEGORY_NAMES = tuple(CATEGORIES)
@@ -134,13 +142,14 @@ CATEGORY_AFFINITY_POOL = (("Wines", "Meats"), ("Bakery", "Dairy"), ("Fish", "Veg
                           ("Gold", "Wines"), ("Sweets", "Fruits"), ("Meats", "Vegetables"), ("Household", "Snacks"))
 CATEGORY_AFFINITY_PROBABILITY = 0.9
 PRODUCT_AFFINITY_PROBABILITY = 0.5
-PRODUCT_AFFINITY_RANKS = (20, 150)  # popularity ranks the planted products are drawn from
+PRODUCT_AFFINITY_RANKS = (100, 150)  # popularity ranks (at 400 products) of the planted products
 
-# Baskets: size = 1 + negative binomial (Instacart-like, mean about 9.4 after planting), focused on
-# 1-3 "mission" categories, with the remaining lines bought on impulse across the whole store.
-BASKET_SHAPE, BASKET_EXTRA_MEAN, BASKET_BASE_CAP = 1.3, 8.2, 42
-MISSION_COUNT_PROBABILITIES = (0.45, 0.4, 0.15)
-MISSION_LINE_SHARE = 0.85
+# Baskets: size = 1 + negative binomial (Instacart-like, mean about 9.4 after planting). Lines come
+# from a few "mission" categories (more for bigger baskets; small departments get their own trips
+# more often than their share of lines suggests) plus a line or so bought on impulse anywhere.
+BASKET_SHAPE, BASKET_EXTRA_MEAN, BASKET_BASE_CAP = 1.3, 8.1, 42
+MAX_MISSIONS, LINES_PER_EXTRA_MISSION, MISSION_FLATTENING = 4, 6.0, 0.5
+IMPULSE_LINES = 0.8  # per order, whatever its size
 DEAL_PROBABILITY, DEAL_DISCOUNT = 0.12, (0.10, 0.30)
 QUANTITY_PROBABILITIES = (0.80, 0.11, 0.05, 0.02, 0.012, 0.008)  # quantities 1..6
 
@@ -185,7 +194,6 @@ class Catalogue:
     product_id: np.ndarray  # internal index -> product_id
     category: np.ndarray  # internal index -> category code (index in CATEGORY_NAMES)
     list_cents: np.ndarray
-    popularity: np.ndarray  # expected share of all order lines
     draw_key: np.ndarray  # category code + cumulative popularity within the category, for searchsorted
     frame: pl.DataFrame  # product.csv rows, by product_id
 
@@ -199,6 +207,7 @@ class Orders:
     channel: np.ndarray  # index in CHANNELS
     line_order: np.ndarray  # order position of each line
     line_product: np.ndarray  # internal product index of each line
+    line_number: np.ndarray  # 1, 2, ... within its order
 
 
 def generate_sample(directory: Path, *, customers: int = 2_000, products: int = 400, orders: int = 20_000,
@@ -210,40 +219,47 @@ def generate_sample(directory: Path, *, customers: int = 2_000, products: int = 
     end = _as_end(end)
     end_s = int((end - datetime(1970, 1, 1)).total_seconds())
     start_s = end_s - history_days * DAY
-    streams = np.random.SeedSequence(seed).spawn(6)
-    rng_catalogue, rng_customers, rng_orders, rng_baskets, rng_planting, rng_defects = map(np.random.default_rng, streams)
+    # One independent stream per concern, so changing how one part is drawn leaves the others as they were.
+    streams = map(np.random.default_rng, np.random.SeedSequence(seed).spawn(6))
+    rng_catalogue, rng_customers, rng_orders, rng_baskets, rng_planting, rng_defects = streams
 
     catalogue = _catalogue(rng_catalogue, products)
-    planted = _choose_affinities(rng_planting, catalogue)
     purchased_at, buyer, channel = _place_orders(rng_orders, orders, customers, start_s, end_s)
     line_order, line_product = _basket_lines(rng_baskets, orders, catalogue)
-    line_order, line_product = _plant_affinities(rng_planting, line_order, line_product, catalogue, planted)
-    order_lines = Orders(purchased_at, buyer, channel, line_order, line_product)
+    planted = _choose_affinities(rng_planting, catalogue, line_product)
+    line_order, line_product = _plant_affinities(rng_planting, orders, line_order, line_product, catalogue, planted)
+    order_lines = Orders(purchased_at, buyer, channel, line_order, line_product, _line_numbers(line_order, orders))
     customer_frame, customer_id = _customers(rng_customers, customers, order_lines, start_s, end_s)
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    defect_counts = _write_customers(directory, rng_defects, customer_frame, defects, start_s, end_s)
+    customer_counts = _write_customers(directory, rng_defects, customer_frame, defects, start_s, end_s)
     catalogue.frame.write_csv(directory / "product.csv", float_precision=2)
     purchase_counts = _write_purchases(directory, rng_defects, order_lines, catalogue, customer_id, defects,
                                        start_s, end_s)
 
-    truth = {
-        "parameters": dict(customers=customers, products=products, orders=orders, seed=seed, end=end.isoformat(),
-                           history_days=history_days, defects=defects),
+    parameters = dict(customers=customers, products=products, orders=orders, seed=seed, end=end.isoformat(),
+                      history_days=history_days, defects=defects)
+    defect_counts = {"customer_info.csv": customer_counts, "product.csv": {}, "purchase.csv": purchase_counts}
+    truth = _ground_truth(parameters, catalogue, planted, defect_counts, len(line_order))
+    (directory / "ground_truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
+    return truth
+
+
+def _ground_truth(parameters: dict, catalogue: Catalogue, planted: dict, defects: dict[str, dict[str, int]],
+                  genuine_lines: int) -> dict:
+    """What the pipeline should find: the planted rules in source keys, the defect rows, the rows per file."""
+    genuine_rows = {"customer_info.csv": parameters["customers"], "product.csv": parameters["products"],
+                    "purchase.csv": genuine_lines}
+    return {
+        "parameters": parameters,
         "planted": {
             "category": [[CATEGORY_NAMES[a], CATEGORY_NAMES[b]] for a, b in planted["category"]],
             "product": [[int(catalogue.product_id[a]), int(catalogue.product_id[b])] for a, b in planted["product"]],
         },
-        "defects": {"customer_info.csv": defect_counts, "product.csv": {}, "purchase.csv": purchase_counts},
-        "rows": {
-            "customer_info.csv": customers + sum(defect_counts.values()),
-            "product.csv": products,
-            "purchase.csv": len(line_order) + sum(purchase_counts.values()),
-        },
+        "defects": defects,
+        "rows": {name: rows + sum(defects[name].values()) for name, rows in genuine_rows.items()},
     }
-    (directory / "ground_truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
-    return truth
 
 
 def _as_end(end: datetime | None) -> datetime:
@@ -269,46 +285,46 @@ def _category_counts(products: int) -> np.ndarray:
 
 
 def _catalogue(rng: np.random.Generator, products: int) -> Catalogue:
-    """Readable unique products per category, Zipf-like popularity and lognormal list prices."""
+    """The product list: every category stocked, ids shuffled so they say nothing about the category."""
     counts = _category_counts(products)
-    names, subcategories, prices, within_share = [], [], [], []
-    for (category_name, category), count in zip(CATEGORIES.items(), counts):
-        items = [(sub, base, size, factor) for sub, (sizes, bases) in category.subcategories.items()
-                 for base in bases for size, factor in sizes]
-        position = np.arange(count)
-        item = rng.permutation(len(items))[position % len(items)]
-        range_word = np.array(RANGES)[(position // len(items)) % len(RANGES)]
-        brand_word = np.array(BRANDS)[(position // (len(items) * len(RANGES))) % len(BRANDS)]
-        edition = position // (len(items) * len(RANGES) * len(BRANDS))
-        base_names = np.array([f"{base} {size}" for _, base, size, _ in items])[item]
-        names.append(pl.DataFrame({"brand": brand_word, "range": range_word, "base": base_names, "edition": edition}))
-        subcategories.append(np.array([sub for sub, _, _, _ in items])[item])
-        prices.append(np.array([factor for _, _, _, factor in items])[item]
-                      * category.median_price * np.exp(rng.normal(0, category.price_spread, count)))
-        rank = rng.permutation(count) + 1.0
-        within_share.append(rank ** -POPULARITY_EXPONENT / np.sum(rank ** -POPULARITY_EXPONENT))
-
+    stocked = [_category_products(rng, category, count) for category, count in zip(CATEGORIES.values(), counts)]
+    items = pl.concat([frame for frame, _ in stocked])
     category = np.repeat(np.arange(len(CATEGORIES)), counts)
-    within_share = np.concatenate(within_share)
-    popularity = within_share * np.array([c.share for c in CATEGORIES.values()])[category]
-    draw_key = category + _cumulative_within(within_share, counts)
-    list_cents = np.maximum(np.round(np.concatenate(prices) * 100), 49).astype(np.int64)
+    draw_key = category + _cumulative_within(np.concatenate([share for _, share in stocked]), counts)
+    list_cents = items["list_cents"].to_numpy()
     product_id = rng.permutation(products) + 1
-    name = pl.concat(names).select(
-        pl.concat_str(
-            pl.col("brand"), pl.col("range"), pl.col("base"),
-            pl.when(pl.col("edition") > 0).then(pl.format("No. {}", pl.col("edition") + 1)), separator=" ",
-            ignore_nulls=True,
-        ).str.strip_chars()
-    ).to_series()
+    frame = items.select(
+        product_id=pl.Series(product_id),
+        product_name=pl.concat_str(
+            pl.col("brand").replace("", None), pl.col("range").replace("", None), pl.col("base"),
+            pl.when(pl.col("edition") > 1).then(pl.format("No. {}", "edition")), separator=" ", ignore_nulls=True),
+        category=pl.Series(CATEGORY_NAMES).gather(category),
+        subcategory="subcategory",
+        list_price=pl.col("list_cents") / 100,
+    ).sort("product_id")
+    return Catalogue(product_id, category, list_cents, draw_key, frame)
+
+
+def _category_products(rng: np.random.Generator, category: Category, count: int) -> tuple[pl.DataFrame, np.ndarray]:
+    """One category's products (name parts, subcategory, price in cents) and their Zipf share of its sales.
+
+    Names cycle through base x pack size, then add a range word, then a brand, so they stay unique."""
+    items = [(sub, f"{base} {size}", factor) for sub, (sizes, bases) in category.subcategories.items()
+             for base in bases for size, factor in sizes]
+    position = np.arange(count)
+    item = rng.permutation(len(items))[position % len(items)]
+    price = (np.array([factor for _, _, factor in items])[item] * category.median_price
+             * np.exp(rng.normal(0, category.price_spread, count)))
+    rank = rng.permutation(count) + 1.0
     frame = pl.DataFrame({
-        "product_id": product_id,
-        "product_name": name,
-        "category": np.array(CATEGORY_NAMES)[category],
-        "subcategory": np.concatenate(subcategories),
-        "list_price": list_cents / 100,
-    }).sort("product_id")
-    return Catalogue(product_id, category, list_cents, popularity, draw_key, frame)
+        "brand": np.array(BRANDS)[(position // (len(items) * len(RANGES))) % len(BRANDS)],
+        "range": np.array(RANGES)[(position // len(items)) % len(RANGES)],
+        "base": np.array([name for _, name, _ in items])[item],
+        "edition": position // (len(items) * len(RANGES) * len(BRANDS)) + 1,
+        "subcategory": np.array([sub for sub, _, _ in items])[item],
+        "list_cents": np.maximum(np.round(price * 100), 49).astype(np.int64),
+    })
+    return frame, rank ** -POPULARITY_EXPONENT / np.sum(rank ** -POPULARITY_EXPONENT)
 
 
 def _cumulative_within(weights: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -326,7 +342,8 @@ def _draw_products(rng: np.random.Generator, catalogue: Catalogue, category: np.
     return np.searchsorted(catalogue.draw_key, category + rng.random(len(category)), side="right")
 
 
-def _choose_affinities(rng: np.random.Generator, catalogue: Catalogue) -> dict[str, list[tuple[int, int]]]:
+def _choose_affinities(rng: np.random.Generator, catalogue: Catalogue,
+                       line_product: np.ndarray) -> dict[str, list[tuple[int, int]]]:
     """Three category pairs sharing no category, five pairs of distinct mid-popularity products."""
     code = {name: i for i, name in enumerate(CATEGORY_NAMES)}
     category_pairs, used = [], set()
@@ -335,18 +352,37 @@ def _choose_affinities(rng: np.random.Generator, catalogue: Catalogue) -> dict[s
         if len(category_pairs) < 3 and not {a, b} & used:
             category_pairs.append((code[a], code[b]))
             used |= {a, b}
-    products = len(catalogue.product_id)
-    high = max(min(PRODUCT_AFFINITY_RANKS[1], products // 2), 10)
-    low = min(PRODUCT_AFFINITY_RANKS[0], high - 10)
-    by_popularity = np.argsort(-catalogue.popularity, kind="stable")
-    chosen = rng.choice(by_popularity[low:high], size=10, replace=False)
-    return {"category": category_pairs, "product": [(int(a), int(b)) for a, b in chosen.reshape(5, 2)]}
+    return {"category": category_pairs,
+            "product": _product_pairs(rng, catalogue, line_product, [b for _, b in category_pairs])}
+
+
+def _product_pairs(rng: np.random.Generator, catalogue: Catalogue, line_product: np.ndarray,
+                   busy_categories: list[int]) -> list[tuple[int, int]]:
+    """Five pairs of distinct products of the same category, from the popularity ranks we plant at.
+
+    Same-category pairs leave the category-level picture untouched; categories that receive
+    planted category lines are skipped, as their products become too common to stand out. The
+    ranks scale with the catalogue and widen when a small one has too few candidates."""
+    ranked = np.argsort(-np.bincount(line_product, minlength=len(catalogue.category)), kind="stable")
+    low, high = (max(round(r * min(1.0, len(ranked) / 400)), 1) for r in PRODUCT_AFFINITY_RANKS)
+    while True:
+        window = ranked[low - 1:high]
+        window = window[~np.isin(catalogue.category[window], busy_categories)]
+        pairs, used = [], set()
+        for a, b in rng.permutation(np.array(np.meshgrid(window, window)).reshape(2, -1).T):
+            if len(pairs) < 5 and a != b and catalogue.category[a] == catalogue.category[b] and not {a, b} & used:
+                pairs.append((int(a), int(b)))
+                used |= {a, b}
+        if len(pairs) == 5 or (low == 1 and high >= len(ranked)):
+            return pairs
+        low, high = max(low // 2, 1), min(high * 2, len(ranked))
 
 
 # ----------------------------------------------------------------------------------- orders
 
 
-def _place_orders(rng: np.random.Generator, orders: int, customers: int, start_s: int, end_s: int):
+def _place_orders(rng: np.random.Generator, orders: int, customers: int, start_s: int,
+                  end_s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """When each order was placed (sorted), by whom, and through which channel."""
     purchased_at = _order_times(rng, orders, start_s, end_s)
     buyers = max(1, min(orders, round(customers * (1 - NON_BUYER_SHARE))))
@@ -383,34 +419,42 @@ def _order_times(rng: np.random.Generator, orders: int, start_s: int, end_s: int
 
 
 def _basket_lines(rng: np.random.Generator, orders: int, catalogue: Catalogue) -> tuple[np.ndarray, np.ndarray]:
-    """Category-focused baskets: most lines from the order's 1-3 missions, the rest on impulse."""
-    extra = rng.negative_binomial(BASKET_SHAPE, BASKET_SHAPE / (BASKET_SHAPE + BASKET_EXTRA_MEAN), orders)
-    size = np.minimum(1 + extra, BASKET_BASE_CAP)
+    """Category-focused baskets, as (order, product) per line, grouped by order, products distinct per order."""
+    size = np.minimum(1 + rng.negative_binomial(BASKET_SHAPE, BASKET_SHAPE / (BASKET_SHAPE + BASKET_EXTRA_MEAN),
+                                                orders), BASKET_BASE_CAP)
     shares = np.array([c.share for c in CATEGORIES.values()], dtype=np.float32)
-    race = rng.standard_exponential((orders, len(shares)), dtype=np.float32) / shares
-    missions = np.argsort(race, axis=1)[:, :3].astype(np.int8)  # weighted draw without replacement
+    race = rng.standard_exponential((orders, len(shares)), dtype=np.float32) / shares ** MISSION_FLATTENING
+    missions = np.argsort(race, axis=1)[:, :MAX_MISSIONS].astype(np.int8)  # weighted draw without replacement
     del race
-    mission_count = rng.choice(3, size=orders, p=MISSION_COUNT_PROBABILITIES) + 1
+    mission_count = np.minimum(1 + rng.poisson(size / LINES_PER_EXTRA_MISSION), MAX_MISSIONS)
 
-    line_order = np.repeat(np.arange(orders, dtype=np.int32), size)
+    # Draw more candidate lines than the basket holds, then keep the first `size` distinct products,
+    # so basket sizes do not depend on how often a small catalogue repeats itself.
+    line_order = np.repeat(np.arange(orders, dtype=np.int32), size + size // 2 + 2)
     slot = (rng.random(len(line_order), dtype=np.float32) * mission_count[line_order]).astype(np.int8)
     impulse = np.searchsorted(np.cumsum(shares) / shares.sum(), rng.random(len(line_order), dtype=np.float32),
                               side="right").clip(max=len(shares) - 1)
-    category = np.where(rng.random(len(line_order), dtype=np.float32) < MISSION_LINE_SHARE,
-                        missions[line_order, slot], impulse).astype(np.int8)
+    on_impulse = rng.random(len(line_order), dtype=np.float32) * size[line_order] < IMPULSE_LINES
+    category = np.where(on_impulse, impulse, missions[line_order, slot]).astype(np.int8)
     line_product = _draw_products(rng, catalogue, category).astype(np.int32)
-    first = pl.Series(line_order.astype(np.int64) * len(catalogue.category) + line_product).is_first_distinct()
-    keep = first.to_numpy()
-    return line_order[keep], line_product[keep]
+    distinct = pl.Series(line_order.astype(np.int64) * len(catalogue.category) + line_product).is_first_distinct()
+    line_order, line_product = line_order[distinct.to_numpy()], line_product[distinct.to_numpy()]
+    wanted = _line_numbers(line_order, orders) <= size[line_order]
+    return line_order[wanted], line_product[wanted]
 
 
-def _plant_affinities(rng: np.random.Generator, line_order: np.ndarray, line_product: np.ndarray,
+def _line_numbers(line_order: np.ndarray, orders: int) -> np.ndarray:
+    """1, 2, ... within each order, for lines grouped by order."""
+    first_line = np.cumsum(np.bincount(line_order, minlength=orders)) - np.bincount(line_order, minlength=orders)
+    return (np.arange(1, len(line_order) + 1) - first_line[line_order]).astype(np.int32)
+
+
+def _plant_affinities(rng: np.random.Generator, orders: int, line_order: np.ndarray, line_product: np.ndarray,
                       catalogue: Catalogue, planted: dict) -> tuple[np.ndarray, np.ndarray]:
     """Add the consequent of each planted rule to orders holding its antecedent (and not the consequent).
 
     Product rules go first so the category rules see the final basket, then added lines are
     merged behind their order's own lines, as add-on suggestions would be."""
-    orders = int(line_order[-1]) + 1
     added_orders, added_products = [], []
     for a, b in planted["product"]:
         has_a, has_b = (np.bincount(line_order[line_product == p], minlength=orders) > 0 for p in (a, b))
@@ -442,7 +486,7 @@ def _customers(rng: np.random.Generator, customers: int, orders: Orders, start_s
     first_order = np.full(customers, -1, dtype=np.int64)
     buyers, first_index = np.unique(orders.customer, return_index=True)  # orders are in time order
     first_order[buyers] = orders.purchased_at[first_index]
-    gap = np.maximum(np.round(np.exp(rng.normal(np.log(14 * DAY), 1.5, customers))), 60).astype(np.int64)
+    gap = np.clip(np.round(rng.lognormal(np.log(7 * DAY), 1.3, customers)), 60, 2 * 365 * DAY).astype(np.int64)
     anytime = rng.integers(start_s + 1, end_s + 1, customers)
     signup = np.where(first_order >= 0, first_order - gap, anytime)
     order_of_signup = np.argsort(signup, kind="stable")
@@ -512,8 +556,9 @@ def _country_spellings(rng: np.random.Generator, n: int) -> pl.Series:
 # ------------------------------------------------------------------------------ defects & files
 
 
-def _defect_count(genuine_rows: int, enabled: bool) -> int:
-    return max(2, round(DEFECT_SHARE * genuine_rows)) if enabled else 0
+def _defect_counts(reasons: tuple[str, ...], genuine_rows: int, enabled: bool) -> dict[str, int]:
+    """Defect rows per reason: a fixed share of the file, at least two; no reasons at all when disabled."""
+    return {reason: max(2, round(DEFECT_SHARE * genuine_rows)) for reason in reasons} if enabled else {}
 
 
 def _interleaved(genuine: pl.DataFrame, extra: pl.DataFrame, before: np.ndarray) -> pl.DataFrame:
@@ -527,13 +572,13 @@ def _write_customers(directory: Path, rng: np.random.Generator, customers: pl.Da
                      start_s: int, end_s: int) -> dict[str, int]:
     """customer_info.csv with repeated rows (after their original) and rows lacking a customer_id."""
     n = len(customers)
-    counts = {"duplicate_key": _defect_count(n, enabled), "missing_key": _defect_count(n, enabled)}
-    originals = np.sort(rng.choice(n, size=counts["duplicate_key"], replace=False))
-    missing = _customer_attributes(rng, np.zeros(counts["missing_key"], dtype=np.int64),
-                                   rng.integers(start_s + 1, end_s + 1, counts["missing_key"]),
-                                   email_tag=n + 1 + np.arange(counts["missing_key"]))
-    extra = pl.concat([customers[originals], missing.with_columns(customer_id=pl.lit(None, dtype=pl.Int64))])
-    before = np.concatenate([rng.integers(originals + 1, n + 1), rng.integers(0, n + 1, counts["missing_key"])])
+    counts = _defect_counts(("duplicate_key", "missing_key"), n, enabled)
+    duplicates, missing = counts.get("duplicate_key", 0), counts.get("missing_key", 0)
+    originals = np.sort(rng.choice(n, size=duplicates, replace=False))
+    signup = rng.integers(start_s + 1, end_s + 1, missing)
+    keyless = _customer_attributes(rng, np.zeros(missing, dtype=np.int64), signup, email_tag=n + 1 + np.arange(missing))
+    extra = pl.concat([customers[originals], keyless.with_columns(customer_id=pl.lit(None, dtype=pl.Int64))])
+    before = np.concatenate([rng.integers(originals + 1, n + 1), rng.integers(0, n + 1, missing)])
     _interleaved(customers, extra, before).write_csv(
         directory / "customer_info.csv", float_precision=2, datetime_format=TIMESTAMP_FORMAT)
     return counts
@@ -552,7 +597,7 @@ def _line_frame(rng: np.random.Generator, orders: Orders, catalogue: Catalogue, 
     cents = np.where(deal, np.round(cents * (1 - discount)).astype(np.int64), cents)
     return pl.DataFrame({
         "order_id": order.astype(np.int64) + 1,
-        "line_number": lines - np.searchsorted(orders.line_order, order, side="left") + 1,
+        "line_number": orders.line_number[lines],
         "customer_id": customer_id[orders.customer[order]],
         "product_id": catalogue.product_id[product],
         "quantity": pl.Series(quantity).cast(pl.String),
@@ -579,8 +624,8 @@ def _purchase_defects(rng: np.random.Generator, orders: Orders, catalogue: Catal
     """Extra single-line orders copied from genuine lines, each broken in one way, under unused order_ids."""
     lines = len(orders.line_order)
     reasons = ("unknown_customer", "unknown_product", "invalid_quantity", "bad_type")
-    counts = {reason: _defect_count(lines, enabled) for reason in reasons}
-    reason = pl.Series(np.repeat(np.array(reasons), list(counts.values())))
+    counts = _defect_counts(reasons, lines, enabled)
+    reason = pl.Series(np.repeat(np.array(reasons), [counts.get(r, 0) for r in reasons]))
     n = len(reason)
     customers, products = len(customer_id), len(catalogue.product_id)
     broken = {
@@ -592,7 +637,7 @@ def _purchase_defects(rng: np.random.Generator, orders: Orders, catalogue: Catal
     }
     frame = _line_frame(rng, orders, catalogue, customer_id, rng.integers(0, lines, n)).with_columns(
         order_id=pl.Series(len(orders.purchased_at) + 1 + rng.permutation(n)),
-        line_number=pl.lit(1, dtype=pl.Int64),
+        line_number=pl.lit(1, dtype=pl.Int32),
         purchased_at=_timestamps(rng.integers(start_s + 1, end_s + 1, n)),
         **{f"_{name}": values for name, values in broken.items()},
     )
