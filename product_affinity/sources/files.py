@@ -20,7 +20,7 @@ class SourceError(Exception):
 @dataclass(frozen=True)
 class SourceScan:
     path: Path
-    select_sql: str  # yields the contract columns, typed, plus _ordinal (position among parsed rows)
+    select_sql: str  # yields the contract columns, typed, in file order
     rejects_table: str  # DuckDB temp table with the lines that could not be parsed
     ignored_columns: tuple[str, ...]
 
@@ -55,7 +55,7 @@ def scan(path: Path, table: Table) -> SourceScan:
     rejects = f"rejects_{table.name}"
     escaped = str(path).replace("'", "''")
     select_sql = (
-        f"SELECT row_number() OVER () AS _ordinal, {', '.join(table.column_names)} "
+        f"SELECT {', '.join(table.column_names)} "
         f"FROM read_csv('{escaped}', header = true, auto_detect = false, delim = ',', quote = '\"', "
         f"escape = '\"', columns = {{{columns}}}, timestampformat = '%Y-%m-%d %H:%M:%S', "
         f"store_rejects = true, rejects_table = '{rejects}', rejects_scan = '{rejects}_scan')"
