@@ -22,7 +22,7 @@ test: $(BIN)/product-affinity
 	$(BIN)/pytest
 
 dev: $(BIN)/product-affinity
-	$(BIN)/dg dev
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg dev
 
 bench: $(BIN)/product-affinity
 	$(BIN)/python benchmarks/pipeline.py

@@ -5,41 +5,51 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import polars as pl
 
 from product_affinity.contract import tables
 
-
-def _print_table(conn: duckdb.DuckDBPyConnection, title: str, sql: str) -> None:
-    print(f"{title}\n{conn.sql(sql).pl()}\n")
+SECTIONS = {
+    "Row accounting (rows in = accepted + quarantined)": """
+        WITH accepted AS ({accepted}),
+        quarantined AS (
+            SELECT source, sum(n) AS quarantined, string_agg(reason || ' ' || n, ', ' ORDER BY n DESC, reason) AS reasons
+            FROM (SELECT source, reason, count(*) AS n FROM source_aligned.quarantine GROUP BY ALL)
+            GROUP BY source
+        )
+        SELECT source, accepted + coalesce(quarantined, 0) AS rows_in, accepted, coalesce(quarantined, 0) AS quarantined,
+               coalesce(reasons, '') AS reasons
+        FROM accepted LEFT JOIN quarantined USING (source) ORDER BY source""",
+    "Output ports": "{outputs}",
+    "Strongest category affinities": """
+        SELECT category_1, category_2, round(support, 4) AS support, round(confidence, 3) AS confidence,
+               round(lift, 2) AS lift
+        FROM consumer_aligned.product_affinity_matrix ORDER BY lift DESC, category_1 LIMIT 6""",
+    "Strongest product rules": """
+        SELECT r.rule_id, a.product_name AS if_bought, c.product_name AS then_likely, round(r.confidence, 3) AS confidence,
+               round(r.lift, 1) AS lift
+        FROM consumer_aligned.association_rules AS r
+        JOIN source_aligned.product AS a ON a.product_id::VARCHAR = r.antecedents[1]
+        JOIN source_aligned.product AS c ON c.product_id::VARCHAR = r.consequents[1]
+        WHERE r.level = 'product' ORDER BY r.lift DESC, r.rule_id LIMIT 6""",
+    "Top cross-sell opportunities (category level, by expected value)": """
+        SELECT customer_id, recommended_name, round(score, 3) AS score, round(expected_value, 2) AS expected_value, rule_id
+        FROM consumer_aligned.cross_sell_recommendations
+        WHERE level = 'category' ORDER BY expected_value DESC, customer_id LIMIT 5""",
+}
 
 
 def print_summary(warehouse: Path) -> None:
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
-        counts = " UNION ALL ".join(
-            f"SELECT '{t.physical_name}' AS table_name, count(*) AS rows FROM {t.physical_name}" for t in tables().values()
-        )
-        _print_table(conn, "Rows per table", counts)
-        _print_table(
-            conn,
-            "Row accounting (rows in = accepted + quarantined)",
-            """SELECT source, reason, count(*) AS rows FROM source_aligned.quarantine GROUP BY ALL ORDER BY source, rows DESC""",
-        )
-        _print_table(
-            conn,
-            "Strongest category affinities",
-            """SELECT category_1, category_2, round(support, 4) AS support, round(confidence, 3) AS confidence,
-                      round(lift, 2) AS lift FROM consumer_aligned.product_affinity_matrix ORDER BY lift DESC LIMIT 5""",
-        )
-        _print_table(
-            conn,
-            "Strongest product rules",
-            """SELECT rule_id, round(support, 4) AS support, round(confidence, 3) AS confidence, round(lift, 1) AS lift
-               FROM consumer_aligned.association_rules WHERE level = 'product' ORDER BY lift DESC LIMIT 5""",
-        )
-        _print_table(
-            conn,
-            "Top cross-sell opportunities",
-            """SELECT r.customer_id, r.recommended_name, r.score, round(r.expected_value, 2) AS expected_value, r.rule_id
-               FROM consumer_aligned.cross_sell_recommendations AS r
-               WHERE r.level = 'category' AND r.rank = 1 ORDER BY r.expected_value DESC LIMIT 5""",
-        )
+    ports = [t for t in tables().values() if t.schema == "consumer_aligned"]
+    sources = [t for t in tables().values() if t.source_file]
+    fill = {
+        "accepted": " UNION ALL ".join(
+            f"SELECT '{t.source_file}' AS source, count(*) AS accepted FROM {t.physical_name}" for t in sources
+        ),
+        "outputs": " UNION ALL ".join(f"SELECT '{t.name}' AS output_port, count(*) AS rows FROM {t.physical_name}" for t in ports),
+    }
+    with duckdb.connect(str(warehouse), read_only=True) as conn, pl.Config(
+        tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, fmt_str_lengths=100, tbl_width_chars=160
+    ):
+        for title, sql in SECTIONS.items():
+            print(f"{title}\n{conn.sql(sql.format(**fill)).pl()}\n")

@@ -1,0 +1,160 @@
+"""Benchmark: the pipeline at a given scale, and the rules engine against mlxtend where mlxtend fits.
+
+Prints each stage's wall time and peak memory (every stage runs in its own process, so peak RSS is
+that stage's own), and in the same run the ratio of mlxtend's fpgrowth + association_rules to our
+engine on identical data, after checking both give identical rules.
+
+    python benchmarks/pipeline.py                      # Instacart scale + mlxtend comparison
+    python benchmarks/pipeline.py --orders 200000 --customers 20000 --products 5000 --compare-orders 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import time
+from pathlib import Path
+
+TARGETS = {"rules": (10, 4), "pipeline": (60, 6)}  # seconds, GB at Instacart scale
+OUT = Path(__file__).parent / "out"
+
+
+def _measured(fn, *args) -> dict:
+    """Run fn in this (child) process; return its result with wall seconds and peak RSS in GB."""
+    started = time.perf_counter()
+    result = fn(*args)
+    return {
+        "seconds": time.perf_counter() - started,
+        "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "result": result,
+    }
+
+
+def _child(queue, fn, args):
+    queue.put(_measured(fn, *args))
+
+
+def isolated(fn, *args) -> dict:
+    """Run fn in a fresh process so its peak memory is its own."""
+    queue = mp.get_context("spawn").Queue()
+    process = mp.get_context("spawn").Process(target=_child, args=(queue, fn, args))
+    process.start()
+    outcome = queue.get()
+    process.join()
+    return outcome
+
+
+def generate(directory: Path, customers: int, products: int, orders: int) -> dict:
+    from product_affinity.sources.sample import generate_sample
+
+    return generate_sample(directory, customers=customers, products=products, orders=orders)["rows"]
+
+
+def pipeline(sources: Path, warehouse: Path) -> dict:
+    """Materialize everything; return each asset step's wall time from Dagster's event log."""
+    import dagster as dg
+
+    from product_affinity.definitions import build_definitions
+
+    warehouse.unlink(missing_ok=True)
+    instance = dg.DagsterInstance.ephemeral()
+    result = build_definitions(sources, warehouse).resolve_job_def("product_affinity").execute_in_process(
+        instance=instance, run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    )
+    steps = [e for e in instance.all_logs(result.run_id) if e.dagster_event and e.dagster_event.step_key]
+    started = {e.step_key: e.timestamp for e in steps if e.dagster_event.event_type_value == "STEP_START"}
+    return {e.step_key: e.timestamp - started[e.step_key] for e in steps if e.dagster_event.event_type_value == "STEP_SUCCESS"}
+
+
+def our_rules(warehouse: Path, levels: tuple[str, ...]) -> list:
+    """The association_rules asset's computation alone, reading the source-aligned tables."""
+    import duckdb
+
+    from product_affinity.consumer_aligned.association_rules import mine_rules
+    from product_affinity.consumer_aligned.baskets import load_basket_items
+    from product_affinity.resources import AffinitySettings
+
+    settings = AffinitySettings()
+    found = []
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        for level in levels:
+            basket_items, labels = load_basket_items(conn, level)
+            rules = mine_rules(conn, basket_items, labels, level, settings.thresholds(level))
+            found += _comparable(rules["antecedents"], rules["consequents"], rules["lift"])
+    return found
+
+
+def mlxtend_rules(warehouse: Path, levels: tuple[str, ...]) -> list:
+    """The reference path: one-hot baskets, mlxtend fpgrowth, mlxtend association_rules."""
+    import duckdb
+    import pandas as pd
+    from mlxtend.frequent_patterns import association_rules, fpgrowth
+
+    from product_affinity.consumer_aligned.baskets import ITEM, LINES
+    from product_affinity.resources import AffinitySettings
+
+    found = []
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        for level in levels:
+            t = AffinitySettings().thresholds(level)
+            baskets = conn.execute(f"SELECT DISTINCT p.order_id, {ITEM[level]} AS item FROM {LINES}").df()
+            onehot = pd.crosstab(baskets["order_id"], baskets["item"]).astype(bool)
+            del baskets
+            itemsets = fpgrowth(onehot, min_support=t.min_support, use_colnames=True, max_len=t.max_itemset_size)
+            # minus 1e-12: mlxtend's float confidence drops rules exactly on the threshold; ours keeps them
+            rules = association_rules(
+                itemsets, num_itemsets=len(onehot), metric="confidence", min_threshold=t.min_confidence - 1e-12
+            )
+            found += _comparable(rules["antecedents"], rules["consequents"], rules["lift"])
+    return found
+
+
+def _comparable(antecedents, consequents, lifts) -> list:
+    return sorted((tuple(sorted(map(str, a))), tuple(sorted(map(str, c))), round(float(lift), 9)) for a, c, lift in zip(antecedents, consequents, lifts))
+
+
+def report(name: str, measured: dict, target: tuple[int, int] | None = None) -> None:
+    goal = f"   (target {target[0]} s, {target[1]} GB)" if target else ""
+    print(f"{name:<44} {measured['seconds']:8.1f} s  {measured['peak_gb']:6.2f} GB peak{goal}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--orders", type=int, default=3_400_000)
+    parser.add_argument("--customers", type=int, default=206_000)
+    parser.add_argument("--products", type=int, default=50_000)
+    parser.add_argument("--compare-orders", type=int, default=1_000_000)
+    parser.add_argument("--compare-products", type=int, default=1_000)
+    parser.add_argument("--reuse", action="store_true", help="reuse sources generated by an earlier run")
+    args = parser.parse_args()
+
+    scale, compare = OUT / "scale", OUT / "compare"
+    print(f"Scale: {args.orders:,} orders, {args.customers:,} customers, {args.products:,} products")
+    if not (args.reuse and (scale / "sources" / "purchase.csv").exists()):
+        measured = isolated(generate, scale / "sources", args.customers, args.products, args.orders)
+        report(f"generate sample ({measured['result']['purchase.csv']:,} lines, not counted)", measured)
+    measured = isolated(pipeline, scale / "sources", scale / "warehouse.duckdb")
+    for step, seconds in measured["result"].items():
+        print(f"  {step:<42} {seconds:8.1f} s")
+    report("whole pipeline", measured, TARGETS["pipeline"])
+    report("association rules alone (both levels)", isolated(our_rules, scale / "warehouse.duckdb", ("category", "product")), TARGETS["rules"])
+
+    print(f"\nAgainst mlxtend at {args.compare_orders:,} orders x {args.compare_products:,} products (product and category level)")
+    if not (args.reuse and (compare / "warehouse.duckdb").exists()):
+        isolated(generate, compare / "sources", max(args.compare_orders // 16, 100), args.compare_products, args.compare_orders)
+        isolated(pipeline, compare / "sources", compare / "warehouse.duckdb")
+    levels = ("category", "product")
+    ours = isolated(our_rules, compare / "warehouse.duckdb", levels)
+    theirs = isolated(mlxtend_rules, compare / "warehouse.duckdb", levels)
+    report("our engine (DuckDB counts + mlxtend rules)", ours)
+    report("mlxtend fpgrowth + association_rules", theirs)
+    identical = ours["result"] == theirs["result"]
+    print(f"identical rules: {identical} ({len(ours['result']):,} rules)")
+    print(f"speed-up: {theirs['seconds'] / ours['seconds']:.1f}x   memory ratio: {theirs['peak_gb'] / ours['peak_gb']:.1f}x")
+    print(json.dumps({"identical": identical}))
+
+
+if __name__ == "__main__":
+    main()
