@@ -72,18 +72,12 @@ def our_rules(warehouse: Path, levels: tuple[str, ...]) -> list:
     """The association_rules asset's computation alone, reading the source-aligned tables."""
     import duckdb
 
-    from product_affinity.consumer_aligned.association_rules import mine_rules
-    from product_affinity.consumer_aligned.baskets import load_basket_items
+    from product_affinity.consumer_aligned.association_rules import mine_all_levels
     from product_affinity.resources import AffinitySettings
 
-    settings = AffinitySettings()
-    found = []
     with duckdb.connect(str(warehouse), read_only=True) as conn:
-        for level in levels:
-            basket_items, labels = load_basket_items(conn, level)
-            rules = mine_rules(conn, basket_items, labels, level, settings.thresholds(level))
-            found += _comparable(rules["antecedents"], rules["consequents"], rules["lift"])
-    return found
+        rules = mine_all_levels(conn, {level: AffinitySettings().thresholds(level) for level in levels})
+    return _comparable(rules["antecedents"], rules["consequents"], rules["lift"])
 
 
 def mlxtend_rules(warehouse: Path, levels: tuple[str, ...]) -> list:
@@ -99,7 +93,7 @@ def mlxtend_rules(warehouse: Path, levels: tuple[str, ...]) -> list:
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         for level in levels:
             t = AffinitySettings().thresholds(level)
-            baskets = conn.execute(f"SELECT DISTINCT p.order_id, {ITEM[level]} AS item FROM {LINES}").df()
+            baskets = conn.execute(f"SELECT DISTINCT p.order_id, CAST({ITEM[level]} AS VARCHAR) AS item FROM {LINES}").df()
             onehot = pd.crosstab(baskets["order_id"], baskets["item"]).astype(bool)
             del baskets
             itemsets = fpgrowth(onehot, min_support=t.min_support, use_colnames=True, max_len=t.max_itemset_size)

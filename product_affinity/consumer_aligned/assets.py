@@ -4,7 +4,6 @@
 from types import ModuleType
 
 import dagster as dg
-import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from product_affinity.consumer_aligned import affinity_matrix, customer_metrics, recommendations
@@ -46,14 +45,10 @@ def _publish(conn, name: str, sql: str, **metadata) -> dg.MaterializeResult:
 @dg.asset(**output_port("association_rules", [SOURCE_ALIGNED["purchase"], SOURCE_ALIGNED["product"]], rules))
 def association_rules(context: dg.AssetExecutionContext, warehouse: DuckDBResource, settings: AffinitySettings):
     with warehouse.get_connection() as conn:
-        frames = []
-        for level in LEVELS:
-            basket_items, labels = load_basket_items(conn, level)
-            frames.append(rules.mine_rules(conn, basket_items, labels, level, settings.thresholds(level)))
-            context.log.info(f"association_rules: {len(frames[-1]):,} {level} rules")
-        mined = pd.concat([f for f in frames if not f.empty] or frames[:1], ignore_index=True)
-        conn.register("_mined_rules", mined)
+        mined = rules.mine_all_levels(conn, {level: settings.thresholds(level) for level in LEVELS})
         by_level = {level: int((mined["level"] == level).sum()) for level in LEVELS}
+        context.log.info(f"association_rules: {by_level}")
+        conn.register("_mined_rules", mined)
         return _publish(conn, "association_rules", "SELECT * FROM _mined_rules", rules_by_level=by_level)
 
 
@@ -67,9 +62,7 @@ def product_affinity_matrix(warehouse: DuckDBResource):
 @dg.asset(**output_port("cross_sell_recommendations", [_key("association_rules"), SOURCE_ALIGNED["purchase"]], recommendations))
 def cross_sell_recommendations(warehouse: DuckDBResource, settings: AffinitySettings):
     with warehouse.get_connection() as conn:
-        return _publish(
-            conn, "cross_sell_recommendations", recommendations.recommendations_sql(settings.recommendations_per_customer)
-        )
+        return _publish(conn, "cross_sell_recommendations", recommendations.build(conn, settings.recommendations_per_customer))
 
 
 @dg.asset(

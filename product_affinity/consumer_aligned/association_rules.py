@@ -114,11 +114,30 @@ def rules_from_itemsets(
 
 
 def mine_rules(
-    conn: duckdb.DuckDBPyConnection, basket_items: str, labels: dict[int, str], level: str, thresholds: Thresholds
+    conn: duckdb.DuckDBPyConnection,
+    basket_items: str,
+    labels: dict[int, str],
+    level: str,
+    thresholds: Thresholds,
+    baskets: int | None = None,
 ) -> pd.DataFrame:
-    """Rules at one level from a (basket, item) table."""
-    baskets = conn.execute(f"SELECT count(DISTINCT basket) FROM {basket_items}").fetchone()[0]
+    """Rules at one level from a (basket, item) table; `baskets` defaults to the baskets in that table."""
+    if baskets is None:
+        baskets = conn.execute(f"SELECT count(DISTINCT basket) FROM {basket_items}").fetchone()[0]
     if baskets == 0:
         return pd.DataFrame(columns=RULE_COLUMNS)
     itemsets = count_itemsets(conn, basket_items, min_count(thresholds.min_support, baskets), thresholds.max_itemset_size)
     return rules_from_itemsets(itemsets, baskets, thresholds.min_confidence, labels, level)
+
+
+def mine_all_levels(conn: duckdb.DuckDBPyConnection, thresholds: dict[str, Thresholds]) -> pd.DataFrame:
+    """Rules at every level (category, product) from the source-aligned purchases."""
+    from product_affinity.consumer_aligned.baskets import basket_count, load_basket_items
+
+    baskets = basket_count(conn)
+    frames = []
+    for level, level_thresholds in thresholds.items():
+        basket_items, labels = load_basket_items(conn, level, min_count(level_thresholds.min_support, baskets))
+        frames.append(mine_rules(conn, basket_items, labels, level, level_thresholds, baskets))
+    mined = [f for f in frames if not f.empty]
+    return pd.concat(mined, ignore_index=True) if mined else pd.DataFrame(columns=RULE_COLUMNS)

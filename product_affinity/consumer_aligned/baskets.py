@@ -6,21 +6,34 @@ import duckdb
 
 LEVELS = ("category", "product")
 
-# Item key and display name at each level, over `lines_sql()`.
-ITEM = {"category": "pr.category", "product": "pr.product_id::VARCHAR"}
+# Item key (in its native type, so 32M lines are never cast to text) and display name at each
+# level, valid over LINES and over source_aligned.product AS pr.
+ITEM = {"category": "pr.category", "product": "product_id"}
+ITEM_TYPE = {"category": "VARCHAR", "product": "BIGINT"}
 ITEM_NAME = {"category": "pr.category", "product": "pr.product_name"}
 LINES = "source_aligned.purchase AS p JOIN source_aligned.product AS pr USING (product_id)"
+# The least a level's items need: products are on the purchase lines themselves.
+ITEM_LINES = {"category": LINES, "product": "source_aligned.purchase AS p"}
 
 
-def load_basket_items(conn: duckdb.DuckDBPyConnection, level: str) -> tuple[str, dict[int, str]]:
+def basket_count(conn: duckdb.DuckDBPyConnection) -> int:
+    """Baskets (orders with at least one accepted line): the same at every level."""
+    return conn.execute("SELECT count(DISTINCT order_id) FROM source_aligned.purchase").fetchone()[0]
+
+
+def load_basket_items(conn: duckdb.DuckDBPyConnection, level: str, minimum: int = 0) -> tuple[str, dict[int, str]]:
     """Create temp table `basket_items_<level>`: distinct (basket, item) with integer items; return its name and item labels.
 
-    Products keep their integer ids; categories are numbered in alphabetical order (temp table item_labels_category).
+    Products keep their integer ids; categories are numbered in alphabetical order (temp table
+    item_labels_category). Products on fewer than `minimum` lines cannot be in `minimum` baskets,
+    so their lines are left out before the (costly) DISTINCT.
     """
     name = f"basket_items_{level}"
     if level == "product":
         conn.execute(
-            f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT DISTINCT order_id AS basket, product_id AS item FROM source_aligned.purchase"
+            f"""CREATE OR REPLACE TEMP TABLE {name} AS
+            SELECT DISTINCT order_id AS basket, product_id AS item FROM source_aligned.purchase
+            WHERE product_id IN (SELECT product_id FROM source_aligned.purchase GROUP BY product_id HAVING count(*) >= {minimum})"""
         )
         ids = conn.execute("SELECT product_id, product_id::VARCHAR FROM source_aligned.product").fetchall()
     else:

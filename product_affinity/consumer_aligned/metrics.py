@@ -102,8 +102,8 @@ def cross_sell_opportunity_score() -> str:
 def recommendation_score() -> str:
     """Grain: customer x recommended category or product. Window: all history. Formula: the
     highest confidence among applicable rules (lift > 1, antecedents all bought, consequent
-    not yet bought) that recommend the item. In [0, 1]."""
-    return "confidence"
+    not yet bought) that recommend the item; ties go to the higher lift. In [0, 1]."""
+    return "max({'confidence': r.confidence, 'lift': r.lift, 'rule_id': r.rule_id})"
 
 
 @metric

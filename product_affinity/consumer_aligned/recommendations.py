@@ -1,47 +1,69 @@
-"""Cross-sell recommendations: for each customer, the items they do not buy yet that rules say they would."""
+"""Cross-sell recommendations: for each customer, the items they do not buy yet that rules say they would.
+
+A rule applies to a customer when they have bought every antecedent and not the (single)
+consequent, and when its lift is above 1. Per customer and item the best applicable rule (highest
+confidence, then lift) gives the score; the top items per customer are kept.
+"""
 
 from __future__ import annotations
 
+import duckdb
+
 from product_affinity.consumer_aligned import metrics
-from product_affinity.consumer_aligned.baskets import ITEM, ITEM_NAME, LEVELS, LINES
+from product_affinity.consumer_aligned.baskets import ITEM, ITEM_LINES, ITEM_NAME, ITEM_TYPE, LEVELS
+
+
+def _prepare(conn: duckdb.DuckDBPyConnection, level: str) -> None:
+    """Temp tables _owned (customer, item) and _rules (applicable rule shapes) for one level."""
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE _owned AS SELECT DISTINCT p.customer_id, {ITEM[level]} AS item FROM {ITEM_LINES[level]}"
+    )
+    kind = ITEM_TYPE[level]
+    conn.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _rules AS
+        SELECT rule_id, CAST(antecedents AS {kind}[]) AS antecedents, CAST(consequents[1] AS {kind}) AS item,
+               confidence, lift
+        FROM consumer_aligned.association_rules
+        WHERE level = '{level}' AND len(consequents) = 1 AND lift > 1"""
+    )
 
 
 def _level_sql(level: str, per_customer: int) -> str:
-    """A rule applies to a customer when they have bought every antecedent and not the (single) consequent."""
     return f"""
-    SELECT * FROM (
-        WITH rules AS (
-            SELECT rule_id, antecedents, consequents[1] AS item, confidence, lift
-            FROM consumer_aligned.association_rules
-            WHERE level = '{level}' AND len(consequents) = 1 AND lift > 1
-        ), antecedent AS (
-            SELECT rule_id, unnest(antecedents) AS item, len(antecedents) AS needed FROM rules
-        ), owned AS (
-            SELECT DISTINCT p.customer_id, {ITEM[level]} AS item FROM {LINES}
-        ), applicable AS (
-            SELECT o.customer_id, a.rule_id
-            FROM owned AS o JOIN antecedent AS a USING (item)
-            GROUP BY o.customer_id, a.rule_id, a.needed HAVING count(*) = a.needed
-        ), candidates AS (
-            SELECT ap.customer_id, r.item, r.rule_id, {metrics.recommendation_score()} AS score, r.lift
-            FROM applicable AS ap JOIN rules AS r USING (rule_id)
-            ANTI JOIN owned AS o ON o.customer_id = ap.customer_id AND o.item = r.item
-            QUALIFY row_number() OVER (PARTITION BY ap.customer_id, r.item ORDER BY score DESC, r.lift DESC, r.rule_id) = 1
-        ), ranked AS (
-            SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY score DESC, lift DESC, item) AS rank
-            FROM candidates QUALIFY rank <= {per_customer}
-        ), item_value AS (  -- typical spend on the item in an order that contains it
-            SELECT item, any_value(name) AS name, avg(spend) AS typical_spend FROM (
-                SELECT p.order_id, {ITEM[level]} AS item, any_value({ITEM_NAME[level]}) AS name,
-                       sum(p.quantity * p.unit_price) AS spend
-                FROM {LINES} WHERE {ITEM[level]} IN (SELECT item FROM rules) GROUP BY ALL
-            ) GROUP BY item
-        )
-        SELECT customer_id, '{level}' AS level, rank, item AS recommended_item, name AS recommended_name,
-               score, rule_id, {metrics.expected_value()} AS expected_value
-        FROM ranked JOIN item_value USING (item)
-    )"""
+    WITH applicable AS (
+        SELECT o.customer_id, r.rule_id  -- one antecedent: a plain join
+        FROM _owned AS o JOIN _rules AS r ON len(r.antecedents) = 1 AND r.antecedents[1] = o.item
+        UNION ALL
+        SELECT o.customer_id, a.rule_id  -- several: every antecedent bought
+        FROM _owned AS o
+        JOIN (SELECT rule_id, unnest(antecedents) AS item, len(antecedents) AS needed FROM _rules
+              WHERE len(antecedents) > 1) AS a USING (item)
+        GROUP BY o.customer_id, a.rule_id, a.needed HAVING count(*) = a.needed
+    ), best AS (
+        SELECT ap.customer_id, r.item, {metrics.recommendation_score()} AS top
+        FROM applicable AS ap JOIN _rules AS r USING (rule_id)
+        ANTI JOIN _owned AS o ON o.customer_id = ap.customer_id AND o.item = r.item
+        GROUP BY ap.customer_id, r.item
+    ), ranked AS (
+        SELECT customer_id, item, top.confidence AS score, top.lift, top.rule_id,
+               row_number() OVER (PARTITION BY customer_id ORDER BY top.confidence DESC, top.lift DESC, item) AS rank
+        FROM best QUALIFY rank <= {per_customer}
+    ), item_value AS (  -- typical spend on the item in an order that contains it
+        SELECT item, avg(spend) AS typical_spend FROM (
+            SELECT p.order_id, {ITEM[level]} AS item, sum(p.quantity * p.unit_price) AS spend
+            FROM {ITEM_LINES[level]} WHERE {ITEM[level]} IN (SELECT item FROM _rules) GROUP BY ALL
+        ) GROUP BY item
+    ), item_name AS (
+        SELECT DISTINCT {ITEM[level]} AS item, {ITEM_NAME[level]} AS name FROM source_aligned.product AS pr
+    )
+    SELECT customer_id, '{level}' AS level, rank, CAST(item AS VARCHAR) AS recommended_item,
+           name AS recommended_name, score, rule_id, {metrics.expected_value()} AS expected_value
+    FROM ranked JOIN item_value USING (item) JOIN item_name USING (item)"""
 
 
-def recommendations_sql(per_customer: int) -> str:
-    return " UNION ALL ".join(_level_sql(level, per_customer) for level in LEVELS)
+def build(conn: duckdb.DuckDBPyConnection, per_customer: int) -> str:
+    """Materialize each level's recommendations; return the query that unions them."""
+    for level in LEVELS:
+        _prepare(conn, level)
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE _recommended_{level} AS {_level_sql(level, per_customer)}")
+    return " UNION ALL ".join(f"SELECT * FROM _recommended_{level}" for level in LEVELS)
