@@ -14,10 +14,10 @@ from product_affinity.consumer_aligned.baskets import ITEM, ITEM_LINES, ITEM_NAM
 
 
 def _prepare(conn: duckdb.DuckDBPyConnection, level: str) -> None:
-    """Temp tables _owned (customer, item) and _rules (applicable rule shapes) for one level."""
-    conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE _owned AS SELECT DISTINCT p.customer_id, {ITEM[level]} AS item FROM {ITEM_LINES[level]}"
-    )
+    """Temp tables _rules (rules that can be recommended) and _owned (customer, item), for one level.
+
+    Only items that appear in some rule matter, which at product level leaves out most lines.
+    """
     kind = ITEM_TYPE[level]
     conn.execute(
         f"""CREATE OR REPLACE TEMP TABLE _rules AS
@@ -25,6 +25,11 @@ def _prepare(conn: duckdb.DuckDBPyConnection, level: str) -> None:
                confidence, lift
         FROM consumer_aligned.association_rules
         WHERE level = '{level}' AND len(consequents) = 1 AND lift > 1"""
+    )
+    conn.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _owned AS
+        SELECT DISTINCT p.customer_id, {ITEM[level]} AS item FROM {ITEM_LINES[level]}
+        WHERE {ITEM[level]} IN (SELECT item FROM _rules UNION SELECT unnest(antecedents) FROM _rules)"""
     )
 
 
