@@ -18,14 +18,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from product_affinity.contract import table
 from product_affinity.reference import COUNTRY_SPELLINGS
 
 DEFAULT_SIZE = dict(customers=2_000, products=400, orders=20_000)
 
-CUSTOMER_COLUMNS = ("customer_id", "first_name", "last_name", "email", "phone", "birth_year", "education",
-                    "marital_status", "income", "country", "signup_at")
-PURCHASE_COLUMNS = ("order_id", "line_number", "customer_id", "product_id", "quantity", "unit_price",
-                    "purchased_at", "channel", "deal")
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 DAY = 86_400
 
@@ -526,7 +523,7 @@ def _customer_attributes(rng: np.random.Generator, customer_id: np.ndarray, sign
                                                        pl.col("_domain")))
         .otherwise(email),
         phone=pl.format("+1-555-{}", pl.col("phone").cast(pl.String).str.zfill(4)),
-    ).select(*CUSTOMER_COLUMNS)
+    ).select(table("customer").column_names)
 
 
 def _country_spellings(rng: np.random.Generator, n: int) -> pl.Series:
@@ -652,7 +649,7 @@ def _purchase_defects(rng: np.random.Generator, orders: Orders, catalogue: Catal
         unit_price=pl.when(bad_type & ~pl.col("_spelled_out"))
         .then(pl.col("unit_price").str.replace(".", ",", literal=True))
         .otherwise("unit_price"),
-    ).select(*PURCHASE_COLUMNS), counts
+    ).select(table("purchase").column_names), counts
 
 
 def _write_purchases(directory: Path, rng: np.random.Generator, orders: Orders, catalogue: Catalogue,
