@@ -28,4 +28,4 @@ bench: $(BIN)/product-affinity
 	$(BIN)/python benchmarks/pipeline.py
 
 clean:
-	rm -rf $(VENV) data/sample data/*.duckdb* dagster_home/storage dagster_home/logs dagster_home/history dagster_home/schedules
+	rm -rf $(VENV) data/sample data/*.duckdb* data/published dagster_home/storage dagster_home/logs dagster_home/history dagster_home/schedules

@@ -21,27 +21,31 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from product_affinity.definitions import build_definitions
+
+    return run_job(build_definitions(args.sources, args.warehouse), args.warehouse)
+
+
+def run_job(defs, warehouse: Path) -> int:
+    """Run the product_affinity job of `defs` (Definitions) in process: print the summary of the snapshot it
+    published, or why it published nothing."""
     import dagster as dg
 
-    from product_affinity.definitions import build_definitions
+    from product_affinity.publication import failure_report, published_snapshot
     from product_affinity.summary import print_summary
 
-    defs = build_definitions(args.sources, args.warehouse)
-    started = time.perf_counter()
+    started, instance = time.perf_counter(), dg.DagsterInstance.ephemeral()
     result = defs.resolve_job_def("product_affinity").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=instance,
         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         raise_on_error=False,
     )
     if not result.success:
-        for event in result.all_events:
-            if event.is_step_failure:
-                error = event.step_failure_data.error
-                cause = error.cause or error
-                print(f"FAILED {event.step_key}: {cause.message.strip()}", file=sys.stderr)
+        print(failure_report(result, instance, warehouse), file=sys.stderr)
         return 1
-    print(f"\nMaterialized every asset into {args.warehouse} in {time.perf_counter() - started:.1f}s\n")
-    print_summary(args.warehouse)
+    snapshot = published_snapshot(warehouse)
+    print(f"\nBuilt and audited every asset in {warehouse}, published {snapshot} in {time.perf_counter() - started:.1f}s\n")
+    print_summary(snapshot)
     return 0
 
 
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--seed", type=int, default=7)
     gen.set_defaults(func=generate)
 
-    run_ = commands.add_parser("run", help="materialize every asset in process and print a summary")
+    run_ = commands.add_parser("run", help="materialize and audit every asset in process, publish a snapshot, print a summary")
     run_.add_argument("--sources", type=Path, default=DEFAULT_SOURCES, help="folder with the source files (default: %(default)s)")
     run_.add_argument("--warehouse", type=Path, default=DEFAULT_WAREHOUSE, help="DuckDB file to write (default: %(default)s)")
     run_.set_defaults(func=run)

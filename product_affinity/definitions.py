@@ -7,13 +7,14 @@ from pathlib import Path
 import dagster as dg
 
 from product_affinity.consumer_aligned.assets import consumer_aligned_assets
+from product_affinity.publication import snapshot
 from product_affinity.resources import DEFAULT_SOURCES, DEFAULT_WAREHOUSE, resources
 from product_affinity.source_aligned.assets import source_aligned_assets, source_files
 
 everything = dg.define_asset_job(
     "product_affinity",
     selection=dg.AssetSelection.all() - dg.AssetSelection.groups("sources"),
-    description="Materialize every asset: sources -> source-aligned -> consumer-aligned.",
+    description="Materialize every asset: sources -> source-aligned -> consumer-aligned, audit them, then publish a snapshot.",
 )
 
 daily = dg.ScheduleDefinition(
@@ -28,7 +29,7 @@ daily = dg.ScheduleDefinition(
 def build_definitions(sources: Path = DEFAULT_SOURCES, warehouse: Path = DEFAULT_WAREHOUSE) -> dg.Definitions:
     # One DuckDB writer at a time: DuckDB locks the file per process, so steps run in one process.
     return dg.Definitions(
-        assets=[*source_files, *source_aligned_assets, *consumer_aligned_assets],
+        assets=[*source_files, *source_aligned_assets, *consumer_aligned_assets, snapshot],
         jobs=[everything],
         schedules=[daily],
         resources=resources(sources, warehouse),

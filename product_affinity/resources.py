@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 from dagster_duckdb import DuckDBResource
+from pydantic import PrivateAttr
 
 from product_affinity.consumer_aligned.association_rules import Thresholds
 
@@ -22,6 +27,59 @@ class SourceFiles(dg.ConfigurableResource):
     @property
     def path(self) -> Path:
         return Path(self.directory)
+
+
+class WarehouseBusy(RuntimeError):
+    """Another pipeline run, or another process, holds the working warehouse."""
+
+
+class Warehouse(DuckDBResource):
+    """The working warehouse: the staging area every step writes and the checks audit.
+
+    A run holds `<warehouse>.lock` from its start to its end. DuckDB's own lock lasts only while a
+    step has the file open, so without it a second run could write between this run's steps (and
+    publish a mix of both); with it the second run fails at once, naming the lock. The operating
+    system releases the lock when the process ends, even on kill -9.
+    """
+
+    _lock: int | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        lock = Path(f"{self.database}.lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode().strip() or "unknown"
+            os.close(fd)
+            raise WarehouseBusy(
+                f"{self.database} is being written by another pipeline run (PID {holder} holds the lock {lock}); "
+                "run again once it has finished. Readers are not affected: they read the published snapshot."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock = fd
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        os.close(self._lock)
+
+    @contextmanager
+    def get_connection(self):
+        """Connect without DuckDBResource's ~100 s of retries: with other runs locked out, a process holding
+        DuckDB's file lock is a stray session on the working warehouse, and waiting only delays the failure."""
+        try:
+            conn = duckdb.connect(self.database, config={"custom_user_agent": "dagster", **self.connection_config})
+        except duckdb.IOException as error:
+            if "Could not set lock" not in str(error):
+                raise
+            raise WarehouseBusy(
+                f"another process has {self.database} open, so this run cannot write it. {error}\n"
+                "Only the pipeline opens the working warehouse: consumers read the published snapshot (published/CURRENT)."
+            ) from None
+        try:
+            yield conn
+        finally:
+            conn.close()
 
 
 class AffinitySettings(dg.ConfigurableResource):
@@ -48,7 +106,7 @@ class AffinitySettings(dg.ConfigurableResource):
 def resources(sources: Path = DEFAULT_SOURCES, warehouse: Path = DEFAULT_WAREHOUSE) -> dict:
     warehouse.parent.mkdir(parents=True, exist_ok=True)
     return {
-        "warehouse": DuckDBResource(database=str(warehouse)),
+        "warehouse": Warehouse(database=str(warehouse)),
         "source_files": SourceFiles(directory=str(sources)),
         "settings": AffinitySettings(),
     }

@@ -6,7 +6,6 @@ from datetime import datetime
 from fractions import Fraction
 from io import StringIO
 
-import duckdb
 import pandas as pd
 import pytest
 from mlxtend.frequent_patterns import association_rules, fpgrowth
@@ -14,6 +13,7 @@ from mlxtend.frequent_patterns import association_rules, fpgrowth
 from product_affinity.cli import main
 from product_affinity.consumer_aligned.baskets import ITEM, LEVELS, LINES
 from product_affinity.contract import table
+from product_affinity.publication import open_published
 from product_affinity.resources import AffinitySettings
 
 END = datetime(2026, 11, 1, 12, 0, 0)
@@ -29,7 +29,7 @@ def sample(tmp_path_factory):
     with redirect_stdout(StringIO()) as printed:
         assert main(["run", "--sources", str(sources), "--warehouse", str(warehouse)]) == 0
     truth["printed"] = printed.getvalue()
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
+    with open_published(warehouse) as conn:  # what consumers read
         yield conn, truth
 
 
@@ -159,5 +159,7 @@ def test_run_prints_a_summary_with_the_strongest_affinities(sample):
 
 def test_run_fails_naming_the_missing_source_file(tmp_path, capsys):
     assert main(["run", "--sources", str(tmp_path / "nowhere"), "--warehouse", str(tmp_path / "w.duckdb")]) == 1
-    assert "customer_info.csv: source file not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "customer_info.csv: source file not found" in err
+    assert f"Nothing from this run was published, and nothing has been published from {tmp_path / 'w.duckdb'} yet." in err
 
