@@ -1,4 +1,4 @@
-"""`product-affinity generate | run`: the sample sources and the whole pipeline, from a terminal."""
+"""`product-affinity generate | run | expectations | slo`: the sample sources, the whole pipeline and its quality gates, from a terminal."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from product_affinity.quality.suites import EXPECTATIONS_DIR
 from product_affinity.resources import DEFAULT_SOURCES, DEFAULT_WAREHOUSE
 
 
@@ -49,6 +50,31 @@ def run_job(defs, warehouse: Path) -> int:
     return 0
 
 
+def expectations(args: argparse.Namespace) -> int:
+    from product_affinity.contract import checked_tables
+    from product_affinity.quality.suites import write_suites
+
+    written = write_suites(args.out, checked_tables())
+    print(f"Wrote {len(written)} Great Expectations suites generated from the contract to {args.out}")
+    return 0
+
+
+def slo(args: argparse.Namespace) -> int:
+    """Print the SLO report (and write it as JSON and JUnit XML); exit 1 when an SLO fails, 2 when the warehouse cannot be read."""
+    from product_affinity.quality import report
+
+    try:
+        built = report.build(args.warehouse, args.runs)
+    except report.WarehouseUnavailable as error:
+        print(f"Cannot read the SLO results: {error}", file=sys.stderr)
+        return 2
+    print(report.text(built))
+    for path, render in ((args.json, report.as_json), (args.junit, report.as_junit)):
+        if path:
+            path.write_text(render(built), encoding="utf-8")
+    return 1 if built.failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from product_affinity.sources.sample import DEFAULT_SIZE
 
@@ -66,6 +92,17 @@ def main(argv: list[str] | None = None) -> int:
     run_.add_argument("--sources", type=Path, default=DEFAULT_SOURCES, help="folder with the source files (default: %(default)s)")
     run_.add_argument("--warehouse", type=Path, default=DEFAULT_WAREHOUSE, help="DuckDB file to write (default: %(default)s)")
     run_.set_defaults(func=run)
+
+    exp = commands.add_parser("expectations", help="regenerate the Great Expectations suites from the data contract")
+    exp.add_argument("--out", type=Path, default=EXPECTATIONS_DIR, help="folder to write (default: %(default)s)")
+    exp.set_defaults(func=expectations)
+
+    slo_ = commands.add_parser("slo", help="print the SLO report: targets, latest observations, attainment, error budget")
+    slo_.add_argument("--warehouse", type=Path, default=DEFAULT_WAREHOUSE, help="DuckDB file the runs wrote (default: %(default)s)")
+    slo_.add_argument("--runs", type=int, default=30, help="attainment over the last N runs (default: %(default)s)")
+    slo_.add_argument("--json", type=Path, help="also write the report as JSON to this file")
+    slo_.add_argument("--junit", type=Path, help="also write the report as JUnit XML to this file (a failing SLO is a <failure>)")
+    slo_.set_defaults(func=slo)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -31,7 +31,11 @@ def warehouse(tmp_path_factory):
     root = tmp_path_factory.mktemp("hand")
     sources = write_sources(root / "sources", [customer(i) for i in (1, 2, 3, 4, 5)], PRODUCTS, PURCHASES)
     path = root / "warehouse.duckdb"
-    result = build_definitions(sources, path).resolve_job_def("product_affinity").execute_in_process(
+    job = build_definitions(sources, path).resolve_job_def("product_affinity")
+    # These purchases are dated 2024-2025, so every check runs but freshness (tested in test_quality).
+    graph = job.asset_layer.asset_graph
+    checks = {key for key in graph.asset_check_keys if key.name != "freshness_purchased_at"}
+    result = job.get_subset(asset_selection=graph.materializable_asset_keys, asset_check_selection=checks).execute_in_process(
         instance=dg.DagsterInstance.ephemeral()
     )
     assert result.success

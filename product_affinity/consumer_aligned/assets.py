@@ -10,6 +10,7 @@ from product_affinity.consumer_aligned import affinity_matrix, customer_metrics,
 from product_affinity.consumer_aligned import association_rules as rules
 from product_affinity.consumer_aligned.baskets import LEVELS, load_basket_items
 from product_affinity.contract import table
+from product_affinity.quality.checks import freshness_policy
 from product_affinity.resources import AffinitySettings
 from product_affinity.source_aligned.assets import OWNERS
 from product_affinity.warehouse import column_schema, materialization_metadata, replace_table
@@ -34,6 +35,7 @@ def output_port(name: str, deps: list[dg.AssetKey], defined_in: ModuleType) -> d
         kinds={"duckdb", "table"},
         tags={"layer": "consumer_aligned", "output_port": ""},
         metadata={"dagster/column_schema": column_schema(t), "dagster/table_name": t.physical_name},
+        freshness_policy=freshness_policy(),
     )
 
 

@@ -68,10 +68,11 @@ MEASURES = {
     "nullValues": "missing",
     "invalidValues": "invalid",
     "duplicateValues": "duplicated",
+    "custom": "values meeting the expectation",
     "columnTypes": "columns with the declared type",
     "freshness": "age of the newest value",
-    "custom": "values that reconcile",
 }
+WRITTEN_METRICS = ("nullValues", "invalidValues", "duplicateValues", "custom")  # columnTypes and freshness are derived
 UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "min": timedelta(minutes=1), "ms": timedelta(milliseconds=1)}
 
 
@@ -105,7 +106,8 @@ class Rule:
     def target(self) -> str:
         """The objective as an analyst reads it, e.g. '<= 1 % missing'."""
         unit = {"percent": "%", "hours": "h"}.get(self.unit, self.unit)
-        return f"{OPERATORS[self.operator]} {self.threshold:g} {unit} {MEASURES[self.metric]}"
+        measure = "values that reconcile" if self.dimension == "accuracy" else MEASURES[self.metric]
+        return f"{OPERATORS[self.operator]} {self.threshold:g} {unit} {measure}"
 
 
 @dataclass(frozen=True)
@@ -196,8 +198,7 @@ def attainment_objective() -> float:
 
 
 def _threshold(entry: dict, where: str) -> tuple[str, float]:
-    declared = [op for op in ("mustBe", "mustBeLessThan", "mustBeLessOrEqualTo", "mustBeGreaterThan",
-                              "mustBeGreaterOrEqualTo", "mustBeBetween", "mustNotBe", "mustNotBeBetween") if op in entry]
+    declared = [key for key in entry if key.startswith("must")]
     if len(declared) != 1 or declared[0] not in OPERATORS:
         raise ContractError(f"{where}: declare exactly one of {', '.join(OPERATORS)} (found {declared})")
     return declared[0], float(entry[declared[0]])
@@ -207,8 +208,8 @@ def _rule(t: Table, entry: dict, column: Column | None) -> Rule:
     """A written quality entry, normalised; a property's rule without an id is called <dimension>_<column>."""
     where = f"{t.name}.{column.name if column else ''} quality {entry.get('id', entry.get('metric'))}"
     metric = entry.get("metric") or ("custom" if entry.get("type") == "custom" else None)
-    if metric not in MEASURES:
-        raise ContractError(f"{where}: unsupported metric or type")
+    if metric not in WRITTEN_METRICS:
+        raise ContractError(f"{where}: unsupported metric or type (use one of {', '.join(WRITTEN_METRICS)})")
     columns = (column.name,) if column else tuple(entry.get("arguments", {}).get("properties", ()))
     arguments = dict(entry.get("arguments", {}))
     if metric == "invalidValues" and not {"validValues", "pattern"} & arguments.keys():
@@ -273,6 +274,5 @@ def quality_rules(name: str) -> tuple[Rule, ...]:
 
 
 def checked_tables() -> list[Table]:
-    """The tables with quality rules: the source-aligned inputs and the output ports."""
-    return [t for t in tables().values() if any(e.get("quality") or any(p.get("quality") for p in e["properties"])
-                                                for e in contract()["schema"] if e["name"] == t.name)]
+    """The tables whose quality is checked: the input ports (typed copies of the source files) and the output ports."""
+    return [t for t in tables().values() if t.source_file or t.layer == "consumer_aligned"]

@@ -10,6 +10,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from product_affinity.contract import table
+from product_affinity.quality.checks import freshness_policy
 from product_affinity.resources import SourceFiles
 from product_affinity.source_aligned.cleaning import FOREIGN_KEYS, ingest
 from product_affinity.warehouse import column_schema, materialization_metadata
@@ -46,6 +47,7 @@ def source_aligned_asset(name: str) -> dg.AssetsDefinition:
         kinds={"duckdb", "table"},
         tags={"layer": "source_aligned"},
         metadata={"dagster/column_schema": column_schema(t), "dagster/table_name": t.physical_name},
+        freshness_policy=freshness_policy() if name == "purchase" else None,
     )
     def _asset(context: dg.AssetExecutionContext, warehouse: DuckDBResource, source_files: SourceFiles):
         with warehouse.get_connection() as conn:

@@ -1,0 +1,130 @@
+"""Running a table's suite with Great Expectations, and reading the result back rule by rule.
+
+Great Expectations is imported here, inside the functions, never when the package loads: the
+import takes seconds, and Dagster imports the definitions far more often than checks run. One
+ephemeral GE context per process (per Data Docs folder) holds every suite and validation of the
+run, so the Data Docs it writes index all the tables validated in the latest run.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from product_affinity.contract import Rule, Table, quality_rules, table
+from product_affinity.quality.frames import Frame
+from product_affinity.quality.suites import freshness_parameter, suite
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one rule fared: passed, the observed value in the rule's unit, and how many values were checked."""
+
+    passed: bool
+    observed: float | None
+    rows_checked: int
+    details: dict[str, Any]
+
+
+@cache
+def _context(docs_dir: str):
+    """An ephemeral GE context writing Data Docs into docs_dir, emptied first so it shows this run only."""
+    import great_expectations as gx
+
+    shutil.rmtree(docs_dir, ignore_errors=True)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False}
+    context.update_data_docs_site(
+        site_name="local_site",
+        site_config={
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_dir},
+        },
+    )
+    context.data_sources.add_pandas(name="warehouse")
+    return context
+
+
+@cache
+def _validation_definition(docs_dir: str, name: str):
+    """The table's suite bound to an in-memory frame, made once per context."""
+    import great_expectations as gx
+
+    context = _context(docs_dir)
+    batch = context.data_sources.get("warehouse").add_dataframe_asset(name=name).add_batch_definition_whole_dataframe("checked rows")
+    checks = context.suites.add(gx.ExpectationSuite(**suite(table(name))))
+    return context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=checks))
+
+
+def validate(t: Table, frame: Frame, now: datetime, docs_dir: Path) -> dict[str, Outcome]:
+    """Validate the frame against the table's suite in one GE run, write its Data Docs page, return each rule's outcome.
+
+    `now` is the naive UTC wall clock the freshness rules measure against.
+    """
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    docs = str(docs_dir.resolve())
+    rules = quality_rules(t.name)
+    parameters = {freshness_parameter(r): now - timedelta(hours=r.threshold) for r in rules if r.metric == "freshness"}
+    result = _validation_definition(docs, t.name).run(
+        batch_parameters={"dataframe": frame.rows}, expectation_parameters=parameters, result_format="SUMMARY"
+    )
+    key = ValidationResultIdentifier(
+        expectation_suite_identifier=ExpectationSuiteIdentifier(name=t.name), run_id=result.meta["run_id"], batch_identifier=result.batch_id
+    )
+    context = _context(docs)
+    context.validation_results_store.set(key, result)
+    context.build_data_docs(site_names=["local_site"], resource_identifiers=[key, key.expectation_suite_identifier])
+    by_rule: dict[str, list] = {}
+    for r in result.results:  # not in suite order
+        by_rule.setdefault(r.expectation_config.meta["rule_id"], []).append(r)
+    return {rule.id: _outcome(rule, by_rule[rule.id], frame, now) for rule in rules}
+
+
+def _error(r) -> str | None:
+    """GE's exception message, from either of the two shapes exception_info takes."""
+    info = r.exception_info or {}
+    if info.get("raised_exception"):
+        return info.get("exception_message")
+    for value in info.values():
+        if getattr(value, "raised_exception", False):
+            return value.exception_message
+    return None
+
+
+def _outcome(rule: Rule, results: list, frame: Frame, now: datetime) -> Outcome:
+    passed = all(r.success for r in results)
+    errors = [e for e in map(_error, results) if e]
+    if rule.metric == "columnTypes":
+        wrong = {r.expectation_config.kwargs["column"]: r.result.get("observed_value", "missing") for r in results if not r.success}
+        observed = 100 * (len(results) - len(wrong)) / len(results)
+        return Outcome(passed, observed, len(frame.rows), {"wrong_types": wrong, "errors": errors})
+    (r,) = results
+    stats = r.result
+    if errors:
+        return Outcome(False, None, 0, {"errors": errors})
+    if rule.metric == "freshness":
+        newest = stats.get("observed_value")
+        age = None if newest is None or pd.isna(newest) else (now - pd.Timestamp(newest).to_pydatetime()) / timedelta(hours=1)
+        return Outcome(passed, age, len(frame.rows), {"newest": str(newest), "measured_at": now.isoformat(sep=" ")})
+    checked = stats.get("element_count", 0) - (stats.get("missing_count") or 0)
+    bad_percent = stats.get("unexpected_percent")
+    if rule.unit == "rows":
+        observed = stats.get("unexpected_count")
+    elif bad_percent is None:
+        observed = None
+    else:
+        observed = 100 - bad_percent if rule.metric == "custom" else bad_percent
+    examples = [str(v) for v in stats.get("partial_unexpected_list", [])[:5]]
+    return Outcome(passed, observed, checked, {"unexpected_count": stats.get("unexpected_count"), "examples": examples})

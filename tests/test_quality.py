@@ -1,0 +1,279 @@
+"""Quality gates: the contract's rules run as Great Expectations suites in Dagster asset checks, through the real job.
+
+Each dimension has a check that passes on a clean sample and one that fails on data broken on
+purpose; a failing `error` rule blocks what is built downstream, a `warning` rule does not.
+"""
+
+import json
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from contextlib import redirect_stdout
+from datetime import UTC, datetime, timedelta
+from io import StringIO
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pytest
+
+from product_affinity.cli import main
+from product_affinity.consumer_aligned.assets import consumer_aligned_assets
+from product_affinity.contract import checked_tables, quality_rules, service_levels, table
+from product_affinity.definitions import build_definitions, defs
+from product_affinity.quality.checks import asset_key, quality_checks
+from product_affinity.quality.report import declared_markdown
+from product_affinity.quality.suites import EXPECTATIONS_DIR, suite_json
+from product_affinity.resources import resources
+from product_affinity.source_aligned.assets import source_aligned_assets
+from product_affinity.sources.sample import generate_sample
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+SMALL = dict(customers=300, products=60, orders=1_500)
+PORTS = [t for t in checked_tables() if t.layer == "consumer_aligned"]
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def run_job(sources: Path, warehouse: Path) -> dg.ExecuteInProcessResult:
+    """The product_affinity job, as `product-affinity run` and the schedule run it."""
+    job = build_definitions(sources, warehouse).resolve_job_def("product_affinity")
+    return job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+def evaluations(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
+    return {(e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()}
+
+
+def failed(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], str]:
+    """(table, rule id) -> Dagster severity of every failed check."""
+    return {key: e.severity.value for key, e in evaluations(result).items() if not e.passed}
+
+
+def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+
+
+def slo_results(warehouse: Path) -> list[dict]:
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        rows = conn.execute("SELECT * FROM quality.slo_results").fetchall()
+        return [dict(zip([d[0] for d in conn.description], row)) for row in rows]
+
+
+def edit_csv(path: Path, **columns) -> None:
+    """Rewrite a source file with some columns replaced (the file is read as text, as the source system wrote it)."""
+    frame = pl.read_csv(path, infer_schema=False)
+    frame.with_columns(**{name: pl.Series(values, dtype=pl.String) for name, values in columns.items()}).write_csv(path)
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    """A fresh, clean sample run once through the job."""
+    root = tmp_path_factory.mktemp("clean")
+    generate_sample(root / "sources", **SMALL, end=now())
+    return root / "sources", root / "warehouse.duckdb", run_job(root / "sources", root / "warehouse.duckdb")
+
+
+# ---- one contract, suites and checks derived from it ----------------------------------------
+
+
+def test_expectation_suites_are_generated_from_the_contract():
+    on_disk = {p.name for p in EXPECTATIONS_DIR.glob("*.json")}
+    assert on_disk == {f"{t.name}.json" for t in checked_tables()}, "regenerate with: product-affinity expectations"
+    for t in checked_tables():
+        assert (EXPECTATIONS_DIR / f"{t.name}.json").read_text() == suite_json(t), "regenerate with: product-affinity expectations"
+
+
+def test_every_suite_expectation_names_the_rule_it_serves():
+    for t in checked_tables():
+        served = {e["meta"]["rule_id"] for e in json.loads(suite_json(t))["expectations"]}
+        assert served == {r.id for r in quality_rules(t.name)}
+
+
+def test_the_contract_keeps_the_floors_of_every_dimension():
+    rules = [r for t in checked_tables() for r in quality_rules(t.name)]
+    assert {r.dimension for r in rules} == {"completeness", "uniqueness", "timeliness", "conformity", "validity", "accuracy"}
+    bound = {"completeness": 1, "uniqueness": 0.5, "validity": 5}
+    for r in rules:
+        if r.dimension in bound and r.unit == "percent":
+            assert r.operator == "mustBeLessOrEqualTo" and r.threshold <= bound[r.dimension], r
+        if r.dimension == "accuracy":
+            assert r.operator == "mustBeGreaterOrEqualTo" and r.threshold >= 99, r
+        if r.dimension == "timeliness":
+            assert r.threshold <= 24 and r.severity == "error", r
+        if r.dimension == "conformity":
+            assert r.threshold == 100, r
+    for t in checked_tables():
+        for key in {"customer_id", "product_id", "order_id"} & set(t.column_names):
+            assert any(r.id == f"completeness_{key}" and r.threshold == 0 for r in quality_rules(t.name)), (t.name, key)
+    for t in PORTS:  # published outputs: no duplicate key at all
+        assert any(r.metric == "duplicateValues" and (r.threshold, r.unit) == (0, "rows") for r in quality_rules(t.name)), t.name
+
+
+def test_each_rule_is_a_check_blocking_exactly_when_its_severity_is_error():
+    specs = {(spec.asset_key, spec.name): spec for check in quality_checks for spec in check.check_specs}
+    expected = {(asset_key(t), r.id): r for t in checked_tables() for r in quality_rules(t.name)}
+    assert specs.keys() == expected.keys()
+    for key, rule in expected.items():
+        assert specs[key].blocking == (rule.severity == "error")
+        assert specs[key].metadata["slo_target"] == rule.target
+    assert {k.path[-1] for k, _ in specs} == {"customer", "product", "purchase", *(t.name for t in PORTS)}
+
+
+def test_purchase_and_output_ports_carry_the_latency_sla_as_freshness_policy():
+    graph = defs.resolve_asset_graph()
+    for t in [table("purchase"), *PORTS]:
+        policy = graph.get(asset_key(t)).freshness_policy
+        assert policy.fail_window.to_timedelta() == timedelta(hours=24), t.name
+
+
+def test_readme_slo_table_is_generated_from_the_contract():
+    shown = re.search(r"<!-- slos:start -->\n(.*?)\n<!-- slos:end -->", README.read_text(), re.S).group(1)
+    assert shown == declared_markdown(), "regenerate with: python -c 'from product_affinity.quality.report import declared_markdown; print(declared_markdown())'"
+
+
+# ---- the checks on real runs -------------------------------------------------------------------
+
+
+def test_a_clean_sample_passes_every_check_and_is_published(clean):
+    _, warehouse, result = clean
+    assert result.success
+    assert failed(result) == {}
+    assert len(evaluations(result)) == sum(len(quality_rules(t.name)) for t in checked_tables())
+    assert "snapshot" in materialized(result)
+    accuracy = evaluations(result)[("association_rules", "accuracy_support_count")]
+    assert accuracy.metadata["observed"].value == 100 and accuracy.metadata["rows_checked"].value > 0
+    assert (warehouse.parent / "quality_docs" / "index.html").exists()
+
+
+def test_slo_results_keep_one_row_per_rule_per_run(clean):
+    _, warehouse, result = clean
+    rows = [r for r in slo_results(warehouse) if r["run_id"] == result.run_id]
+    keys = [(r["asset"], r["rule_id"]) for r in rows]
+    assert sorted(keys) == sorted((f"{t.schema}/{t.name}", r.id) for t in checked_tables() for r in quality_rules(t.name))
+    fresh = next(r for r in rows if r["rule_id"] == "freshness_purchased_at")
+    assert fresh["passed"] and fresh["operator"] == "mustBeLessOrEqualTo" and fresh["target"] == 24 and fresh["unit"] == "hours"
+    assert all(r["rows_checked"] <= r["rows_in_table"] for r in rows)
+
+
+def test_warnings_fail_without_blocking_anything(tmp_path):
+    """Missing, malformed and shared e-mails and unknown categories are WARN failures: everything is still built and published."""
+    sources, warehouse = tmp_path / "sources", tmp_path / "warehouse.duckdb"
+    generate_sample(sources, **SMALL, end=now())
+    customers = pl.read_csv(sources / "customer_info.csv", infer_schema=False)
+    n = len(customers)  # 5% of rows each: missing, malformed, and one shared address
+    email = [None if i % 20 == 0 else "not-an-email" if i % 20 == 1 else "shared@example.com" if i % 20 == 2 else e
+             for i, e in enumerate(customers["email"])]
+    edit_csv(sources / "customer_info.csv", email=email)
+    products = pl.read_csv(sources / "product.csv", infer_schema=False)
+    edit_csv(sources / "product.csv", category=["Toys" if i % 10 == 0 else c for i, c in enumerate(products["category"])])
+
+    result = run_job(sources, warehouse)
+    assert n > 100 and result.success
+    assert failed(result) == {
+        ("customer", "completeness_email"): "WARN",
+        ("customer", "validity_email"): "WARN",
+        ("customer", "uniqueness_email"): "WARN",
+        ("product", "validity_category"): "WARN",
+    }
+    assert {"customer_metrics", "association_rules", "snapshot"} <= materialized(result)
+    missing = evaluations(result)[("customer", "completeness_email")].metadata
+    assert missing["observed"].value == pytest.approx(5, abs=0.5) and missing["slo_target"].value == "<= 1 % missing"
+
+
+def test_stale_purchases_fail_freshness_and_block_every_output(tmp_path):
+    sources, warehouse = tmp_path / "sources", tmp_path / "warehouse.duckdb"
+    generate_sample(sources, **SMALL, end=now() - timedelta(days=3))
+    result = run_job(sources, warehouse)
+    assert not result.success
+    assert failed(result) == {("purchase", "freshness_purchased_at"): "ERROR"}
+    assert materialized(result) == {"customer", "product", "purchase"}  # no output port, nothing published
+    (fresh,) = [r for r in slo_results(warehouse) if r["rule_id"] == "freshness_purchased_at"]
+    assert not fresh["passed"] and fresh["observed"] > 48
+
+
+def test_a_wrong_type_or_a_figure_that_does_not_reconcile_fails_blocking(clean, tmp_path):
+    """Tamper with built output ports, then run their checks again (the job's checks, without rebuilding)."""
+    sources, built, _ = clean
+    warehouse = tmp_path / "warehouse.duckdb"
+    warehouse.write_bytes(built.read_bytes())
+    with duckdb.connect(str(warehouse)) as conn:
+        conn.execute("ALTER TABLE consumer_aligned.product_affinity_matrix ALTER baskets_with_both TYPE VARCHAR")
+        conn.execute("UPDATE consumer_aligned.customer_metrics SET total_spend = total_spend + 1 WHERE customer_id % 20 = 0")
+    ports = [asset_key(table("product_affinity_matrix")), asset_key(table("customer_metrics"))]
+    result = dg.materialize(
+        [*source_aligned_assets, *consumer_aligned_assets, *quality_checks],
+        selection=dg.AssetSelection.checks_for_assets(*ports),
+        resources=resources(sources, warehouse),
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert not result.success  # a blocking check failed with ERROR
+    assert failed(result) == {
+        ("product_affinity_matrix", "schema_column_types"): "ERROR",
+        ("product_affinity_matrix", "accuracy_baskets_with_both"): "ERROR",  # a text column no longer equals the count
+        ("customer_metrics", "accuracy_total_spend"): "ERROR",
+    }
+    reconciled = evaluations(result)[("customer_metrics", "accuracy_total_spend")].metadata["observed"].value
+    assert reconciled == pytest.approx(95, abs=1)
+
+
+# ---- the SLO report ----------------------------------------------------------------------------
+
+
+def test_slo_report_prints_and_writes_json_and_junit(clean, tmp_path):
+    _, warehouse, result = clean
+    out, junit = tmp_path / "slo.json", tmp_path / "slo.xml"
+    with redirect_stdout(StringIO()) as printed:
+        code = main(["slo", "--warehouse", str(warehouse), "--runs", "5", "--json", str(out), "--junit", str(junit)])
+    assert code == 0
+    assert "freshness_purchased_at" in printed.getvalue() and "not measured yet" in printed.getvalue()
+
+    report = json.loads(out.read_text())
+    assert report["run_ids"][0] == result.run_id
+    slos = {(s["group"], s["id"]): s for s in report["slos"]}
+    rules = sum(len(quality_rules(t.name)) for t in checked_tables())
+    assert len(slos) == rules + len([s for s in service_levels() if s.property != "latency"])
+    assert all(s["status"] == "pass" and s["attainment"] == 1 for s in report["slos"] if s["group"].count("/"))
+    assert slos[("architecture", "api_latency")]["status"] == slos[("governance", "pii_masked_on_delivery")]["status"] == "not measured yet"
+    assert slos[("governance", "lineage_recorded")]["observed"] == 100 == slos[("governance", "pii_classified")]["observed"]
+    assert slos[("architecture", "pipeline_run_time")]["status"] == "pass"
+
+    suites = ET.parse(junit).getroot()
+    assert suites.tag == "testsuites" and int(suites.get("tests")) == len(slos) and suites.get("failures") == "0"
+    cases = suites.findall("testsuite/testcase")
+    assert len(cases) == len(slos) and not suites.findall(".//failure")
+    assert len(suites.findall(".//skipped")) == 2
+
+
+def test_slo_report_counts_a_failing_slo_as_junit_failure_and_spends_the_error_budget(tmp_path):
+    sources, warehouse = tmp_path / "sources", tmp_path / "warehouse.duckdb"
+    generate_sample(sources, **SMALL, end=now() - timedelta(days=3))
+    run_job(sources, warehouse)
+    junit = tmp_path / "slo.xml"
+    with redirect_stdout(StringIO()):
+        assert main(["slo", "--warehouse", str(warehouse), "--junit", str(junit), "--json", str(tmp_path / "slo.json")]) == 1
+    (failure,) = ET.parse(junit).getroot().findall(".//testcase[failure]")
+    assert (failure.get("classname"), failure.get("name")) == ("source_aligned/purchase", "freshness_purchased_at")
+    slos = {(s["group"], s["id"]): s for s in json.loads((tmp_path / "slo.json").read_text())["slos"]}
+    assert slos[("source_aligned/purchase", "freshness_purchased_at")]["error_budget_left"] < 0
+    assert slos[("consumer_aligned/customer_metrics", "accuracy_total_spend")]["status"] == "not run"
+
+
+def test_slo_report_says_so_when_a_running_pipeline_locks_the_warehouse(clean, tmp_path, capsys):
+    _, warehouse, _ = clean
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(warehouse)!r}); print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(["slo", "--warehouse", str(warehouse)]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "is locked by another process" in capsys.readouterr().err
