@@ -4,6 +4,7 @@ from datetime import datetime
 
 import pytest
 
+from product_affinity.contract import table
 from product_affinity.source_aligned.cleaning import ingest
 from product_affinity.sources.files import SourceError
 from tests.conftest import PRODUCTS, customer, write_sources
@@ -85,7 +86,7 @@ def test_purchase_rules_quarantine_each_bad_line_with_its_reason(conn, tmp_path)
         (4, "unknown_customer", "customer_id"),
         (5, "unknown_product", "product_id"),
         (6, "invalid_quantity", "quantity"),
-        (7, "invalid_price", "unit_price"),
+        (7, "invalid_unit_price", "unit_price"),
         (8, "future_timestamp", "purchased_at"),
         (9, "bad_type", "quantity"),
         (10, "malformed_row", "quantity"),  # the first column the line lacks
@@ -107,7 +108,17 @@ def test_quarantine_detail_names_the_value(conn, tmp_path):
     )
     ingest_all(conn, tmp_path)
     details = [row[0] for row in conn.execute("SELECT detail FROM source_aligned.quarantine ORDER BY line").fetchall()]
-    assert details == ["quantity -3 is not above zero", "product_id 42 is not in product"]
+    assert details == ["quantity -3 is not above 0", "product_id 42 is not in product"]
+
+
+def test_an_oversized_order_is_quarantined_whole(conn, tmp_path):
+    limit = int(table("purchase").custom["maxLinesPerOrder"])
+    bulk = [f"20,{n},1,{1 + n % 3},1,5.00,2025-01-10 09:00:00,web,false" for n in range(1, limit + 2)]
+    write_sources(tmp_path, customers=[customer(1)], products=PRODUCTS, purchases=["10,1,1,1,2,10.00,2025-01-10 09:00:00,web,false", *bulk])
+    purchase = ingest_all(conn, tmp_path)[-1]
+    assert (purchase.accepted, purchase.quarantined) == (1, {"oversized_order": limit + 1})
+    detail = conn.execute("SELECT any_value(detail) FROM source_aligned.quarantine").fetchone()[0]
+    assert detail == f"order 20 has more than the {limit} lines an order may have"
 
 
 def test_reingesting_replaces_rather_than_appends(conn, tmp_path):

@@ -51,22 +51,50 @@ NORMALISE: dict[str, dict[str, str]] = {
     "purchase": {"channel": "lower(trim(channel))"},
 }
 
-RULES: dict[str, list[Rule]] = {
-    "customer": [],
-    "product": [
-        Rule("invalid_price", "list_price", "list_price < 0", "format('list_price {} is negative', list_price)"),
-    ],
-    "purchase": [
-        Rule("invalid_quantity", "quantity", "quantity <= 0", "format('quantity {} is not above zero', quantity)"),
-        Rule("invalid_price", "unit_price", "unit_price < 0", "format('unit_price {} is negative', unit_price)"),
-        Rule(
-            "future_timestamp",
-            "purchased_at",
-            "purchased_at > $now",
-            "format('purchased_at {} is after the run started ({})', purchased_at, $now)",
-        ),
-    ],
-}
+# Columns whose values outside the contract's range (logicalTypeOptions) make a row unusable for
+# the metrics: such rows are quarantined, not just counted by the validity checks.
+QUARANTINED_OUT_OF_RANGE: dict[str, tuple[str, ...]] = {"product": ("list_price",), "purchase": ("quantity", "unit_price")}
+BOUNDS = {"minimum": ("<", "at least"), "exclusiveMinimum": ("<=", "above"), "maximum": (">", "at most"),
+          "exclusiveMaximum": (">=", "below")}  # fmt: skip
+
+
+def _range_rule(t: Table, column: str) -> Rule:
+    bounds = [(sql, words, value) for key, (sql, words) in BOUNDS.items() if (value := t.column(column).options.get(key)) is not None]
+    allowed = " and ".join(f"{words} {value}" for _, words, value in bounds)
+    return Rule(
+        f"invalid_{column}",
+        column,
+        " OR ".join(f"{column} {sql} {value}" for sql, _, value in bounds),
+        f"format('{column} {{}} is not {allowed}', {column})",
+    )
+
+
+def _oversized_order_rule(limit: int) -> Rule:
+    """An order with more lines than any shopper's basket (a bulk or test order) would swamp pair counting."""
+    return Rule(
+        "oversized_order",
+        "order_id",
+        f"order_id IN (SELECT order_id FROM $loading GROUP BY order_id HAVING count(*) > {limit})",
+        f"format('order {{}} has more than the {limit} lines an order may have', order_id)",
+    )
+
+
+def _rules(t: Table) -> list[Rule]:
+    """The table's own row rules: declared ranges, order size, and no purchase after the run started."""
+    rules = [_range_rule(t, column) for column in QUARANTINED_OUT_OF_RANGE.get(t.name, ())]
+    if "maxLinesPerOrder" in t.custom:
+        rules.append(_oversized_order_rule(int(t.custom["maxLinesPerOrder"])))
+    if t.name == "purchase":
+        rules.append(
+            Rule(
+                "future_timestamp",
+                "purchased_at",
+                "purchased_at > $now",
+                "format('purchased_at {} is after the run started ({})', purchased_at, $now)",
+            )
+        )
+    return rules
+
 
 FOREIGN_KEYS: dict[str, list[ForeignKey]] = {
     "purchase": [
@@ -121,7 +149,7 @@ def _row_rules(t: Table) -> list[Rule]:
         Rule(fk.reason, fk.column, f"NOT _known_{fk.column}", f"format('{fk.column} {{}} is not in {fk.references}', {fk.column})")
         for fk in FOREIGN_KEYS.get(t.name, [])
     ]
-    return required + RULES.get(t.name, []) + references
+    return required + _rules(t) + references
 
 
 def _rule_breaches_sql(t: Table, loading: str) -> str:
@@ -145,7 +173,7 @@ def _rule_breaches_sql(t: Table, loading: str) -> str:
                {first_broken([f"'{r.column}'" for r in rules])} AS _column,
                {first_broken([r.detail for r in rules])} AS _detail
         FROM (SELECT rowid, *{known} FROM {loading})
-    ) WHERE _reason IS NOT NULL"""
+    ) WHERE _reason IS NOT NULL""".replace("$loading", loading)
 
 
 def _duplicates_sql(t: Table, loading: str, rejected: str) -> str:
