@@ -28,11 +28,9 @@ import duckdb
 import pandas as pd
 from mlxtend.frequent_patterns import association_rules as mlxtend_rules
 
-RULE_COLUMNS = [
-    "rule_id", "level", "antecedents", "consequents", "antecedent_support", "consequent_support", "support",
-    "confidence", "lift", "leverage", "conviction", "antecedent_count", "consequent_count", "support_count",
-    "basket_count",
-]  # fmt: skip
+from product_affinity.contract import table
+
+RULE_COLUMNS = table("association_rules").column_names  # the output port, as the contract declares it
 
 
 @dataclass(frozen=True)
