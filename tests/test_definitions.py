@@ -18,7 +18,7 @@ def test_every_contract_table_but_quarantine_is_an_asset_with_owner_description_
         if t.name == "quarantine":  # written alongside each source-aligned table
             continue
         node = graph.get(dg.AssetKey([t.schema, t.name]))
-        assert node.owners == ["team:customer-analytics"]
+        assert node.owners == ["team:customer-analytics"]  # the contract's owning team
         assert node.description.startswith(t.description)
         schema = node.metadata["dagster/column_schema"]
         assert [c.name for c in schema.columns] == t.column_names

@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from product_affinity.contract import table
+from product_affinity.contract import owners, table
 from product_affinity.quality.checks import freshness_policy
 from product_affinity.resources import SourceFiles
 from product_affinity.source_aligned.cleaning import FOREIGN_KEYS, ingest
 from product_affinity.warehouse import column_schema, materialization_metadata
 
-OWNERS = ["team:customer-analytics"]
+OWNERS = owners()  # from the contract's team
 
 
 def source_file_spec(name: str) -> dg.AssetSpec:
