@@ -28,10 +28,6 @@ class Frame:
     rows: pd.DataFrame
     rows_in_table: int
 
-    @property
-    def sampled(self) -> bool:
-        return len(self.rows) < self.rows_in_table
-
 
 def _added_columns(t: Table) -> dict[str, Recomputation]:
     """Columns the table's rules read that the table does not have, with how to compute them."""
