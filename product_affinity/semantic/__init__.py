@@ -1,0 +1,320 @@
+"""The semantic model: the product's business-facing lens, declared in files next to the code.
+
+`cubes/` holds one file per entity (customers, purchases, products and the output ports): its
+dimensions, measures and joins. `views/` holds one file per view, the product boundary: what a
+consumer can ask for, assembled from cubes along join paths. Column types and personal-data
+classification come from the data contract, never restated: a dimension names its contract
+column, and a pii column must declare how it is masked.
+
+Every identifier here is checked at load time, so a query can only ever name members the model
+declares (product_affinity.semantic.compiler refuses anything else).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from product_affinity.contract import ContractError, table
+
+HERE = Path(__file__).parent
+NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+RELATIONSHIPS = {"many_to_one": "one_to_many", "one_to_many": "many_to_one", "one_to_one": "one_to_one"}
+AGGREGATES = {"count", "count_distinct", "sum", "avg", "min", "max"}
+MASKS = {"redact", "hash", "partial"}
+
+
+class ModelError(ContractError):
+    """A model file declares something that cannot be compiled."""
+
+
+def semantic_type(physical: str) -> str:
+    """The contract's physical type as the model's member type: string, number, time, boolean or list."""
+    physical = physical.upper()
+    if physical.endswith("[]"):
+        return "list"
+    if physical.startswith(("VARCHAR", "TEXT")):
+        return "string"
+    if physical.startswith(("TIMESTAMP", "DATE")):
+        return "time"
+    if physical == "BOOLEAN":
+        return "boolean"
+    return "number"
+
+
+@dataclass(frozen=True)
+class Mask:
+    """How a personal-data value is shown to someone not cleared to see it.
+
+    redact: replaced ('***' for text, empty otherwise); hash: a keyed SHA-256 (stable, so it still
+    groups and joins, but unreadable); partial: the first `show_first` characters and everything
+    from `show_from` on (j***@example.com), or the last `show_last` characters (***0100).
+    """
+
+    kind: str
+    show_first: int = 0
+    show_from: str | None = None
+    show_last: int = 0
+
+    @classmethod
+    def parse(cls, declared: Any, where: str) -> Mask:
+        kind, options = (declared, {}) if isinstance(declared, str) else next(iter(declared.items()))
+        if kind not in MASKS:
+            raise ModelError(f"{where}: mask must be one of {sorted(MASKS)}, not {kind!r}")
+        mask = cls(kind, **(options or {}))
+        if kind == "partial" and not (mask.show_from or mask.show_last):
+            raise ModelError(f"{where}: a partial mask needs show_from or show_last")
+        return mask
+
+
+@dataclass(frozen=True)
+class Dimension:
+    name: str
+    title: str
+    description: str
+    type: str
+    sql: str  # with {CUBE} standing for the cube's alias
+    pii: bool = False
+    mask: Mask | None = None
+
+
+@dataclass(frozen=True)
+class Measure:
+    name: str
+    title: str
+    description: str
+    type: str  # an aggregate, or ratio (numerator / denominator, two measures of the same cube)
+    sql: str | None = None
+    filter: str | None = None
+    numerator: str | None = None
+    denominator: str | None = None
+
+
+@dataclass(frozen=True)
+class Join:
+    cube: str
+    relationship: str
+    on: tuple[tuple[str, str], ...]  # (column of this cube, column of the other)
+
+    @property
+    def safe(self) -> bool:
+        """Following it never repeats a row of the cube it starts from."""
+        return self.relationship != "one_to_many"
+
+
+@dataclass(frozen=True)
+class Cube:
+    name: str
+    title: str
+    description: str
+    table: str  # physical table
+    contract_table: str  # its name in the data contract
+    primary_key: tuple[str, ...]
+    dimensions: dict[str, Dimension]
+    measures: dict[str, Measure]
+    joins: dict[str, Join] = field(default_factory=dict)  # both directions, by the cube they lead to
+
+    def member(self, name: str) -> Dimension | Measure:
+        return self.dimensions.get(name) or self.measures[name]
+
+
+@dataclass(frozen=True)
+class ViewMember:
+    name: str  # as the view exposes it
+    cube: str
+    member: Dimension | Measure
+
+    @property
+    def is_measure(self) -> bool:
+        return isinstance(self.member, Measure)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A view-level derived metric: an expression over the view's measures, written {measure}."""
+
+    name: str
+    title: str
+    description: str
+    expression: str
+    measures: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class View:
+    name: str
+    title: str
+    description: str
+    root: str
+    paths: dict[str, tuple[str, ...]]  # cube -> cubes walked from the root to reach it (root first)
+    members: dict[str, ViewMember]
+    metrics: dict[str, Metric]
+
+    @property
+    def port(self) -> str | None:
+        """The output port the view is rooted at (what a direct read of the port returns), if any."""
+        name = model().cubes[self.root].contract_table
+        return name if table(name).layer == "consumer_aligned" else None
+
+
+@dataclass(frozen=True)
+class Model:
+    cubes: dict[str, Cube]
+    views: dict[str, View]
+
+    def port_view(self, port: str) -> View | None:
+        """The view through which an output port is read."""
+        return next((v for v in self.views.values() if v.port == port), None)
+
+    def path(self, start: str, goal: str, safe_only: bool = False) -> list[Join] | None:
+        """The joins from cube `start` to cube `goal` (breadth first); with safe_only, only joins that never fan out."""
+        frontier, seen = [(start, [])], {start}
+        while frontier:
+            cube, walked = frontier.pop(0)
+            if cube == goal:
+                return walked
+            for join in self.cubes[cube].joins.values():
+                if join.cube not in seen and (join.safe or not safe_only):
+                    seen.add(join.cube)
+                    frontier.append((join.cube, [*walked, join]))
+        return None
+
+
+def _load_yaml(directory: Path) -> list[tuple[Path, dict]]:
+    return [(path, yaml.safe_load(path.read_text())) for path in sorted(directory.glob("*.yaml"))]
+
+
+def _checked_name(name: Any, where: str) -> str:
+    if not isinstance(name, str) or not NAME.match(name):
+        raise ModelError(f"{where}: {name!r} is not a valid name (lower case letters, digits and _)")
+    return name
+
+
+def _dimension(entry: dict, columns: dict, where: str) -> Dimension:
+    name = _checked_name(entry["name"], where)
+    where = f"{where} dimension {name}"
+    if "column" in entry:
+        column = columns.get(entry["column"])
+        if column is None:
+            raise ModelError(f"{where}: the contract table has no column {entry['column']!r}")
+        kind, sql, pii = semantic_type(column.type), f"{{CUBE}}.{column.name}", column.pii
+        if "type" in entry:
+            raise ModelError(f"{where}: the type of a contract column comes from the contract; don't restate it")
+    else:
+        kind, sql, pii = entry.get("type"), entry.get("sql"), False
+        if kind not in {"string", "number", "time", "boolean"} or not sql:
+            raise ModelError(f"{where}: a dimension without a column needs sql and a type")
+    mask = Mask.parse(entry["mask"], where) if "mask" in entry else None
+    if pii and mask is None:
+        raise ModelError(f"{where}: the contract classifies {entry['column']} as pii, so declare its mask")
+    return Dimension(name, entry.get("title", name), entry.get("description", ""), kind, sql, pii, mask)
+
+
+def _measure(entry: dict, columns: dict, where: str) -> Measure:
+    name = _checked_name(entry["name"], where)
+    where = f"{where} measure {name}"
+    kind = entry.get("type")
+    if kind == "ratio":
+        return Measure(name, entry.get("title", name), entry.get("description", ""), kind,
+                       numerator=entry["numerator"], denominator=entry["denominator"])
+    if kind not in AGGREGATES:
+        raise ModelError(f"{where}: type must be ratio or one of {sorted(AGGREGATES)}")
+    if "column" in entry:
+        if entry["column"] not in columns:
+            raise ModelError(f"{where}: the contract table has no column {entry['column']!r}")
+        sql = f"{{CUBE}}.{entry['column']}"
+    else:
+        sql = entry.get("sql")
+    if sql is None and kind != "count":
+        raise ModelError(f"{where}: a {kind} measure needs a column or sql")
+    return Measure(name, entry.get("title", name), entry.get("description", ""), kind, sql, entry.get("filter"))
+
+
+def _cube(entry: dict, where: str) -> Cube:
+    name = _checked_name(entry["name"], where)
+    t = table(entry["table"])
+    columns = {c.name: c for c in t.columns}
+    dimensions = {d.name: d for d in (_dimension(e, columns, where) for e in entry.get("dimensions", []))}
+    measures = {m.name: m for m in (_measure(e, columns, where) for e in entry.get("measures", []))}
+    if overlap := dimensions.keys() & measures.keys():
+        raise ModelError(f"{where}: {sorted(overlap)} are both dimensions and measures")
+    for m in measures.values():
+        if m.type == "ratio" and not {m.numerator, m.denominator} <= {k for k, v in measures.items() if v.type != "ratio"}:
+            raise ModelError(f"{where} measure {m.name}: numerator and denominator must be aggregate measures of {name}")
+    unknown_key = [k for k in entry["primary_key"] if k not in columns]
+    if unknown_key:
+        raise ModelError(f"{where}: primary key columns {unknown_key} are not in the contract table")
+    return Cube(name, entry.get("title", name), entry.get("description", ""), t.physical_name, t.name,
+                tuple(entry["primary_key"]), dimensions, measures)
+
+
+def _add_joins(cubes: dict[str, Cube], declared: dict[str, list[dict]]) -> None:
+    """Record every declared join on both cubes, the reverse with the reverse cardinality."""
+    for name, joins in declared.items():
+        for entry in joins:
+            other, relationship = entry["cube"], entry["relationship"]
+            if other not in cubes or relationship not in RELATIONSHIPS:
+                raise ModelError(f"cube {name}: join to {other!r} needs a known cube and one of {sorted(RELATIONSHIPS)}")
+            on = tuple(entry["columns"].items())
+            cubes[name].joins[other] = Join(other, relationship, on)
+            cubes[other].joins[name] = Join(name, RELATIONSHIPS[relationship], tuple((b, a) for a, b in on))
+
+
+def _members(cube: Cube, includes: Any, excludes: list[str], where: str) -> list[str]:
+    names = [*cube.dimensions, *cube.measures]
+    chosen = names if includes == "*" else list(includes)
+    unknown = [n for n in [*chosen, *excludes] if n not in names]
+    if unknown:
+        raise ModelError(f"{where}: cube {cube.name} has no members {unknown}")
+    return [n for n in chosen if n not in excludes]
+
+
+def _metric(entry: dict, measures: set[str], where: str) -> Metric:
+    name = _checked_name(entry["name"], where)
+    used = tuple(dict.fromkeys(re.findall(r"\{(\w+)\}", entry["expression"])))
+    if not used or not set(used) <= measures:
+        raise ModelError(f"{where} metric {name}: the expression must use the view's measures, found {list(used)}")
+    return Metric(name, entry.get("title", name), entry.get("description", ""), entry["expression"], used)
+
+
+def _view(entry: dict, cubes: dict[str, Cube], where: str) -> View:
+    name = _checked_name(entry["name"], where)
+    paths, members = {}, {}
+    for part in entry["cubes"]:
+        walk = tuple(part["path"].split("."))
+        if walk[0] not in cubes or any(there not in cubes[here].joins for here, there in zip(walk, walk[1:])):
+            raise ModelError(f"{where}: path {part['path']} does not follow declared joins between known cubes")
+        cube = cubes[walk[-1]]
+        if cube.name in paths:
+            raise ModelError(f"{where}: cube {cube.name} is reached twice")
+        paths[cube.name] = walk
+        for member in _members(cube, part.get("includes", "*"), part.get("excludes", []), where):
+            if member in members:
+                raise ModelError(f"{where}: member {member} comes from both {members[member].cube} and {cube.name}; exclude one")
+            members[member] = ViewMember(member, cube.name, cube.member(member))
+    roots = {walk[0] for walk in paths.values()}
+    if len(roots) != 1:
+        raise ModelError(f"{where}: every path must start at the same root cube, found {sorted(roots)}")
+    measures = {m for m, vm in members.items() if vm.is_measure}
+    metrics = {m.name: m for m in (_metric(e, measures, where) for e in entry.get("metrics", []))}
+    if clash := metrics.keys() & members.keys():
+        raise ModelError(f"{where}: metrics {sorted(clash)} clash with members")
+    return View(name, entry.get("title", name), entry.get("description", ""), roots.pop(), paths, members, metrics)
+
+
+@cache
+def model(directory: Path = HERE) -> Model:
+    """The semantic model, loaded and checked once."""
+    cubes, joins = {}, {}
+    for path, entry in _load_yaml(directory / "cubes"):
+        cube = _cube(entry, f"{path.name}")
+        cubes[cube.name] = cube
+        joins[cube.name] = entry.get("joins", [])
+    _add_joins(cubes, joins)
+    views = {v.name: v for v in (_view(entry, cubes, path.name) for path, entry in _load_yaml(directory / "views"))}
+    return Model(cubes, views)

@@ -1,0 +1,412 @@
+"""Compile a query, with the policy engine's answer, into one parameterised SQL statement on the published snapshot.
+
+Guarantees:
+- Identifiers come only from the model: every member the query names is looked up in its view
+  (QueryError when it is not there, AccessDenied when the principal may not read it). Filter
+  values are bound as parameters; limit and offset are validated integers.
+- Measures never fan out. Each cube's measures are aggregated on their own, over the cube's own
+  rows: when a dimension or filter is reached through a one-to-many join (a customer's
+  purchases, say), the rows are first reduced to distinct (primary key, dimensions) pairs, so a
+  customer's spend is counted once per group, never once per order line. Measures of several
+  cubes are aggregated separately and then joined on the dimensions.
+- Policies hold on every path: masked dimensions are masked wherever they appear (output,
+  filters, grouping, order), and a row filter on a cube limits that cube's rows and every row
+  that belongs to one of them (reached through many-to-one joins), in every subquery, so
+  aggregates never include rows the principal cannot see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from product_affinity.governance import Access, AccessDenied
+from product_affinity.semantic import Cube, Dimension, Mask, Measure, Metric, View, model
+from product_affinity.semantic.query import MemberFilter, OrFilter, Query, _flatten
+
+
+class QueryError(ValueError):
+    """The query names something the view does not have, or combines members in a way that has no meaning (HTTP 400)."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str  # the key in each result row: view.member, or view.member.granularity
+    title: str
+    type: str
+    kind: str  # dimension, time_dimension, measure or metric
+
+
+@dataclass(frozen=True)
+class Compiled:
+    sql: str
+    params: dict[str, Any]
+    columns: list[Column]
+
+
+def _q(identifier: str) -> str:
+    return f'"{identifier}"'
+
+
+def mask_sql(expr: str, mask: Mask, kind: str, salt: str) -> str:
+    """The SQL of a masked value (the same in DuckDB and PostgreSQL); `salt` is an SQL expression."""
+    if mask.kind == "redact":
+        return f"CASE WHEN {expr} IS NULL THEN NULL ELSE '***' END" if kind == "string" else "NULL"
+    if mask.kind == "hash":
+        return f"CASE WHEN {expr} IS NULL THEN NULL ELSE left(sha256({salt} || CAST({expr} AS VARCHAR)), 20) END"
+    if mask.show_from:
+        mark = mask.show_from.replace("'", "''")
+        return (f"CASE WHEN strpos({expr}, '{mark}') > {mask.show_first} "
+                f"THEN left({expr}, {mask.show_first}) || '***' || substr({expr}, strpos({expr}, '{mark}')) "
+                f"WHEN {expr} IS NULL THEN NULL ELSE '***' END")
+    return (f"CASE WHEN length({expr}) > {mask.show_last} THEN '***' || right({expr}, {mask.show_last}) "
+            f"WHEN {expr} IS NULL THEN NULL ELSE '***' END")
+
+
+class _Params:
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def __call__(self, value: Any) -> str:
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return f"${name}"
+
+
+def _time_value(value: Any, member: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise QueryError(f"{member}: {value!r} is not an ISO date or timestamp") from None
+    return parsed.replace(tzinfo=None) if parsed.tzinfo is None else parsed.astimezone().replace(tzinfo=None)
+
+
+def _end_of(value: Any, member: str) -> datetime:
+    """The exclusive end of a range's last day ('2026-03-31' means up to the end of that day)."""
+    end = _time_value(value, member)
+    return end + timedelta(days=1) if len(str(value)) <= 10 else end
+
+
+def _typed(value: Any, kind: str, member: str) -> Any:
+    if kind == "number":
+        if isinstance(value, bool):
+            raise QueryError(f"{member}: {value!r} is not a number")
+        try:
+            return float(value)
+        except ValueError:
+            raise QueryError(f"{member}: {value!r} is not a number") from None
+    if kind == "time":
+        return _time_value(value, member)
+    if kind == "boolean":
+        if isinstance(value, bool) or str(value).lower() in ("true", "false"):
+            return value if isinstance(value, bool) else str(value).lower() == "true"
+        raise QueryError(f"{member}: {value!r} is not true or false")
+    return str(value)
+
+
+STRING_OPERATORS = {"contains", "notContains", "startsWith", "endsWith"}
+ORDER_OPERATORS = {"gt", "gte", "lt", "lte"}
+DATE_OPERATORS = {"inDateRange", "notInDateRange", "beforeDate", "afterDate"}
+COMPARISON = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def condition(expr: str, kind: str, operator: str, values: list[Any], member: str, param: _Params) -> str:
+    """One filter as SQL over `expr`, its values bound through `param`."""
+    if operator == "set":
+        return f"{expr} IS NOT NULL"
+    if operator == "notSet":
+        return f"{expr} IS NULL"
+    if operator in DATE_OPERATORS and kind != "time":
+        raise QueryError(f"{member}: {operator} applies to time dimensions only")
+    if operator in STRING_OPERATORS and kind not in ("string", "list"):
+        raise QueryError(f"{member}: {operator} applies to text only")
+    if operator in ORDER_OPERATORS and kind not in ("number", "time"):
+        raise QueryError(f"{member}: {operator} applies to numbers and times only")
+    if kind == "list":
+        if operator not in ("equals", "notEquals"):
+            raise QueryError(f"{member}: a list can only be filtered with equals or notEquals (holds one of the values)")
+        has = f"list_has_any({expr}, [{', '.join(param(str(v)) for v in values)}])"
+        return has if operator == "equals" else f"NOT {has}"
+    if operator in ("equals", "notEquals"):
+        listed = ", ".join(param(_typed(v, kind, member)) for v in values)
+        return f"{expr} IN ({listed})" if operator == "equals" else f"({expr} NOT IN ({listed}) OR {expr} IS NULL)"
+    if operator in COMPARISON:
+        return f"{expr} {COMPARISON[operator]} {param(_typed(values[0], kind, member))}"
+    if operator in ("contains", "notContains"):
+        found = f"strpos(lower(CAST({expr} AS VARCHAR)), lower({param(str(values[0]))})) > 0"
+        return found if operator == "contains" else f"(NOT {found} OR {expr} IS NULL)"
+    if operator == "startsWith":
+        return f"starts_with({expr}, {param(str(values[0]))})"
+    if operator == "endsWith":
+        return f"ends_with({expr}, {param(str(values[0]))})"
+    if operator in ("inDateRange", "notInDateRange"):
+        inside = f"({expr} >= {param(_time_value(values[0], member))} AND {expr} < {param(_end_of(values[1], member))})"
+        return inside if operator == "inDateRange" else f"NOT {inside}"
+    bound = param(_time_value(values[0], member) if operator == "beforeDate" else _end_of(values[0], member))
+    return f"{expr} < {bound}" if operator == "beforeDate" else f"{expr} >= {bound}"
+
+
+def _tree_walk(view: View, start: str, goal: str) -> list[tuple[str, str]]:
+    """The (from, to) steps between two cubes of the view's join tree."""
+    up, down = view.paths[start], view.paths[goal]
+    shared = 0
+    while shared < min(len(up), len(down)) and up[shared] == down[shared]:
+        shared += 1
+    climb = list(reversed(up[shared - 1:]))
+    walk = climb + list(down[shared:])
+    return list(zip(walk, walk[1:]))
+
+
+def _safe(steps: list[tuple[str, str]]) -> bool:
+    cubes = model().cubes
+    return all(cubes[a].joins[b].safe for a, b in steps)
+
+
+def _join_clause(a: str, a_alias: str, b: str, b_alias: str) -> str:
+    join, cube = model().cubes[a].joins[b], model().cubes[b]
+    on = " AND ".join(f"{_q(a_alias)}.{x} = {_q(b_alias)}.{y}" for x, y in join.on)
+    return f"LEFT JOIN {cube.table} AS {_q(b_alias)} ON {on}"
+
+
+class _Compiler:
+    def __init__(self, query: Query, access: Access, salt: str) -> None:
+        self.query, self.access, self.view = query, access, access.view
+        self.param, self._salt, self._salt_param = _Params(), salt, None
+        for name in query.members():
+            self._member(name)  # refuses unknown and forbidden members before any SQL is written
+
+    # -- members ---------------------------------------------------------------------------
+    def _member(self, full: str) -> tuple[str, Dimension | Measure | Metric]:
+        view_name, _, name = full.partition(".")
+        if view_name != self.view.name:
+            raise QueryError(f"{full}: a query reads one view ({self.view.name}); name members as {self.view.name}.<member>")
+        if name in self.view.metrics:
+            self.access.check(name)
+            return name, self.view.metrics[name]
+        if name not in self.view.members:
+            raise QueryError(f"{full}: the view {self.view.name} has no member {name!r} (GET /meta lists them)")
+        self.access.check(name)
+        return name, self.view.members[name].member
+
+    def _cube_of(self, name: str) -> str:
+        return self.view.members[name].cube
+
+    def dimension_sql(self, name: str) -> str:
+        vm = self.view.members[name]
+        expr = vm.member.sql.replace("{CUBE}", _q(vm.cube))
+        mask = self.access.masks.get(f"{vm.cube}.{name}")
+        if mask is None:
+            return expr
+        if mask.kind == "hash" and self._salt_param is None:
+            self._salt_param = self.param(self._salt)  # bound only when used: DuckDB refuses unused parameters
+        return mask_sql(expr, mask, vm.member.type, self._salt_param)
+
+    # -- filters ---------------------------------------------------------------------------
+    def _filter_sql(self, f, on_measures: bool, measure_column) -> str:
+        if isinstance(f, MemberFilter):
+            name, member = self._member(f.member)
+            if on_measures:
+                return condition(measure_column(name), "number", f.operator, f.values, f.member, self.param)
+            return condition(self.dimension_sql(name), member.type, f.operator, f.values, f.member, self.param)
+        parts, glue = (f.or_, " OR ") if isinstance(f, OrFilter) else (f.and_, " AND ")
+        return "(" + glue.join(self._filter_sql(p, on_measures, measure_column) for p in parts) + ")"
+
+    def _is_measure_filter(self, f) -> bool:
+        members = [self._member(m.member)[1] for m in _flatten([f])]
+        kinds = {isinstance(m, (Measure, Metric)) for m in members}
+        if len(kinds) > 1:
+            raise QueryError("a filter group cannot mix measures and dimensions")
+        return kinds.pop()
+
+    # -- joins and row filters ---------------------------------------------------------------
+    def _from(self, base: str, cubes: set[str]) -> tuple[str, list[str]]:
+        """FROM clause joining `cubes` to `base` along the view's tree, and the row-filter conditions that apply."""
+        joined, clauses = [base], [f"FROM {model().cubes[base].table} AS {_q(base)}"]
+        for cube in sorted(cubes - {base}):
+            for a, b in _tree_walk(self.view, base, cube):
+                if b not in joined:
+                    joined.append(b)
+                    clauses.append(_join_clause(a, a, b, b))
+        conditions = []
+        for n, applied in enumerate(self.access.row_filters):
+            f = applied.filter
+            target = model().cubes[f.cube].dimensions[f.dimension]
+            if f.cube in joined:
+                conditions.append(self._row_condition(applied, target, f.cube))
+                continue
+            for start in list(joined):  # every cube whose rows belong to a filtered row is filtered through it
+                path = model().path(start, f.cube, safe_only=True)
+                if path is None:
+                    continue
+                cube, alias = start, start
+                for step, join in enumerate(path):
+                    next_alias = f"rf{n}_{start}_{step}_{join.cube}"
+                    clauses.append(_join_clause(cube, alias, join.cube, next_alias))
+                    cube, alias = join.cube, next_alias
+                conditions.append(self._row_condition(applied, target, alias))
+        return "\n".join(clauses), conditions
+
+    def _row_condition(self, applied, dimension: Dimension, alias: str) -> str:
+        expr = dimension.sql.replace("{CUBE}", _q(alias))  # policies see the real value, never the mask
+        f = applied.filter
+        return condition(expr, dimension.type, f.operator, list(applied.values), f"{f.cube}.{f.dimension}", self.param)
+
+    # -- the statement -----------------------------------------------------------------------
+    def compile(self) -> Compiled:
+        q = self.query
+        measures = [self._member(m) for m in q.measures]
+        if any(not isinstance(m, (Measure, Metric)) for _, m in measures):
+            raise QueryError("measures must name measures or metrics; put dimensions in dimensions")
+        dims = [self._member(d)[0] for d in q.dimensions]
+        if any(not isinstance(self.view.members[d].member, Dimension) for d in dims):
+            raise QueryError("dimensions must name dimensions; put measures in measures")
+        columns, dim_exprs = [], []
+        for d in dims:
+            vm = self.view.members[d]
+            columns.append(Column(f"{self.view.name}.{d}", vm.member.title, vm.member.type, "dimension"))
+            dim_exprs.append((d, None))
+        time_filters = []
+        for t in q.time_dimensions:
+            name, member = self._member(t.dimension)
+            if not isinstance(member, Dimension) or member.type != "time":
+                raise QueryError(f"{t.dimension} is not a time dimension")
+            if t.granularity:
+                columns.append(Column(f"{t.dimension}.{t.granularity}", f"{member.title} ({t.granularity})", "time", "time_dimension"))
+                dim_exprs.append((name, t.granularity))
+            if t.date_range:
+                time_filters.append(MemberFilter(member=t.dimension, operator="inDateRange", values=list(t.date_range)))
+        dim_filters, measure_filters = [], []
+        for f in [*q.filters, *time_filters]:
+            (measure_filters if self._is_measure_filter(f) else dim_filters).append(f)
+        if q.ungrouped and (measures or measure_filters):
+            raise QueryError("an ungrouped query returns rows as they are: ask for dimensions only")
+
+        needed_measures = self._measures_needed(measures, measure_filters)
+        dim_cubes = {self._cube_of(d) for d, _ in dim_exprs} | {
+            self._cube_of(self._member(m.member)[0]) for f in dim_filters for m in _flatten([f])}
+        if needed_measures:
+            by_cube: dict[str, list[str]] = {}
+            for name in needed_measures:
+                by_cube.setdefault(self._cube_of(name), []).append(name)
+            parts = {cube: self._measure_subquery(cube, names, dim_exprs, dim_cubes, dim_filters) for cube, names in by_cube.items()}
+            body = self._combine(parts, len(dim_exprs))
+        else:
+            body = self._dimension_query(dim_exprs, dim_cubes, dim_filters)
+        for name, member in measures:
+            kind = "metric" if isinstance(member, Metric) else "measure"
+            columns.append(Column(f"{self.view.name}.{name}", member.title, "number", kind))
+
+        outer = [f"r.d{i} AS c{i}" for i in range(len(dim_exprs))]
+        outer += [f"{self._measure_column(name)} AS c{len(dim_exprs) + i}" for i, (name, _) in enumerate(measures)]
+        where = [self._filter_sql(f, True, self._measure_column) for f in measure_filters]
+        sql = f"SELECT {', '.join(outer)}\nFROM ({body}) AS r" + (f"\nWHERE {' AND '.join(where)}" if where else "")
+        sql += f"\nORDER BY {self._order(columns, dim_exprs, measures)}\nLIMIT {int(q.limit)} OFFSET {int(q.offset)}"
+        return Compiled(sql, self.param.values, columns)
+
+    def _measures_needed(self, measures, measure_filters) -> list[str]:
+        """Cube measures to aggregate: those asked for, those metrics and filters use."""
+        needed = []
+        names = [n for n, _ in measures] + [self._member(m.member)[0] for f in measure_filters for m in _flatten([f])]
+        for name in names:
+            needed += list(self.view.metrics[name].measures) if name in self.view.metrics else [name]
+        for name in needed:
+            self.access.check(name)
+        return list(dict.fromkeys(needed))
+
+    def _measure_column(self, name: str) -> str:
+        if name in self.view.metrics:
+            metric = self.view.metrics[name]
+            expr = metric.expression
+            for used in metric.measures:
+                expr = expr.replace(f"{{{used}}}", f"r.m_{used}")
+            return f"CAST({expr} AS DOUBLE)"
+        return f"r.m_{name}"
+
+    def _aggregate(self, cube: Cube, measure: Measure, alias: str) -> str:
+        if measure.type == "ratio":
+            num, den = (self._aggregate(cube, cube.measures[m], alias) for m in (measure.numerator, measure.denominator))
+            return f"CAST({num} AS DOUBLE) / nullif({den}, 0)"
+        expr = measure.sql.replace("{CUBE}", _q(alias)) if measure.sql else "*"
+        call = {"count": f"count({expr})", "count_distinct": f"count(DISTINCT {expr})"}.get(measure.type, f"{measure.type}({expr})")
+        return f"{call} FILTER (WHERE {measure.filter.replace('{CUBE}', _q(alias))})" if measure.filter else call
+
+    def _grouped_dims(self, dim_exprs) -> list[str]:
+        return [f"date_trunc('{grain}', {self.dimension_sql(d)})" if grain else self.dimension_sql(d) for d, grain in dim_exprs]
+
+    def _measure_subquery(self, cube: str, names: list[str], dim_exprs, dim_cubes: set[str], dim_filters) -> str:
+        c = model().cubes[cube]
+        from_sql, row_conditions = self._from(cube, dim_cubes)
+        conditions = row_conditions + [self._filter_sql(f, False, None) for f in dim_filters]
+        where = f"\nWHERE {' AND '.join(conditions)}" if conditions else ""
+        dims = self._grouped_dims(dim_exprs)
+        keys = [f"d{i}" for i in range(len(dims))]
+        aggregates = ", ".join(f"{self._aggregate(c, self.view.members[n].member, 'm')} AS m_{n}" for n in names)
+        fans_out = any(not _safe(_tree_walk(self.view, cube, other)) for other in dim_cubes)
+        if not fans_out:  # every joined row is one row of the cube: aggregate directly
+            aggregates = ", ".join(f"{self._aggregate(c, self.view.members[n].member, cube)} AS m_{n}" for n in names)
+            select = ", ".join([*(f"{d} AS {k}" for d, k in zip(dims, keys)), aggregates])
+            return f"SELECT {select}\n{from_sql}{where}" + ("\nGROUP BY ALL" if dims else "")
+        # One row per (primary key, dimensions): the cube's rows, each counted once per group.
+        pk = [f"{_q(cube)}.{col} AS k_{col}" for col in c.primary_key]
+        distinct = f"SELECT DISTINCT {', '.join([*pk, *(f'{d} AS {k}' for d, k in zip(dims, keys))])}\n{from_sql}{where}"
+        on = " AND ".join(f"m.{col} = keys.k_{col}" for col in c.primary_key)
+        select = ", ".join([*(f"keys.{k}" for k in keys), aggregates])
+        return f"SELECT {select}\nFROM ({distinct}) AS keys JOIN {c.table} AS m ON {on}" + ("\nGROUP BY ALL" if keys else "")
+
+    def _combine(self, parts: dict[str, str], n_dims: int) -> str:
+        if len(parts) == 1:
+            return next(iter(parts.values()))
+        ctes = [f"q{i} AS ({sql})" for i, sql in enumerate(parts.values())]
+        measures = ", ".join(f"q{i}.* EXCLUDE ({', '.join(f'd{j}' for j in range(n_dims))})" if n_dims else f"q{i}.*"
+                             for i in range(len(parts)))
+        if not n_dims:
+            return f"WITH {', '.join(ctes)}\nSELECT {measures} FROM {', '.join(f'q{i}' for i in range(len(parts)))}"
+        keys = ", ".join(f"d{j}" for j in range(n_dims))
+        union = " UNION ".join(f"SELECT {keys} FROM q{i}" for i in range(len(parts)))
+        joins = "\n".join(
+            f"LEFT JOIN q{i} ON " + " AND ".join(f"q{i}.d{j} IS NOT DISTINCT FROM g.d{j}" for j in range(n_dims))
+            for i in range(len(parts))
+        )
+        return f"WITH {', '.join(ctes)}, groups AS ({union})\nSELECT {', '.join(f'g.d{j}' for j in range(n_dims))}, {measures}\nFROM groups AS g\n{joins}"
+
+    def _dimension_query(self, dim_exprs, dim_cubes: set[str], dim_filters) -> str:
+        candidates = [*sorted(dim_cubes), self.view.root, *self.view.paths]
+        base = next((c for c in candidates if all(_safe(_tree_walk(self.view, c, d)) for d in dim_cubes)), None)
+        if base is None:
+            raise QueryError("these dimensions belong to entities that only relate through a measure: add a measure")
+        from_sql, row_conditions = self._from(base, dim_cubes)
+        conditions = row_conditions + [self._filter_sql(f, False, None) for f in dim_filters]
+        where = f"\nWHERE {' AND '.join(conditions)}" if conditions else ""
+        dims = self._grouped_dims(dim_exprs)
+        select = ", ".join(f"{d} AS d{i}" for i, d in enumerate(dims))
+        return f"SELECT {select}\n{from_sql}{where}" + ("" if self.query.ungrouped else "\nGROUP BY ALL")
+
+    def _order(self, columns: list[Column], dim_exprs, measures) -> str:
+        """The order asked for, then every dimension, so pages are stable."""
+        positions = {c.name: i for i, c in enumerate(columns)}
+        for i, (name, grain) in enumerate(dim_exprs):
+            positions.setdefault(f"{self.view.name}.{name}", i)  # a time dimension by its name orders by its grain
+        order = []
+        for member, direction in self.query.order:
+            if member not in positions:
+                raise QueryError(f"order by {member}: only members the query selects can order it")
+            order.append(f"c{positions[member]} {direction.upper()} NULLS LAST")
+        order += [f"c{i} ASC NULLS LAST" for i in range(len(dim_exprs))]
+        return ", ".join(dict.fromkeys(order)) or "1"
+
+
+def compile_query(query: Query, access: Access, salt: str) -> Compiled:
+    """The SQL (DuckDB) answering `query` for the principal of `access`; QueryError (400) or AccessDenied (403) otherwise."""
+    return _Compiler(query, access, salt).compile()
+
+
+def view_of(query: Query) -> str:
+    """The view a query reads: the prefix of its members."""
+    views = {m.partition(".")[0] for m in query.members()}
+    if len(views) != 1:
+        raise QueryError(f"a query reads exactly one view; it names {sorted(views)}")
+    return views.pop()
+
+
+__all__ = ["AccessDenied", "Column", "Compiled", "QueryError", "compile_query", "condition", "mask_sql", "view_of"]

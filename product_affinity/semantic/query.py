@@ -1,0 +1,97 @@
+"""A query against one view, as every delivery path receives it (in the style of Cube's /load query).
+
+Members are named `<view>.<member>`. The shape is validated here (types, bounds, no unknown
+fields); whether the members exist and may be read is decided by the compiler and the policy
+engine. Filter values are data: they are bound as parameters, never written into SQL.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_LIMIT = 50_000
+Value = Annotated[str, Field(max_length=1_000)] | float | bool
+MemberName = Annotated[str, Field(min_length=3, max_length=200, examples=["sales.total_spend"])]
+Granularity = Literal["day", "week", "month", "quarter", "year"]
+Operator = Literal[
+    "equals", "notEquals", "contains", "notContains", "startsWith", "endsWith",
+    "gt", "gte", "lt", "lte", "set", "notSet", "inDateRange", "notInDateRange", "beforeDate", "afterDate",
+]
+NO_VALUES = {"set", "notSet"}
+ONE_VALUE = {"contains", "notContains", "startsWith", "endsWith", "gt", "gte", "lt", "lte", "beforeDate", "afterDate"}
+TWO_VALUES = {"inDateRange", "notInDateRange"}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class MemberFilter(Strict):
+    member: MemberName
+    operator: Operator
+    values: Annotated[list[Value], Field(max_length=1_000)] = []
+
+    @model_validator(mode="after")
+    def _value_count(self) -> MemberFilter:
+        count = len(self.values)
+        expected = 0 if self.operator in NO_VALUES else 1 if self.operator in ONE_VALUE else 2 if self.operator in TWO_VALUES else None
+        if expected is None and count == 0:
+            raise ValueError(f"{self.operator} needs at least one value")
+        if expected is not None and count != expected:
+            raise ValueError(f"{self.operator} takes {expected} value(s), got {count}")
+        return self
+
+
+class OrFilter(Strict):
+    or_: Annotated[list[Filter], Field(alias="or", min_length=1, max_length=100)]
+
+
+class AndFilter(Strict):
+    and_: Annotated[list[Filter], Field(alias="and", min_length=1, max_length=100)]
+
+
+Filter = Union[MemberFilter, OrFilter, AndFilter]
+
+
+class TimeDimension(Strict):
+    dimension: MemberName
+    granularity: Granularity | None = None
+    date_range: Annotated[list[Annotated[str, Field(max_length=40)]] | None, Field(alias="dateRange", min_length=2, max_length=2)] = None
+
+
+class Query(Strict):
+    """What to compute: measures grouped by dimensions, filtered, ordered, limited."""
+
+    measures: Annotated[list[MemberName], Field(max_length=50)] = []
+    dimensions: Annotated[list[MemberName], Field(max_length=50)] = []
+    time_dimensions: Annotated[list[TimeDimension], Field(alias="timeDimensions", max_length=5)] = []
+    filters: Annotated[list[Filter], Field(max_length=100)] = []
+    order: Annotated[list[tuple[MemberName, Literal["asc", "desc"]]], Field(max_length=50)] = []
+    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = 10_000
+    offset: Annotated[int, Field(ge=0, le=100_000_000)] = 0
+    ungrouped: bool = Field(False, description="Rows as they are, without grouping (dimensions only).")
+
+    @model_validator(mode="after")
+    def _asks_for_something(self) -> Query:
+        if not (self.measures or self.dimensions or self.time_dimensions):
+            raise ValueError("a query needs at least one measure, dimension or time dimension")
+        return self
+
+    def members(self) -> list[str]:
+        """Every member the query names, in the order it names them."""
+        named = [*self.measures, *self.dimensions, *(t.dimension for t in self.time_dimensions)]
+        return list(dict.fromkeys([*named, *(f.member for f in _flatten(self.filters)), *(m for m, _ in self.order)]))
+
+
+def _flatten(filters: list[Filter]) -> list[MemberFilter]:
+    flat = []
+    for f in filters:
+        flat += [f] if isinstance(f, MemberFilter) else _flatten(f.or_ if isinstance(f, OrFilter) else f.and_)
+    return flat
+
+
+OrFilter.model_rebuild()
+AndFilter.model_rebuild()
+Query.model_rebuild()
