@@ -1,0 +1,224 @@
+"""The one policy engine: what a principal may read of each view, masked how, limited to which rows.
+
+Policies are declared once in policies.yaml. Every delivery path asks `access(principal, view)`
+and nothing else: the REST and GraphQL APIs compile its answer into their DuckDB queries
+(product_affinity.semantic.compiler), and the Postgres port compiles the same declarations into
+roles, grants, row-level security and masking views. Combining groups follows Cube: views and
+members are unioned across a principal's groups, row filters intersect, and a personal-data
+dimension the principal may not see in clear comes back masked rather than refused.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from product_affinity.semantic import Dimension, Mask, ModelError, View, model
+
+POLICIES_PATH = Path(__file__).with_name("policies.yaml")
+ATTRIBUTE = re.compile(r"^\{user\.(\w+)\}$")
+
+
+class AccessDenied(PermissionError):
+    """The principal may not read what was asked (HTTP 403)."""
+
+
+class PolicyError(ModelError):
+    """policies.yaml declares something the model does not have."""
+
+
+@dataclass(frozen=True)
+class RowFilter:
+    """Rows of `cube` (and every row that belongs to one of them) where `dimension` <operator> values."""
+
+    group: str
+    cube: str
+    dimension: str
+    operator: str
+    values: tuple[str, ...]  # as declared: literals or {user.<attribute>}
+
+    def resolve(self, attributes: dict[str, Any]) -> tuple[Any, ...]:
+        resolved = []
+        for value in self.values:
+            found = ATTRIBUTE.match(str(value))
+            if found is None:
+                resolved.append(value)
+            elif found.group(1) in attributes:
+                extra = attributes[found.group(1)]
+                resolved += extra if isinstance(extra, list) else [extra]
+            else:
+                raise AccessDenied(f"group {self.group} limits rows by the attribute {found.group(1)!r}, which is not set for this principal")
+        return tuple(resolved)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one group may read of one view."""
+
+    includes: Any  # "*" or a list of member names
+    excludes: tuple[str, ...] = ()
+
+    def allows(self, member: str) -> bool:
+        return (self.includes == "*" or member in self.includes) and member not in self.excludes
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    description: str
+    views: dict[str, Grant]  # "*" for every view
+    unmask: Any  # "*" or a set of cube.dimension
+    masks: dict[str, Mask]  # cube.dimension -> mask
+    row_filters: tuple[RowFilter, ...]
+
+    def grant(self, view: str) -> Grant | None:
+        return self.views.get(view) or self.views.get("*")
+
+    def unmasks(self, dimension: str) -> bool:
+        return self.unmask == "*" or dimension in self.unmask
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    groups: tuple[str, ...]
+    attributes: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class AppliedFilter:
+    filter: RowFilter
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Access:
+    """A principal's effective access to one view: the answer every delivery path enforces."""
+
+    principal: Principal
+    view: View
+    groups: tuple[str, ...]  # the principal's groups that grant the view
+    members: frozenset[str]  # view members (and metrics) the principal may ask for
+    masks: dict[str, Mask]  # cube.dimension -> the mask applied
+    row_filters: tuple[AppliedFilter, ...]
+
+    def check(self, member: str) -> None:
+        if member not in self.members:
+            raise AccessDenied(f"{self.principal.name} may not read {self.view.name}.{member}")
+
+    def describe(self) -> dict[str, Any]:
+        """The policies applied, as the audit log and the API responses record them."""
+        return {
+            "groups": list(self.groups),
+            "masked": {dimension: mask.kind for dimension, mask in sorted(self.masks.items())},
+            "row_filters": [
+                {"group": f.filter.group, "member": f"{f.filter.cube}.{f.filter.dimension}", "operator": f.filter.operator,
+                 "values": list(f.values)}
+                for f in self.row_filters
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class Policies:
+    groups: dict[str, Group]
+    principals: dict[str, Principal]
+
+
+def _dimension(ref: str, where: str) -> tuple[str, Dimension]:
+    cube, _, name = ref.partition(".")
+    found = model().cubes.get(cube)
+    if found is None or name not in found.dimensions:
+        raise PolicyError(f"{where}: {ref!r} is not a cube.dimension of the semantic model")
+    return cube, found.dimensions[name]
+
+
+def _grant(view: str, declared: Any, where: str) -> Grant:
+    grant = Grant("*") if declared == "*" else Grant(declared.get("includes", "*"), tuple(declared.get("excludes", ())))
+    if view != "*":
+        if view not in model().views:
+            raise PolicyError(f"{where}: there is no view {view!r}")
+        v = model().views[view]
+        named = [*([] if grant.includes == "*" else grant.includes), *grant.excludes]
+        if unknown := [m for m in named if m not in v.members and m not in v.metrics]:
+            raise PolicyError(f"{where}: view {view} has no members {unknown}")
+    return grant
+
+
+def _group(name: str, entry: dict) -> Group:
+    where = f"{POLICIES_PATH.name} group {name}"
+    views = {view: _grant(view, declared, where) for view, declared in entry.get("views", {}).items()}
+    unmask = entry.get("unmask", [])
+    if unmask != "*":
+        unmask = frozenset(unmask)
+        for ref in unmask:
+            _dimension(ref, where)
+    masks = {}
+    for ref, declared in entry.get("masks", {}).items():
+        _, dimension = _dimension(ref, where)
+        if not dimension.pii:
+            raise PolicyError(f"{where}: {ref} is not personal data, so there is nothing to mask")
+        masks[ref] = Mask.parse(declared, f"{where} mask of {ref}")
+    filters = []
+    for f in entry.get("row_filters", []):
+        cube, dimension = _dimension(f["member"], where)
+        filters.append(RowFilter(name, cube, dimension.name, f["operator"], tuple(map(str, f.get("values", [])))))
+    return Group(name, entry.get("description", ""), views, unmask, masks, tuple(filters))
+
+
+@cache
+def policies(path: Path = POLICIES_PATH) -> Policies:
+    declared = yaml.safe_load(path.read_text())
+    groups = {name: _group(name, entry) for name, entry in declared["groups"].items()}
+    principals = {}
+    for name, entry in declared.get("principals", {}).items():
+        if unknown := [g for g in entry["groups"] if g not in groups]:
+            raise PolicyError(f"{path.name} principal {name}: unknown groups {unknown}")
+        principals[name] = Principal(name, tuple(entry["groups"]), dict(entry.get("attributes", {})), entry.get("description", ""))
+    return Policies(groups, principals)
+
+
+def principal(name: str) -> Principal:
+    try:
+        return policies().principals[name]
+    except KeyError:
+        raise AccessDenied(f"unknown principal {name!r}") from None
+
+
+def access(who: Principal, view_name: str) -> Access:
+    """What `who` may read of the view, or AccessDenied."""
+    view = model().views.get(view_name)
+    groups = [policies().groups[g] for g in who.groups]
+    granting = [(g, g.grant(view_name)) for g in groups if view is not None and g.grant(view_name)]
+    if not granting:
+        raise AccessDenied(f"{who.name} may not read the view {view_name!r}")
+    members = frozenset(m for m in view.members if any(grant.allows(m) for _, grant in granting))
+    members |= {name for name, metric in view.metrics.items()
+                if any(grant.allows(name) for _, grant in granting) and set(metric.measures) <= members}
+    masks = {}
+    for name in members & view.members.keys():
+        vm = view.members[name]
+        ref = f"{vm.cube}.{name}"
+        if isinstance(vm.member, Dimension) and vm.member.pii:
+            allowing = [g for g, grant in granting if grant.allows(name)]
+            if not any(g.unmasks(ref) for g in allowing):
+                masks[ref] = next((g.masks[ref] for g in allowing if ref in g.masks), vm.member.mask)
+    filters = tuple(AppliedFilter(f, f.resolve(who.attributes)) for g in groups for f in g.row_filters)
+    return Access(who, view, tuple(g.name for g, _ in granting), members, masks, filters)
+
+
+def readable_views(who: Principal) -> dict[str, Access]:
+    """Every view `who` may read, with their access to it (what /meta shows them)."""
+    readable = {}
+    for name in model().views:
+        try:
+            readable[name] = access(who, name)
+        except AccessDenied:
+            continue
+    return readable
