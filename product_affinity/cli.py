@@ -1,4 +1,4 @@
-"""`product-affinity generate | run | expectations | slo`: the sample sources, the whole pipeline and its quality gates, from a terminal."""
+"""`product-affinity generate | run | expectations | slo | serve | keys`: the sample sources, the pipeline, its quality gates and its APIs, from a terminal."""
 
 from __future__ import annotations
 
@@ -75,6 +75,37 @@ def slo(args: argparse.Namespace) -> int:
     return 1 if built.failed else 0
 
 
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from product_affinity.delivery.rest import create_app
+
+    uvicorn.run(create_app(args.warehouse), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def keys(args: argparse.Namespace) -> int:
+    from product_affinity.governance import AccessDenied
+    from product_affinity.governance.credentials import KeyStore
+
+    store = KeyStore(args.warehouse)
+    if args.action == "issue":
+        try:
+            print(store.issue(args.principal))
+        except AccessDenied as error:
+            print(f"Cannot issue a key: {error} (principals are declared in product_affinity/governance/policies.yaml)",
+                  file=sys.stderr)
+            return 2
+    elif args.action == "revoke":
+        if not store.revoke(args.principal):
+            print(f"No key with id {args.principal}", file=sys.stderr)
+            return 2
+    else:
+        for key in store.issued():
+            print(f"{key.key_id}  {key.principal}  issued {key.issued_at}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from product_affinity.sources.sample import DEFAULT_SIZE
 
@@ -104,7 +135,21 @@ def main(argv: list[str] | None = None) -> int:
     slo_.add_argument("--junit", type=Path, help="also write the report as JUnit XML to this file (a failing SLO is a <failure>)")
     slo_.set_defaults(func=slo)
 
+    serve_ = commands.add_parser("serve", help="serve the REST and GraphQL APIs on the published snapshot")
+    serve_.add_argument("--warehouse", type=Path, default=DEFAULT_WAREHOUSE, help="working warehouse whose snapshot to serve (default: %(default)s)")
+    serve_.add_argument("--host", default="127.0.0.1")
+    serve_.add_argument("--port", type=int, default=8000)
+    serve_.set_defaults(func=serve)
+
+    keys_ = commands.add_parser("keys", help="issue, list or revoke API keys (only their digests are stored)")
+    keys_.add_argument("action", choices=["issue", "list", "revoke"])
+    keys_.add_argument("principal", nargs="?", help="issue: the principal (policies.yaml); revoke: the key id")
+    keys_.add_argument("--warehouse", type=Path, default=DEFAULT_WAREHOUSE, help="keys live next to this warehouse (default: %(default)s)")
+    keys_.set_defaults(func=keys)
+
     args = parser.parse_args(argv)
+    if args.command == "keys" and args.action != "list" and not args.principal:
+        parser.error(f"keys {args.action} needs a {'principal' if args.action == 'issue' else 'key id'}")
     return args.func(args)
 
 

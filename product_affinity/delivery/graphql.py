@@ -1,0 +1,151 @@
+"""The GraphQL API (Strawberry): the same views, queries and port reads as REST, through the same DeliveryService.
+
+A request without a valid key is refused with HTTP 401 before any resolver runs; a query the
+principal may not run, or one the model cannot answer, comes back as a GraphQL error whose
+`extensions.code` is FORBIDDEN or BAD_REQUEST.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from fastapi import Request
+from graphql import GraphQLError
+from pydantic import ValidationError
+from strawberry.fastapi import GraphQLRouter
+from strawberry.scalars import JSON
+
+from product_affinity.delivery.service import DeliveryService, Result
+from product_affinity.governance import AccessDenied
+from product_affinity.governance.credentials import Caller
+from product_affinity.publication import NothingPublished
+from product_affinity.semantic.compiler import QueryError
+from product_affinity.semantic.query import Query
+
+IDE_REQUEST = "GET without a query: the GraphiQL page"
+
+
+@strawberry.input(description="One condition on a member, or an and/or group of conditions.")
+class FilterInput:
+    member: str | None = None
+    operator: str | None = None
+    values: list[JSON] | None = None
+    or_: list[FilterInput] | None = strawberry.field(name="or", default=None)
+    and_: list[FilterInput] | None = strawberry.field(name="and", default=None)
+
+
+@strawberry.input
+class TimeDimensionInput:
+    dimension: str
+    granularity: str | None = None
+    date_range: list[str] | None = None
+
+
+@strawberry.input
+class OrderInput:
+    member: str
+    direction: str = "asc"
+
+
+@strawberry.input(description="A semantic query, as POST /load takes it.")
+class QueryInput:
+    measures: list[str] | None = None
+    dimensions: list[str] | None = None
+    time_dimensions: list[TimeDimensionInput] | None = None
+    filters: list[FilterInput] | None = None
+    order: list[OrderInput] | None = None
+    limit: int | None = None
+    offset: int | None = None
+    ungrouped: bool | None = None
+
+
+@strawberry.type
+class ColumnInfo:
+    name: str
+    title: str
+    type: str
+    kind: str
+
+
+@strawberry.type
+class LoadResult:
+    columns: list[ColumnInfo]
+    rows: list[JSON]
+    policies: JSON
+    snapshot: str
+
+
+def _filter(f: FilterInput) -> dict[str, Any]:
+    if f.or_ is not None:
+        return {"or": [_filter(p) for p in f.or_]}
+    if f.and_ is not None:
+        return {"and": [_filter(p) for p in f.and_]}
+    return {"member": f.member, "operator": f.operator, "values": f.values or []}
+
+
+def _query(q: QueryInput) -> Query:
+    declared = {
+        "measures": q.measures, "dimensions": q.dimensions,
+        "timeDimensions": [{"dimension": t.dimension, "granularity": t.granularity, "dateRange": t.date_range}
+                           for t in q.time_dimensions] if q.time_dimensions is not None else None,
+        "filters": [_filter(f) for f in q.filters] if q.filters is not None else None,
+        "order": [[o.member, o.direction] for o in q.order] if q.order is not None else None,
+        "limit": q.limit, "offset": q.offset, "ungrouped": q.ungrouped,
+    }
+    try:
+        return Query.model_validate({k: v for k, v in declared.items() if v is not None})
+    except ValidationError as error:
+        raise GraphQLError(f"invalid query: {error.errors(include_url=False, include_context=False)}",
+                           extensions={"code": "BAD_REQUEST"}) from None
+
+
+def _result(r: Result) -> LoadResult:
+    return LoadResult(columns=[ColumnInfo(**vars(c)) for c in r.columns], rows=r.rows, policies=r.policies, snapshot=r.snapshot)
+
+
+def _served(call) -> Any:
+    """Run a service call, turning its refusals into GraphQL errors with a code."""
+    try:
+        return call()
+    except AccessDenied as error:
+        raise GraphQLError(str(error), extensions={"code": "FORBIDDEN"}) from None
+    except QueryError as error:
+        raise GraphQLError(str(error), extensions={"code": "BAD_REQUEST"}) from None
+    except NothingPublished as error:
+        raise GraphQLError(str(error), extensions={"code": "UNAVAILABLE"}) from None
+
+
+@strawberry.type
+class Queries:
+    @strawberry.field(description="The views you may query, their members and the policies applied to you.")
+    def meta(self, info: strawberry.Info) -> JSON:
+        service, caller = info.context["service"], info.context["caller"]
+        return _served(lambda: service.meta(caller, "graphql meta"))
+
+    @strawberry.field(description="Run a semantic query.")
+    def load(self, info: strawberry.Info, query: QueryInput) -> LoadResult:
+        service, caller = info.context["service"], info.context["caller"]
+        return _result(_served(lambda: service.load(caller, _query(query), "graphql load")))
+
+    @strawberry.field(description="Rows of an output port, a page at a time.")
+    def port(self, info: strawberry.Info, name: str, limit: int = 100, offset: int = 0) -> LoadResult:
+        service, caller = info.context["service"], info.context["caller"]
+        if not (1 <= limit <= 50_000 and 0 <= offset <= 100_000_000):
+            raise GraphQLError("limit must be 1..50000 and offset 0..100000000", extensions={"code": "BAD_REQUEST"})
+        return _result(_served(lambda: service.read_port(caller, name, limit, offset, "graphql port")))
+
+
+schema = strawberry.Schema(query=Queries)
+
+
+def graphql_router(service: DeliveryService) -> GraphQLRouter:
+    async def context(request: Request) -> dict[str, Any]:
+        if request.method == "GET" and "query" not in request.query_params:
+            return {"service": service, "caller": None}  # the GraphiQL page itself holds no data
+        header = request.headers.get("authorization", "")
+        key = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key")
+        caller: Caller = service.authenticate(key, "graphql")
+        return {"service": service, "caller": caller}
+
+    return GraphQLRouter(schema, context_getter=context)

@@ -1,0 +1,128 @@
+"""The REST API (FastAPI; OpenAPI at /openapi.json, docs at /docs) and, mounted on it, the GraphQL API at /graphql.
+
+Every data endpoint authenticates with an API key (`Authorization: Bearer <key>` or `X-API-Key`)
+and goes through DeliveryService, the one place access is decided: 401 without a valid key, 403
+when the principal's groups do not allow what was asked, 400 for a query the model cannot
+answer, 503 while nothing is published yet.
+"""
+
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query as Param, Request, Security
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ValidationError
+
+from product_affinity.delivery.service import DeliveryService, Result, Unauthenticated
+from product_affinity.governance import AccessDenied
+from product_affinity.governance.credentials import Caller
+from product_affinity.publication import NothingPublished
+from product_affinity.resources import DEFAULT_WAREHOUSE
+from product_affinity.semantic.compiler import QueryError
+from product_affinity.semantic.query import MAX_LIMIT, Query
+
+bearer = HTTPBearer(auto_error=False, description="An API key issued with `product-affinity keys issue <principal>`.")
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The same API key, as a header.")
+
+
+class ColumnOut(BaseModel):
+    name: str
+    title: str
+    type: str
+    kind: str
+
+
+class LoadResponse(BaseModel):
+    query: dict[str, Any]
+    data: list[dict[str, Any]]
+    annotation: list[ColumnOut]
+    policies: dict[str, Any]
+    snapshot: str
+
+
+class Error(BaseModel):
+    error: str
+
+
+ERRORS = {400: {"model": Error}, 401: {"model": Error}, 403: {"model": Error}, 503: {"model": Error}}
+
+
+def response(result: Result) -> LoadResponse:
+    return LoadResponse(query=result.query, data=result.rows, annotation=[ColumnOut(**vars(c)) for c in result.columns],
+                        policies=result.policies, snapshot=result.snapshot)
+
+
+def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
+    from product_affinity.delivery.graphql import graphql_router
+
+    service = DeliveryService(warehouse)
+    app = FastAPI(
+        title="Product Affinity",
+        version="1.0",
+        description="Cross-sell insight for an online retailer: the semantic model's views, queried under the product's "
+        "access policies, and the output ports read directly. Every request needs an API key.",
+    )
+    app.state.service = service
+
+    def caller(request: Request,
+               bearer_key: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+               header_key: Annotated[str | None, Security(api_key_header)]) -> Caller:
+        key = bearer_key.credentials if bearer_key else header_key
+        return service.authenticate(key, f"rest {request.method} {request.url.path}")
+
+    Authenticated = Annotated[Caller, Depends(caller)]
+
+    @app.exception_handler(Unauthenticated)
+    def _unauthenticated(_, error: Unauthenticated):
+        return JSONResponse({"error": str(error)}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(AccessDenied)
+    def _denied(_, error: AccessDenied):
+        return JSONResponse({"error": str(error)}, status_code=403)
+
+    @app.exception_handler(QueryError)
+    def _invalid(_, error: QueryError):
+        return JSONResponse({"error": str(error)}, status_code=400)
+
+    @app.exception_handler(NothingPublished)
+    def _unpublished(_, error: NothingPublished):
+        return JSONResponse({"error": str(error)}, status_code=503)
+
+    @app.get("/health", summary="Is the API up, and which snapshot does it serve (no key needed)")
+    def health() -> dict[str, str]:
+        return {"status": "ok", "snapshot": service.published().name}
+
+    @app.get("/meta", summary="The views you may query, their members, and the policies applied to you", responses=ERRORS)
+    def meta(who: Authenticated, request: Request) -> dict[str, Any]:
+        return service.meta(who, f"rest GET {request.url.path}")
+
+    @app.post("/load", summary="Run a semantic query (measures by dimensions, filtered, ordered, limited)",
+              responses=ERRORS, response_model=LoadResponse)
+    def load(query: Query, who: Authenticated, request: Request) -> LoadResponse:
+        return response(service.load(who, query, f"rest POST {request.url.path}"))
+
+    @app.get("/load", summary="The same as POST /load, with the query as JSON in ?query=", responses=ERRORS,
+             response_model=LoadResponse)
+    def load_get(who: Authenticated, request: Request,
+                 query: Annotated[str, Param(description="The query as JSON", max_length=20_000)]) -> LoadResponse:
+        try:
+            parsed = Query.model_validate_json(query)
+        except ValidationError as error:
+            raise HTTPException(422, detail=error.errors(include_url=False, include_context=False)) from None
+        return response(service.load(who, parsed, f"rest GET {request.url.path}"))
+
+    @app.get("/ports", summary="The output ports, with their columns as the data contract declares them", responses=ERRORS)
+    def ports(who: Authenticated) -> list[dict[str, Any]]:
+        return service.ports()
+
+    @app.get("/ports/{port}", summary="Rows of an output port, a page at a time, as your policies allow",
+             responses=ERRORS, response_model=LoadResponse)
+    def read_port(port: str, who: Authenticated, request: Request,
+                  limit: Annotated[int, Param(ge=1, le=MAX_LIMIT)] = 100,
+                  offset: Annotated[int, Param(ge=0, le=100_000_000)] = 0) -> LoadResponse:
+        return response(service.read_port(who, port, limit, offset, f"rest GET {request.url.path}"))
+
+    app.include_router(graphql_router(service), prefix="/graphql")
+    return app

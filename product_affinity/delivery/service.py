@@ -1,0 +1,180 @@
+"""The one way data leaves the product through an API: authenticate, ask the policy engine, compile, read the snapshot, audit.
+
+REST and GraphQL are thin skins over `DeliveryService`; neither builds SQL or decides access on
+its own, so a policy cannot be skipped by choosing another endpoint. Reads go to the published
+snapshot (read-only, immutable), so they never block the pipeline and never see a half-published
+state: a request reads the snapshot CURRENT named when it started, start to end.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from product_affinity.contract import table
+from product_affinity.governance import Access, AccessDenied, access, readable_views
+from product_affinity.governance.audit import AuditLog
+from product_affinity.governance.credentials import Caller, KeyStore, masking_key
+from product_affinity.publication import published_snapshot
+from product_affinity.semantic import Dimension, model
+from product_affinity.semantic.compiler import Column, QueryError, compile_query, view_of
+from product_affinity.semantic.query import Query
+
+
+class Unauthenticated(PermissionError):
+    """No key, or a key nobody holds (HTTP 401)."""
+
+
+@dataclass(frozen=True)
+class Result:
+    query: dict
+    columns: list[Column]
+    rows: list[dict[str, Any]]
+    policies: dict
+    snapshot: str
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    return value
+
+
+class _Snapshots:
+    """A read-only connection to the snapshot CURRENT names, reopened when a publication moves CURRENT.
+
+    The previous connection stays open until the next move, so a request that started on it finishes on it.
+    """
+
+    def __init__(self, warehouse: Path) -> None:
+        self.warehouse = warehouse
+        self._lock = threading.Lock()
+        self._open: list[tuple[str, duckdb.DuckDBPyConnection]] = []
+
+    def cursor(self) -> tuple[str, duckdb.DuckDBPyConnection]:
+        path = published_snapshot(self.warehouse)
+        with self._lock:
+            if not self._open or self._open[-1][0] != path.name:
+                self._open = [*self._open[-1:], (path.name, duckdb.connect(str(path), read_only=True))]
+            name, conn = self._open[-1]
+            return name, conn.cursor()
+
+
+class DeliveryService:
+    def __init__(self, warehouse: Path) -> None:
+        self.warehouse = Path(warehouse)
+        self.keys = KeyStore(self.warehouse)
+        self.audit = AuditLog(self.warehouse)
+        self.snapshots = _Snapshots(self.warehouse)
+        self._masking_key = masking_key(self.warehouse)
+
+    def authenticate(self, key: str | None, path: str) -> Caller:
+        caller = self.keys.authenticate(key) if key else None
+        if caller is None:
+            self.audit.record(principal=None, key_id=None, path=path, request=None, outcome="unauthenticated",
+                              detail="no API key" if not key else "unknown API key")
+            raise Unauthenticated("an API key is required: send 'Authorization: Bearer <key>' (product-affinity keys issue <principal>)")
+        return caller
+
+    def meta(self, caller: Caller, path: str) -> dict:
+        """The views the caller may read, and in each the members they may ask for (masked ones say so)."""
+        views = []
+        for name, granted in readable_views(caller.principal).items():
+            view = granted.view
+            members = []
+            for member_name in sorted(granted.members):
+                if member_name in view.metrics:
+                    metric = view.metrics[member_name]
+                    members.append({"name": f"{name}.{member_name}", "title": metric.title, "description": metric.description,
+                                    "kind": "metric", "type": "number", "masked": None})
+                    continue
+                vm = view.members[member_name]
+                mask = granted.masks.get(f"{vm.cube}.{member_name}")
+                is_dimension = isinstance(vm.member, Dimension)
+                members.append({
+                    "name": f"{name}.{member_name}", "title": vm.member.title, "description": vm.member.description,
+                    "kind": ("time_dimension" if vm.member.type == "time" else "dimension") if is_dimension else "measure",
+                    "type": vm.member.type if is_dimension else "number", "masked": mask.kind if mask else None,
+                })
+            views.append({"name": name, "title": view.title, "description": view.description,
+                          "output_port": view.port, "members": members, "policies": granted.describe()})
+        self.audit.record(principal=caller.principal.name, key_id=caller.key_id, path=path, request={"meta": True},
+                          outcome="ok", rows=len(views))
+        return {"principal": caller.principal.name, "groups": list(caller.principal.groups), "views": views}
+
+    def load(self, caller: Caller, query: Query, path: str) -> Result:
+        """Answer a semantic query; QueryError, AccessDenied or NothingPublished otherwise (each audited)."""
+        request = query.model_dump(by_alias=True, exclude_defaults=True)
+        return self._answer(caller, path, request, lambda: view_of(query), lambda granted: query)
+
+    def read_port(self, caller: Caller, port: str, limit: int, offset: int, path: str) -> Result:
+        """Rows of an output port, a page at a time, as the caller may see them: the port's view, ungrouped, by key."""
+        request = {"port": port, "limit": limit, "offset": offset}
+
+        def view_name() -> str:
+            view = model().port_view(port)
+            if view is None:
+                raise QueryError(f"there is no output port {port!r}; GET /ports lists them")
+            return view.name
+
+        def port_query(granted: Access) -> Query:
+            columns = [c for c in table(port).column_names if c in granted.members]
+            if not columns:
+                raise AccessDenied(f"{caller.principal.name} may read none of {port}'s columns")
+            key = [[f"{granted.view.name}.{c}", "asc"] for c in model().cubes[granted.view.root].primary_key if c in columns]
+            return Query.model_validate({"dimensions": [f"{granted.view.name}.{c}" for c in columns], "ungrouped": True,
+                                         "order": key, "limit": limit, "offset": offset})
+
+        return self._answer(caller, path, request, view_name, port_query)
+
+    def _answer(self, caller: Caller, path: str, request: dict, view_name, make_query) -> Result:
+        started, view, granted, snapshot = time.perf_counter(), None, None, None
+        audit = dict(principal=caller.principal.name, key_id=caller.key_id, path=path, request=request)
+        try:
+            view = view_name()
+            granted = access(caller.principal, view)
+            query = make_query(granted)
+            compiled = compile_query(query, granted, self._masking_key)
+            snapshot, cursor = self.snapshots.cursor()
+            try:
+                values = cursor.execute(compiled.sql, compiled.params).fetchall()
+            finally:
+                cursor.close()
+        except (QueryError, AccessDenied) as refused:
+            outcome = "denied" if isinstance(refused, AccessDenied) else "invalid"
+            self.audit.record(**audit, view=view, outcome=outcome, detail=str(refused),
+                              policies=granted.describe() if granted else None, duration_ms=_ms(started))
+            raise
+        except Exception as error:
+            self.audit.record(**audit, view=view, outcome="error", detail=f"{type(error).__name__}: {error}",
+                              policies=granted.describe() if granted else None, duration_ms=_ms(started))
+            raise
+        names = [c.name for c in compiled.columns]
+        rows = [{name: _json_value(v) for name, v in zip(names, row)} for row in values]
+        policies = granted.describe()
+        self.audit.record(**audit, view=view, outcome="ok", rows=len(rows), policies=policies, snapshot=snapshot,
+                          duration_ms=_ms(started))
+        return Result(query.model_dump(by_alias=True, exclude_defaults=True), compiled.columns, rows, policies, snapshot)
+
+    def ports(self) -> list[dict]:
+        """The output ports a direct read serves, with their columns as the contract declares them."""
+        return [{"name": v.port, "description": table(v.port).description, "view": v.name,
+                 "columns": [{"name": c.name, "type": c.type, "description": c.description} for c in table(v.port).columns]}
+                for v in model().views.values() if v.port]
+
+    def published(self) -> Path:
+        return published_snapshot(self.warehouse)
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
