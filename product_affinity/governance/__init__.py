@@ -194,7 +194,7 @@ def principal(name: str) -> Principal:
 def access(who: Principal, view_name: str) -> Access:
     """What `who` may read of the view, or AccessDenied."""
     view = model().views.get(view_name)
-    groups = [policies().groups[g] for g in who.groups]
+    groups = [g for name, g in policies().groups.items() if name in who.groups]  # in declared order, as Postgres compiles them
     granting = [(g, g.grant(view_name)) for g in groups if view is not None and g.grant(view_name)]
     if not granting:
         raise AccessDenied(f"{who.name} may not read the view {view_name!r}")
