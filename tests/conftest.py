@@ -39,3 +39,24 @@ PRODUCTS = [
 def conn():
     with duckdb.connect() as connection:
         yield connection
+
+
+@pytest.fixture(scope="session")
+def published_sample(tmp_path_factory) -> Path:
+    """The default sample, built, audited and published once per test session: the working warehouse's path.
+
+    Consumers' tests (APIs, policies, the BI port) read what it published, as consumers do.
+    """
+    from contextlib import redirect_stdout
+    from datetime import UTC, datetime
+    from io import StringIO
+
+    from product_affinity.cli import main
+    from product_affinity.sources.sample import generate_sample
+
+    root = tmp_path_factory.mktemp("published_sample")
+    sources, warehouse = root / "sources", root / "warehouse.duckdb"
+    generate_sample(sources, end=datetime.now(UTC).replace(tzinfo=None))
+    with redirect_stdout(StringIO()):
+        assert main(["run", "--sources", str(sources), "--warehouse", str(warehouse)]) == 0
+    return warehouse

@@ -2,7 +2,7 @@
 
 A request without a valid key is refused with HTTP 401 before any resolver runs; a query the
 principal may not run, or one the model cannot answer, comes back as a GraphQL error whose
-`extensions.code` is FORBIDDEN or BAD_REQUEST.
+`extensions.code` is FORBIDDEN or BAD_USER_INPUT (Apollo's codes).
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def _query(q: QueryInput) -> Query:
         return Query.model_validate({k: v for k, v in declared.items() if v is not None})
     except ValidationError as error:
         raise GraphQLError(f"invalid query: {error.errors(include_url=False, include_context=False)}",
-                           extensions={"code": "BAD_REQUEST"}) from None
+                           extensions={"code": "BAD_USER_INPUT"}) from None
 
 
 def _result(r: Result) -> LoadResult:
@@ -111,12 +111,12 @@ def _served(call) -> Any:
     except AccessDenied as error:
         raise GraphQLError(str(error), extensions={"code": "FORBIDDEN"}) from None
     except QueryError as error:
-        raise GraphQLError(str(error), extensions={"code": "BAD_REQUEST"}) from None
+        raise GraphQLError(str(error), extensions={"code": "BAD_USER_INPUT"}) from None
     except NothingPublished as error:
         raise GraphQLError(str(error), extensions={"code": "UNAVAILABLE"}) from None
 
 
-@strawberry.type
+@strawberry.type(name="Query")
 class Queries:
     @strawberry.field(description="The views you may query, their members and the policies applied to you.")
     def meta(self, info: strawberry.Info) -> JSON:
@@ -132,11 +132,21 @@ class Queries:
     def port(self, info: strawberry.Info, name: str, limit: int = 100, offset: int = 0) -> LoadResult:
         service, caller = info.context["service"], info.context["caller"]
         if not (1 <= limit <= 50_000 and 0 <= offset <= 100_000_000):
-            raise GraphQLError("limit must be 1..50000 and offset 0..100000000", extensions={"code": "BAD_REQUEST"})
+            raise GraphQLError("limit must be 1..50000 and offset 0..100000000", extensions={"code": "BAD_USER_INPUT"})
         return _result(_served(lambda: service.read_port(caller, name, limit, offset, "graphql port")))
 
 
-schema = strawberry.Schema(query=Queries)
+REFUSALS = {"FORBIDDEN", "BAD_USER_INPUT", "UNAVAILABLE"}
+
+
+class Schema(strawberry.Schema):
+    def process_errors(self, errors, execution_context=None) -> None:
+        """Log only what went wrong on our side: a refusal is the client's answer, not a server error."""
+        unexpected = [e for e in errors if (e.extensions or {}).get("code") not in REFUSALS]
+        super().process_errors(unexpected, execution_context)
+
+
+schema = Schema(query=Queries)
 
 
 def graphql_router(service: DeliveryService) -> GraphQLRouter:

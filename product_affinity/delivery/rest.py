@@ -124,5 +124,9 @@ def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
                   offset: Annotated[int, Param(ge=0, le=100_000_000)] = 0) -> LoadResponse:
         return response(service.read_port(who, port, limit, offset, f"rest GET {request.url.path}"))
 
-    app.include_router(graphql_router(service), prefix="/graphql")
+    @app.get("/slo", summary="SLO status: every SLO's target, latest observation, attainment and error budget", responses=ERRORS)
+    def slo(who: Authenticated, runs: Annotated[int, Param(ge=1, le=1_000)] = 30) -> dict[str, Any]:
+        return service.slo(who, runs)
+
+    app.include_router(graphql_router(service), prefix="/graphql", include_in_schema=False)  # its own schema: GraphQL introspection
     return app

@@ -8,6 +8,7 @@ state: a request reads the snapshot CURRENT named when it started, start to end.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -170,6 +171,15 @@ class DeliveryService:
         return [{"name": v.port, "description": table(v.port).description, "view": v.name,
                  "columns": [{"name": c.name, "type": c.type, "description": c.description} for c in table(v.port).columns]}
                 for v in model().views.values() if v.port]
+
+    def slo(self, caller: Caller, runs: int) -> dict:
+        """The SLO report of the published snapshot (its quality.slo_results were audited before it was published)."""
+        from product_affinity.quality import report
+
+        built = report.build(self.published(), runs)
+        self.audit.record(principal=caller.principal.name, key_id=caller.key_id, path="slo", request={"slo": runs},
+                          outcome="ok", rows=len(built.slos))
+        return json.loads(report.as_json(built))
 
     def published(self) -> Path:
         return published_snapshot(self.warehouse)
