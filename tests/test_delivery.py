@@ -13,6 +13,8 @@ from product_affinity.governance import access, policies, principal
 from product_affinity.governance.audit import AuditLog
 from product_affinity.governance.credentials import KeyStore
 from product_affinity.publication import open_published, publish, published_snapshot
+from product_affinity.quality.governance import pii_masked_on_delivery
+from product_affinity.semantic import compiler
 
 SPAIN_SPEND = "SELECT sum(quantity * unit_price) FROM source_aligned.purchase JOIN source_aligned.customer USING (customer_id) WHERE country = 'Spain'"
 
@@ -214,3 +216,21 @@ def test_reads_follow_a_new_publication_and_never_block_the_pipeline(published_s
     assert [r["cross_sell.rank"] for r in before["data"]] == [1, 2, 3]
     assert [r["cross_sell.rank"] for r in after["data"]] == [1]
     assert after["snapshot"] == published_snapshot(warehouse).name != before["snapshot"]
+
+
+def test_slo_status_measures_masking_on_the_data_and_api_latency_from_the_audit_log(api, monkeypatch):
+    client, keys, warehouse = api
+    headers = {"Authorization": f"Bearer {keys['storefront']}"}
+    for offset in range(0, 50, 10):
+        assert client.get(f"/ports/cross_sell_recommendations?limit=10&offset={offset}", headers=headers).status_code == 200
+    slos = {s["id"]: s for s in client.get("/slo", headers=headers).json()["slos"]}
+    assert slos["api_latency"]["status"] == "pass" and 0 < slos["api_latency"]["observed"] < 300
+    assert slos["pii_masked_on_delivery"]["status"] == "pass" and slos["pii_masked_on_delivery"]["observed"] == 100
+    # A compiler that forgot to mask would be caught on the data.
+    def unmasked(expr, mask, kind, salt):
+        return expr if salt is None else f"coalesce({expr}, {salt})"  # uses the hash key's parameter, as a hash would
+
+    monkeypatch.setattr(compiler, "mask_sql", unmasked)
+    with open_published(warehouse) as conn:
+        observed, leaks = pii_masked_on_delivery(conn, warehouse)
+    assert observed < 100 and "marta reads customer_360.email in clear" in leaks

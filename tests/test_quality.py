@@ -239,15 +239,16 @@ def test_slo_report_prints_and_writes_json_and_junit(clean, tmp_path):
     rules = sum(len(quality_rules(t.name)) for t in checked_tables())
     assert len(slos) == rules + len([s for s in service_levels() if s.property != "latency"])
     assert all(s["status"] == "pass" and s["attainment"] == 1 for s in report["slos"] if s["group"].count("/"))
-    assert slos[("architecture", "api_latency")]["status"] == slos[("governance", "pii_masked_on_delivery")]["status"] == "not measured yet"
+    assert slos[("architecture", "api_latency")]["status"] == "not measured yet"  # no API has served this warehouse
     assert slos[("governance", "lineage_recorded")]["observed"] == 100 == slos[("governance", "pii_classified")]["observed"]
+    assert slos[("governance", "pii_masked_on_delivery")]["observed"] == 100
     assert slos[("architecture", "pipeline_run_time")]["status"] == "pass"
 
     suites = ET.parse(junit).getroot()
     assert suites.tag == "testsuites" and int(suites.get("tests")) == len(slos) and suites.get("failures") == "0"
     cases = suites.findall("testsuite/testcase")
     assert len(cases) == len(slos) and not suites.findall(".//failure")
-    assert len(suites.findall(".//skipped")) == 2
+    assert len(suites.findall(".//skipped")) == 1
 
 
 def test_slo_report_counts_a_failing_slo_as_junit_failure_and_spends_the_error_budget(tmp_path):

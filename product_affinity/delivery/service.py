@@ -176,7 +176,7 @@ class DeliveryService:
         """The SLO report of the published snapshot (its quality.slo_results were audited before it was published)."""
         from product_affinity.quality import report
 
-        built = report.build(self.published(), runs)
+        built = report.build(self.warehouse, runs, read_from=self.published())
         self.audit.record(principal=caller.principal.name, key_id=caller.key_id, path="slo", request={"slo": runs},
                           outcome="ok", rows=len(built.slos))
         return json.loads(report.as_json(built))
