@@ -21,6 +21,7 @@ import yaml
 from product_affinity.semantic import Dimension, Mask, ModelError, View, model
 
 POLICIES_PATH = Path(__file__).with_name("policies.yaml")
+SHOWN = {"redact": "redacted", "hash": "hashed", "partial": "partly shown"}
 ATTRIBUTE = re.compile(r"^\{user\.(\w+)\}$")
 
 
@@ -222,3 +223,15 @@ def readable_views(who: Principal) -> dict[str, Access]:
         except AccessDenied:
             continue
     return readable
+
+
+def markdown_table() -> str:
+    """The groups as the README shows them: the views they read, how they see personal data, the rows they are limited to."""
+    lines = ["| group | who | views | personal data | rows |", "|---|---|---|---|---|"]
+    for g in policies().groups.values():
+        views = ", ".join("every view" if v == "*" else f"`{v}`" + ("" if grant.includes == "*" and not grant.excludes else " (some members)")
+                          for v, grant in g.views.items())
+        personal = "in clear" if g.unmask == "*" else ", ".join(f"{ref.split('.')[1]} {SHOWN[m.kind]}" for ref, m in g.masks.items()) or "masked"
+        rows = "; ".join(f"{f.cube}.{f.dimension} {f.operator} {', '.join(f.values)}" for f in g.row_filters) or "all"
+        lines.append(f"| `{g.name}` | {g.description} | {views} | {personal} | {rows} |")
+    return "\n".join(lines)

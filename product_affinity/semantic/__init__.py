@@ -318,3 +318,14 @@ def model(directory: Path = HERE) -> Model:
     _add_joins(cubes, joins)
     views = {v.name: v for v in (_view(entry, cubes, path.name) for path, entry in _load_yaml(directory / "views"))}
     return Model(cubes, views)
+
+
+def markdown_table() -> str:
+    """The views as the README shows them: what each answers, its dimensions, its measures and metrics."""
+    lines = ["| view | what it answers | dimensions | measures and metrics |", "|---|---|---|---|"]
+    for v in model().views.values():
+        dims = [f"`{n}`" for n, m in v.members.items() if not m.is_measure]
+        measures = [f"`{n}`" for n, m in v.members.items() if m.is_measure] + [f"`{n}` (derived)" for n in v.metrics]
+        answers = " ".join(v.description.split()) + (f" Output port: `{v.port}`." if v.port else "")
+        lines.append(f"| `{v.name}` | {answers} | {', '.join(dims)} | {', '.join(measures)} |")
+    return "\n".join(lines)
