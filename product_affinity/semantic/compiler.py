@@ -18,7 +18,7 @@ Guarantees:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from product_affinity.governance import Access, AccessDenied
@@ -79,7 +79,7 @@ def _time_value(value: Any, member: str) -> datetime:
         parsed = datetime.fromisoformat(str(value))
     except ValueError:
         raise QueryError(f"{member}: {value!r} is not an ISO date or timestamp") from None
-    return parsed.replace(tzinfo=None) if parsed.tzinfo is None else parsed.astimezone().replace(tzinfo=None)
+    return parsed if parsed.tzinfo is None else parsed.astimezone(UTC).replace(tzinfo=None)  # the warehouse keeps UTC
 
 
 def _end_of(value: Any, member: str) -> datetime:
@@ -279,6 +279,8 @@ class _Compiler:
         dim_filters, measure_filters = [], []
         for f in [*q.filters, *time_filters]:
             (measure_filters if self._is_measure_filter(f) else dim_filters).append(f)
+        if not (measures or dim_exprs):
+            raise QueryError("nothing to return: ask for a measure, a dimension, or a time dimension with a granularity")
         if q.ungrouped and (measures or measure_filters):
             raise QueryError("an ungrouped query returns rows as they are: ask for dimensions only")
 
