@@ -16,7 +16,7 @@ from product_affinity.governance.credentials import KeyStore
 
 FUZZED_AS = "jon"  # regional and marketing analyst: masked personal data, a row filter, two groups combined
 CLIENT_CODES = {"FORBIDDEN", "BAD_USER_INPUT"}
-EXAMPLES = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+EXAMPLES = settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 
 @pytest.fixture(scope="module")

@@ -234,3 +234,11 @@ def test_slo_status_measures_masking_on_the_data_and_api_latency_from_the_audit_
     with open_published(warehouse) as conn:
         observed, leaks = pii_masked_on_delivery(conn, warehouse)
     assert observed < 100 and "marta reads customer_360.email in clear" in leaks
+
+
+def test_the_audit_log_keeps_requests_with_any_character(api):
+    _, _, warehouse = api
+    before = len(AuditLog(warehouse).entries())
+    assert rest(api, "marta", {"measures": ["sales.lines\u2028\x85"]}).status_code == 400  # line separators are data
+    entry, = AuditLog(warehouse).entries()[before:]
+    assert entry["outcome"] == "invalid" and entry["request"] == {"measures": ["sales.lines\u2028\x85"]}

@@ -13,6 +13,7 @@ import strawberry
 from fastapi import Request
 from graphql import GraphQLError
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 from strawberry.fastapi import GraphQLRouter
 from strawberry.scalars import JSON
 
@@ -104,10 +105,11 @@ def _result(r: Result) -> LoadResult:
     return LoadResult(columns=[ColumnInfo(**vars(c)) for c in r.columns], rows=r.rows, policies=r.policies, snapshot=r.snapshot)
 
 
-def _served(call) -> Any:
-    """Run a service call, turning its refusals into GraphQL errors with a code."""
+async def _served(call) -> Any:
+    """Run a service call in the thread pool (DuckDB releases the GIL; the event loop stays free), turning its
+    refusals into GraphQL errors with a code."""
     try:
-        return call()
+        return await run_in_threadpool(call)
     except AccessDenied as error:
         raise GraphQLError(str(error), extensions={"code": "FORBIDDEN"}) from None
     except QueryError as error:
@@ -119,21 +121,21 @@ def _served(call) -> Any:
 @strawberry.type(name="Query")
 class Queries:
     @strawberry.field(description="The views you may query, their members and the policies applied to you.")
-    def meta(self, info: strawberry.Info) -> JSON:
+    async def meta(self, info: strawberry.Info) -> JSON:
         service, caller = info.context["service"], info.context["caller"]
-        return _served(lambda: service.meta(caller, "graphql meta"))
+        return await _served(lambda: service.meta(caller, "graphql meta"))
 
     @strawberry.field(description="Run a semantic query.")
-    def load(self, info: strawberry.Info, query: QueryInput) -> LoadResult:
-        service, caller = info.context["service"], info.context["caller"]
-        return _result(_served(lambda: service.load(caller, _query(query), "graphql load")))
+    async def load(self, info: strawberry.Info, query: QueryInput) -> LoadResult:
+        service, caller, parsed = info.context["service"], info.context["caller"], _query(query)
+        return _result(await _served(lambda: service.load(caller, parsed, "graphql load")))
 
     @strawberry.field(description="Rows of an output port, a page at a time.")
-    def port(self, info: strawberry.Info, name: str, limit: int = 100, offset: int = 0) -> LoadResult:
+    async def port(self, info: strawberry.Info, name: str, limit: int = 100, offset: int = 0) -> LoadResult:
         service, caller = info.context["service"], info.context["caller"]
         if not (1 <= limit <= 50_000 and 0 <= offset <= 100_000_000):
             raise GraphQLError("limit must be 1..50000 and offset 0..100000000", extensions={"code": "BAD_USER_INPUT"})
-        return _result(_served(lambda: service.read_port(caller, name, limit, offset, "graphql port")))
+        return _result(await _served(lambda: service.read_port(caller, name, limit, offset, "graphql port")))
 
 
 REFUSALS = {"FORBIDDEN", "BAD_USER_INPUT", "UNAVAILABLE"}

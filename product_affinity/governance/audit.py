@@ -53,6 +53,6 @@ class AuditLog:
 
     def entries(self) -> list[dict]:
         try:
-            return [json.loads(line) for line in self.path.read_text().splitlines() if line]
+            return [json.loads(line) for line in self.path.read_text().split("\n") if line]  # not splitlines: U+2028 may be data
         except FileNotFoundError:
             return []
