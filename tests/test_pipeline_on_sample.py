@@ -11,7 +11,7 @@ import pytest
 from mlxtend.frequent_patterns import association_rules, fpgrowth
 
 from product_affinity.cli import main
-from product_affinity.consumer_aligned.baskets import ITEM, LEVELS, LINES
+from product_affinity.consumer_aligned.baskets import ITEM, LEVELS, lines
 from product_affinity.contract import table
 from product_affinity.publication import open_published
 from product_affinity.resources import AffinitySettings
@@ -109,7 +109,7 @@ def test_planted_affinities_rank_at_the_top_by_lift(sample, level):
 def mlxtend_reference(conn, level: str, min_confidence: float) -> pd.DataFrame:
     """mlxtend's own path on the same accepted baskets: one-hot, fpgrowth, association_rules."""
     settings = AffinitySettings().thresholds(level)
-    baskets = conn.execute(f"SELECT DISTINCT p.order_id, CAST({ITEM[level]} AS VARCHAR) AS item FROM {LINES}").df()
+    baskets = conn.execute(f"SELECT DISTINCT p.order_id, CAST({ITEM[level]} AS VARCHAR) AS item FROM {lines()}").df()
     onehot = pd.crosstab(baskets["order_id"], baskets["item"]).astype(bool)
     itemsets = fpgrowth(onehot, min_support=settings.min_support, use_colnames=True, max_len=settings.max_itemset_size)
     rules = association_rules(itemsets, num_itemsets=len(onehot), metric="confidence", min_threshold=min_confidence)
