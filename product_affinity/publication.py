@@ -26,6 +26,7 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
+from product_affinity.business.assets import business_assets
 from product_affinity.consumer_aligned.assets import SOURCE_ALIGNED, consumer_aligned_assets
 from product_affinity.resources import DEFAULT_WAREHOUSE
 from product_affinity.source_aligned.assets import OWNERS
@@ -147,7 +148,7 @@ def publish(conn: duckdb.DuckDBPyConnection, warehouse: Path, run_id: str, keep:
 @dg.asset(
     key=SNAPSHOT_KEY,
     group_name="publication",
-    deps=[*SOURCE_ALIGNED.values(), *(asset.key for asset in consumer_aligned_assets)],
+    deps=[*SOURCE_ALIGNED.values(), *(asset.key for asset in consumer_aligned_assets), *(asset.key for asset in business_assets)],
     description="The published, read-only snapshot of every table: what consumers read. Runs only once every "
     "table was built and passed its blocking checks; until then the previous snapshot stays published. "
     "Open it with product_affinity.publication.open_published() or the file named in published/CURRENT.",
