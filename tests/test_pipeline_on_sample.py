@@ -1,10 +1,7 @@
 """The whole pipeline, through the command line, on the generated sample (the CI data path)."""
 
 import json
-from contextlib import redirect_stdout
-from datetime import UTC, datetime
 from fractions import Fraction
-from io import StringIO
 
 import pandas as pd
 import pytest
@@ -16,21 +13,11 @@ from product_affinity.contract import table
 from product_affinity.publication import open_published
 from product_affinity.resources import AffinitySettings
 
-END = datetime.now(UTC).replace(tzinfo=None)  # fresh: the freshness SLO is measured against the wall clock
-
-
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sample")
-    sources, warehouse = root / "sources", root / "warehouse.duckdb"
-    from product_affinity.sources.sample import generate_sample
-
-    truth = generate_sample(sources, end=END) | {"directory": sources}
-    with redirect_stdout(StringIO()) as printed:
-        assert main(["run", "--sources", str(sources), "--warehouse", str(warehouse)]) == 0
-    truth["printed"] = printed.getvalue()
+def sample(sample_run):
+    warehouse, truth, printed = sample_run
     with open_published(warehouse) as conn:  # what consumers read
-        yield conn, truth
+        yield conn, truth | {"printed": printed}
 
 
 def test_every_source_row_is_accepted_or_quarantined_for_the_planted_reason(sample):
