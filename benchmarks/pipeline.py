@@ -86,14 +86,14 @@ def mlxtend_rules(warehouse: Path, levels: tuple[str, ...]) -> list:
     import pandas as pd
     from mlxtend.frequent_patterns import association_rules, fpgrowth
 
-    from product_affinity.consumer_aligned.baskets import ITEM, LINES
+    from product_affinity.consumer_aligned.baskets import ITEM, lines
     from product_affinity.resources import AffinitySettings
 
     found = []
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         for level in levels:
             t = AffinitySettings().thresholds(level)
-            baskets = conn.execute(f"SELECT DISTINCT p.order_id, CAST({ITEM[level]} AS VARCHAR) AS item FROM {LINES}").df()
+            baskets = conn.execute(f"SELECT DISTINCT p.order_id, CAST({ITEM[level]} AS VARCHAR) AS item FROM {lines()}").df()
             onehot = pd.crosstab(baskets["order_id"], baskets["item"]).astype(bool)
             del baskets
             itemsets = fpgrowth(onehot, min_support=t.min_support, use_colnames=True, max_len=t.max_itemset_size)

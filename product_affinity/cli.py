@@ -47,6 +47,9 @@ def run_job(defs, warehouse: Path) -> int:
     snapshot = published_snapshot(warehouse)
     print(f"\nBuilt and audited every asset in {warehouse}, published {snapshot} in {time.perf_counter() - started:.1f}s\n")
     print_summary(snapshot)
+    from product_affinity.page.assets import page_path
+
+    print(f"Data product page: {page_path(warehouse)}")
     return 0
 
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from product_affinity.business.assets import business_assets
 from product_affinity.consumer_aligned.assets import consumer_aligned_assets
+from product_affinity.page.assets import product_page
 from product_affinity.publication import snapshot
 from product_affinity.quality.checks import quality_checks
 from product_affinity.resources import DEFAULT_SOURCES, DEFAULT_WAREHOUSE, resources
@@ -30,7 +32,7 @@ daily = dg.ScheduleDefinition(
 def build_definitions(sources: Path = DEFAULT_SOURCES, warehouse: Path = DEFAULT_WAREHOUSE) -> dg.Definitions:
     # One DuckDB writer at a time: DuckDB locks the file per process, so steps run in one process.
     return dg.Definitions(
-        assets=[*source_files, *source_aligned_assets, *consumer_aligned_assets, snapshot],
+        assets=[*source_files, *source_aligned_assets, *consumer_aligned_assets, snapshot, *business_assets, product_page],
         asset_checks=quality_checks,
         jobs=[everything],
         schedules=[daily],

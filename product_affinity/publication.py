@@ -26,7 +26,9 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
+from product_affinity.business.assets import business_assets
 from product_affinity.consumer_aligned.assets import SOURCE_ALIGNED, consumer_aligned_assets
+from product_affinity.product import asset_tags, delivery_port
 from product_affinity.resources import DEFAULT_WAREHOUSE
 from product_affinity.source_aligned.assets import OWNERS
 
@@ -147,13 +149,13 @@ def publish(conn: duckdb.DuckDBPyConnection, warehouse: Path, run_id: str, keep:
 @dg.asset(
     key=SNAPSHOT_KEY,
     group_name="publication",
-    deps=[*SOURCE_ALIGNED.values(), *(asset.key for asset in consumer_aligned_assets)],
+    deps=[*SOURCE_ALIGNED.values(), *(asset.key for asset in consumer_aligned_assets), *(asset.key for asset in business_assets)],
     description="The published, read-only snapshot of every table: what consumers read. Runs only once every "
     "table was built and passed its blocking checks; until then the previous snapshot stays published. "
     "Open it with product_affinity.publication.open_published() or the file named in published/CURRENT.",
     owners=OWNERS,
-    kinds={"duckdb"},
-    tags={"layer": "publication"},
+    kinds={delivery_port("published-snapshot")["type"]},
+    tags=asset_tags(layer="publication"),
 )
 def snapshot(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
     path = Path(warehouse.database)

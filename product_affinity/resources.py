@@ -94,6 +94,7 @@ class AffinitySettings(dg.ConfigurableResource):
     recommendations_per_customer: int = 3
     frequency_window_days: int = 365
     discount_rate: float = 0.10
+    backtest_holdout_days: int = 90  # the backtest's cut-off: this many days before the latest purchase
 
     def thresholds(self, level: str) -> Thresholds:
         return Thresholds(

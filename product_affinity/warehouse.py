@@ -25,6 +25,11 @@ def execute(conn: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | 
     return conn.execute(sql, _params(sql, params))
 
 
+def typed_columns(t: Table) -> str:
+    """The select list that gives a query's columns the types and order the contract declares for `t`."""
+    return ", ".join(f"CAST({c.name} AS {c.type}) AS {c.name}" for c in t.columns)
+
+
 def replace_table(
     conn: duckdb.DuckDBPyConnection, t: Table, select_sql: str, params: dict[str, Any] | None = None
 ) -> int:
@@ -34,9 +39,8 @@ def replace_table(
         raise ContractViolation(
             f"{t.physical_name}: query yields {produced}, the contract declares {t.column_names}"
         )
-    typed = ", ".join(f"CAST({c.name} AS {c.type}) AS {c.name}" for c in t.columns)
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {t.schema}")
-    execute(conn, f"CREATE OR REPLACE TABLE {t.physical_name} AS SELECT {typed} FROM ({select_sql})", params)
+    execute(conn, f"CREATE OR REPLACE TABLE {t.physical_name} AS SELECT {typed_columns(t)} FROM ({select_sql})", params)
     return conn.execute(f"SELECT count(*) FROM {t.physical_name}").fetchone()[0]
 
 

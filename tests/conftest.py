@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+import shutil
+from contextlib import redirect_stdout
+from datetime import UTC, datetime
+from io import StringIO
 from pathlib import Path
 
 import duckdb
@@ -42,21 +47,40 @@ def conn():
 
 
 @pytest.fixture(scope="session")
-def published_sample(tmp_path_factory) -> Path:
-    """The default sample, built, audited and published once per test session: the working warehouse's path.
-
-    Consumers' tests (APIs, policies, the BI port) read what it published, as consumers do.
-    """
-    from contextlib import redirect_stdout
-    from datetime import UTC, datetime
-    from io import StringIO
-
+def sample_run(tmp_path_factory):
+    """The default sample through `product-affinity run`, once per session: (warehouse, ground truth, printed summary)."""
     from product_affinity.cli import main
     from product_affinity.sources.sample import generate_sample
 
-    root = tmp_path_factory.mktemp("published_sample")
+    root = tmp_path_factory.mktemp("sample")
     sources, warehouse = root / "sources", root / "warehouse.duckdb"
-    generate_sample(sources, end=datetime.now(UTC).replace(tzinfo=None))
-    with redirect_stdout(StringIO()):
+    truth = generate_sample(sources, end=datetime.now(UTC).replace(tzinfo=None)) | {"directory": sources}  # fresh: freshness is real
+    with redirect_stdout(StringIO()) as printed:
         assert main(["run", "--sources", str(sources), "--warehouse", str(warehouse)]) == 0
-    return warehouse
+    return warehouse, truth, printed.getvalue()
+
+
+@pytest.fixture(scope="session")
+def published_sample(sample_run) -> Path:
+    """The working warehouse of the session's sample run: consumers' tests (APIs, policies, the BI port) read what it published."""
+    return sample_run[0]
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the whole session. Skips without Chromium, unless CI is set: there it must run."""
+    if not (shutil.which(CHROMIUM) or Path(CHROMIUM).exists()):
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {CHROMIUM} is missing: apt-get install chromium")
+        pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install chromium); runs and fails under CI=true")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

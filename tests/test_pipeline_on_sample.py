@@ -1,36 +1,23 @@
 """The whole pipeline, through the command line, on the generated sample (the CI data path)."""
 
 import json
-from contextlib import redirect_stdout
-from datetime import UTC, datetime
 from fractions import Fraction
-from io import StringIO
 
 import pandas as pd
 import pytest
 from mlxtend.frequent_patterns import association_rules, fpgrowth
 
 from product_affinity.cli import main
-from product_affinity.consumer_aligned.baskets import ITEM, LEVELS, LINES
+from product_affinity.consumer_aligned.baskets import ITEM, LEVELS, lines
 from product_affinity.contract import table
 from product_affinity.publication import open_published
 from product_affinity.resources import AffinitySettings
 
-END = datetime.now(UTC).replace(tzinfo=None)  # fresh: the freshness SLO is measured against the wall clock
-
-
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sample")
-    sources, warehouse = root / "sources", root / "warehouse.duckdb"
-    from product_affinity.sources.sample import generate_sample
-
-    truth = generate_sample(sources, end=END) | {"directory": sources}
-    with redirect_stdout(StringIO()) as printed:
-        assert main(["run", "--sources", str(sources), "--warehouse", str(warehouse)]) == 0
-    truth["printed"] = printed.getvalue()
+def sample(sample_run):
+    warehouse, truth, printed = sample_run
     with open_published(warehouse) as conn:  # what consumers read
-        yield conn, truth
+        yield conn, truth | {"printed": printed}
 
 
 def test_every_source_row_is_accepted_or_quarantined_for_the_planted_reason(sample):
@@ -109,7 +96,7 @@ def test_planted_affinities_rank_at_the_top_by_lift(sample, level):
 def mlxtend_reference(conn, level: str, min_confidence: float) -> pd.DataFrame:
     """mlxtend's own path on the same accepted baskets: one-hot, fpgrowth, association_rules."""
     settings = AffinitySettings().thresholds(level)
-    baskets = conn.execute(f"SELECT DISTINCT p.order_id, CAST({ITEM[level]} AS VARCHAR) AS item FROM {LINES}").df()
+    baskets = conn.execute(f"SELECT DISTINCT p.order_id, CAST({ITEM[level]} AS VARCHAR) AS item FROM {lines()}").df()
     onehot = pd.crosstab(baskets["order_id"], baskets["item"]).astype(bool)
     itemsets = fpgrowth(onehot, min_support=settings.min_support, use_colnames=True, max_len=settings.max_itemset_size)
     rules = association_rules(itemsets, num_itemsets=len(onehot), metric="confidence", min_threshold=min_confidence)

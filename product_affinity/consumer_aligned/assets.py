@@ -10,6 +10,7 @@ from product_affinity.consumer_aligned import affinity_matrix, customer_metrics,
 from product_affinity.consumer_aligned import association_rules as rules
 from product_affinity.consumer_aligned.baskets import LEVELS, load_basket_items
 from product_affinity.contract import table
+from product_affinity.product import asset_tags, kinds, port
 from product_affinity.quality.checks import freshness_policy
 from product_affinity.resources import AffinitySettings
 from product_affinity.source_aligned.assets import OWNERS
@@ -23,23 +24,25 @@ def _key(name: str) -> dg.AssetKey:
 
 
 def output_port(name: str, deps: list[dg.AssetKey], defined_in: ModuleType) -> dict:
-    """Asset arguments shared by every output port: description, schema and ownership from the contract."""
+    """Asset arguments shared by every output port: schema from the contract; description, ownership, kinds and tags
+    from the data product descriptor (which resolves the port's description from the contract)."""
     t = table(name)
     return dict(
         name=name,
         key_prefix="consumer_aligned",
         group_name="consumer_aligned",
         deps=deps,
-        description=f"{t.description}\n\n{defined_in.__doc__}",
+        description=f"{port(name)['description']}\n\n{defined_in.__doc__}",
         owners=OWNERS,
-        kinds={"duckdb", "table"},
-        tags={"layer": "consumer_aligned", "output_port": ""},
+        kinds=kinds(name),
+        tags=asset_tags(name, layer="consumer_aligned", output_port=""),
         metadata={"dagster/column_schema": column_schema(t), "dagster/table_name": t.physical_name},
         freshness_policy=freshness_policy(),
     )
 
 
-def _publish(conn, name: str, sql: str, **metadata) -> dg.MaterializeResult:
+def publish_port(conn, name: str, sql: str, **metadata) -> dg.MaterializeResult:
+    """Replace an output port's table from a query, typed as the contract says, and describe it for Dagster."""
     replace_table(conn, table(name), sql)
     return dg.MaterializeResult(metadata=materialization_metadata(conn, table(name), **metadata))
 
@@ -51,20 +54,20 @@ def association_rules(context: dg.AssetExecutionContext, warehouse: DuckDBResour
         by_level = {level: int((mined["level"] == level).sum()) for level in LEVELS}
         context.log.info(f"association_rules: {by_level}")
         conn.register("_mined_rules", mined)
-        return _publish(conn, "association_rules", "SELECT * FROM _mined_rules", rules_by_level=by_level)
+        return publish_port(conn, "association_rules", "SELECT * FROM _mined_rules", rules_by_level=by_level)
 
 
 @dg.asset(**output_port("product_affinity_matrix", [SOURCE_ALIGNED["purchase"], SOURCE_ALIGNED["product"]], affinity_matrix))
 def product_affinity_matrix(warehouse: DuckDBResource):
     with warehouse.get_connection() as conn:
         basket_items, _ = load_basket_items(conn, "category")
-        return _publish(conn, "product_affinity_matrix", affinity_matrix.affinity_matrix_sql(basket_items, "item_labels_category"))
+        return publish_port(conn, "product_affinity_matrix", affinity_matrix.affinity_matrix_sql(basket_items, "item_labels_category"))
 
 
 @dg.asset(**output_port("cross_sell_recommendations", [_key("association_rules"), SOURCE_ALIGNED["purchase"]], recommendations))
 def cross_sell_recommendations(warehouse: DuckDBResource, settings: AffinitySettings):
     with warehouse.get_connection() as conn:
-        return _publish(conn, "cross_sell_recommendations", recommendations.build(conn, settings.recommendations_per_customer))
+        return publish_port(conn, "cross_sell_recommendations", recommendations.build(conn, settings.recommendations_per_customer))
 
 
 @dg.asset(
@@ -77,7 +80,7 @@ def cross_sell_recommendations(warehouse: DuckDBResource, settings: AffinitySett
 def customer_metrics_asset(warehouse: DuckDBResource, settings: AffinitySettings):
     with warehouse.get_connection() as conn:
         sql = customer_metrics.customer_metrics_sql(settings.frequency_window_days, settings.discount_rate)
-        return _publish(conn, "customer_metrics", sql)
+        return publish_port(conn, "customer_metrics", sql)
 
 
 consumer_aligned_assets = [association_rules, product_affinity_matrix, cross_sell_recommendations, customer_metrics_asset]

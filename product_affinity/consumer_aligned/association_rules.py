@@ -28,6 +28,7 @@ import duckdb
 import pandas as pd
 from mlxtend.frequent_patterns import association_rules as mlxtend_rules
 
+from product_affinity.consumer_aligned.baskets import PURCHASES, basket_count, load_basket_items
 from product_affinity.contract import table
 
 RULE_COLUMNS = table("association_rules").column_names  # the output port, as the contract declares it
@@ -128,14 +129,15 @@ def mine_rules(
     return rules_from_itemsets(itemsets, baskets, thresholds.min_confidence, labels, level)
 
 
-def mine_all_levels(conn: duckdb.DuckDBPyConnection, thresholds: dict[str, Thresholds]) -> pd.DataFrame:
-    """Rules at every level (category, product) from the source-aligned purchases."""
-    from product_affinity.consumer_aligned.baskets import basket_count, load_basket_items
-
-    baskets = basket_count(conn)
+def mine_all_levels(
+    conn: duckdb.DuckDBPyConnection, thresholds: dict[str, Thresholds], purchases: str = PURCHASES
+) -> pd.DataFrame:
+    """Rules at every level (category, product) from the accepted purchase lines (or another table of them)."""
+    baskets = basket_count(conn, purchases)
     frames = []
     for level, level_thresholds in thresholds.items():
-        basket_items, labels = load_basket_items(conn, level, min_count(level_thresholds.min_support, baskets))
+        minimum = min_count(level_thresholds.min_support, baskets)
+        basket_items, labels = load_basket_items(conn, level, minimum, purchases)
         frames.append(mine_rules(conn, basket_items, labels, level, level_thresholds, baskets))
     mined = [f for f in frames if not f.empty]
     return pd.concat(mined, ignore_index=True) if mined else pd.DataFrame(columns=RULE_COLUMNS)

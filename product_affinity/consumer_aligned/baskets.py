@@ -1,27 +1,42 @@
-"""What is in each basket (order), at category or at product level."""
+"""What is in each basket (order), at category or at product level.
+
+Every function reads the accepted purchase lines, `source_aligned.purchase`, unless given another
+table or view of the same columns: the backtest mines and recommends from the lines bought before
+its cut-off with exactly the code the output ports are built with.
+"""
 
 from __future__ import annotations
 
 import duckdb
 
 LEVELS = ("category", "product")
+PURCHASES = "source_aligned.purchase"
 
 # Item key (in its native type, so 32M lines are never cast to text) and display name at each
-# level, valid over LINES and over source_aligned.product AS pr.
+# level, valid over lines() and over source_aligned.product AS pr.
 ITEM = {"category": "pr.category", "product": "product_id"}
 ITEM_TYPE = {"category": "VARCHAR", "product": "BIGINT"}
 ITEM_NAME = {"category": "pr.category", "product": "pr.product_name"}
-LINES = "source_aligned.purchase AS p JOIN source_aligned.product AS pr USING (product_id)"
-# The least a level's items need: products are on the purchase lines themselves.
-ITEM_LINES = {"category": LINES, "product": "source_aligned.purchase AS p"}
 
 
-def basket_count(conn: duckdb.DuckDBPyConnection) -> int:
+def lines(purchases: str = PURCHASES) -> str:
+    """Purchase lines (AS p) with their product (AS pr)."""
+    return f"{purchases} AS p JOIN source_aligned.product AS pr USING (product_id)"
+
+
+def item_lines(level: str, purchases: str = PURCHASES) -> str:
+    """The least a level's items need: products are on the purchase lines themselves."""
+    return lines(purchases) if level == "category" else f"{purchases} AS p"
+
+
+def basket_count(conn: duckdb.DuckDBPyConnection, purchases: str = PURCHASES) -> int:
     """Baskets (orders with at least one accepted line): the same at every level."""
-    return conn.execute("SELECT count(DISTINCT order_id) FROM source_aligned.purchase").fetchone()[0]
+    return conn.execute(f"SELECT count(DISTINCT order_id) FROM {purchases}").fetchone()[0]
 
 
-def load_basket_items(conn: duckdb.DuckDBPyConnection, level: str, minimum: int = 0) -> tuple[str, dict[int, str]]:
+def load_basket_items(
+    conn: duckdb.DuckDBPyConnection, level: str, minimum: int = 0, purchases: str = PURCHASES
+) -> tuple[str, dict[int, str]]:
     """Create temp table `basket_items_<level>`: distinct (basket, item) with integer items; return its name and item labels.
 
     Products keep their integer ids; categories are numbered in alphabetical order (temp table
@@ -32,8 +47,8 @@ def load_basket_items(conn: duckdb.DuckDBPyConnection, level: str, minimum: int 
     if level == "product":
         conn.execute(
             f"""CREATE OR REPLACE TEMP TABLE {name} AS
-            SELECT DISTINCT order_id AS basket, product_id AS item FROM source_aligned.purchase
-            WHERE product_id IN (SELECT product_id FROM source_aligned.purchase GROUP BY product_id HAVING count(*) >= {minimum})"""
+            SELECT DISTINCT order_id AS basket, product_id AS item FROM {purchases}
+            WHERE product_id IN (SELECT product_id FROM {purchases} GROUP BY product_id HAVING count(*) >= {minimum})"""
         )
         ids = conn.execute("SELECT product_id, product_id::VARCHAR FROM source_aligned.product").fetchall()
     else:
@@ -45,7 +60,7 @@ def load_basket_items(conn: duckdb.DuckDBPyConnection, level: str, minimum: int 
         conn.execute(
             f"""CREATE OR REPLACE TEMP TABLE {name} AS
             SELECT DISTINCT p.order_id AS basket, c.item
-            FROM {LINES} JOIN item_labels_{level} AS c ON c.label = pr.category"""
+            FROM {lines(purchases)} JOIN item_labels_{level} AS c ON c.label = pr.category"""
         )
         ids = conn.execute(f"SELECT item, label FROM item_labels_{level}").fetchall()
     return name, {int(item): label for item, label in ids}

@@ -3,6 +3,9 @@
 A rule applies to a customer when they have bought every antecedent and not the (single)
 consequent, and when its lift is above 1. Per customer and item the best applicable rule (highest
 confidence, then lift) gives the score; the top items per customer are kept.
+
+The rules and the purchase lines are the output port and the accepted lines unless given other
+tables of the same columns (the backtest recommends from rules mined before its cut-off).
 """
 
 from __future__ import annotations
@@ -10,10 +13,13 @@ from __future__ import annotations
 import duckdb
 
 from product_affinity.consumer_aligned import metrics
-from product_affinity.consumer_aligned.baskets import ITEM, ITEM_LINES, ITEM_NAME, ITEM_TYPE, LEVELS
+from product_affinity.consumer_aligned.baskets import ITEM, ITEM_NAME, ITEM_TYPE, LEVELS, PURCHASES, item_lines
+from product_affinity.contract import table
+
+RULES = table("association_rules").physical_name
 
 
-def _prepare(conn: duckdb.DuckDBPyConnection, level: str) -> None:
+def _prepare(conn: duckdb.DuckDBPyConnection, level: str, rules: str, purchases: str) -> None:
     """Temp tables _rules (rules that can be recommended) and _owned (customer, item), for one level.
 
     Only items that appear in some rule matter, which at product level leaves out most lines.
@@ -23,17 +29,17 @@ def _prepare(conn: duckdb.DuckDBPyConnection, level: str) -> None:
         f"""CREATE OR REPLACE TEMP TABLE _rules AS
         SELECT rule_id, CAST(antecedents AS {kind}[]) AS antecedents, CAST(consequents[1] AS {kind}) AS item,
                confidence, lift
-        FROM consumer_aligned.association_rules
+        FROM {rules}
         WHERE level = '{level}' AND len(consequents) = 1 AND lift > 1"""
     )
     conn.execute(
         f"""CREATE OR REPLACE TEMP TABLE _owned AS
-        SELECT DISTINCT p.customer_id, {ITEM[level]} AS item FROM {ITEM_LINES[level]}
+        SELECT DISTINCT p.customer_id, {ITEM[level]} AS item FROM {item_lines(level, purchases)}
         WHERE {ITEM[level]} IN (SELECT item FROM _rules UNION SELECT unnest(antecedents) FROM _rules)"""
     )
 
 
-def _level_sql(level: str, per_customer: int) -> str:
+def _level_sql(level: str, per_customer: int, purchases: str) -> str:
     return f"""
     WITH applicable AS (
         SELECT o.customer_id, r.rule_id  -- one antecedent: a plain join
@@ -56,7 +62,7 @@ def _level_sql(level: str, per_customer: int) -> str:
     ), item_value AS (  -- typical spend on the item in an order that contains it
         SELECT item, avg(spend) AS typical_spend FROM (
             SELECT p.order_id, {ITEM[level]} AS item, sum(p.quantity * p.unit_price) AS spend
-            FROM {ITEM_LINES[level]} WHERE {ITEM[level]} IN (SELECT item FROM _rules) GROUP BY ALL
+            FROM {item_lines(level, purchases)} WHERE {ITEM[level]} IN (SELECT item FROM _rules) GROUP BY ALL
         ) GROUP BY item
     ), item_name AS (
         SELECT DISTINCT {ITEM[level]} AS item, {ITEM_NAME[level]} AS name FROM source_aligned.product AS pr
@@ -66,9 +72,9 @@ def _level_sql(level: str, per_customer: int) -> str:
     FROM ranked JOIN item_value USING (item) JOIN item_name USING (item)"""
 
 
-def build(conn: duckdb.DuckDBPyConnection, per_customer: int) -> str:
+def build(conn: duckdb.DuckDBPyConnection, per_customer: int, rules: str = RULES, purchases: str = PURCHASES) -> str:
     """Materialize each level's recommendations; return the query that unions them."""
     for level in LEVELS:
-        _prepare(conn, level)
-        conn.execute(f"CREATE OR REPLACE TEMP TABLE _recommended_{level} AS {_level_sql(level, per_customer)}")
+        _prepare(conn, level, rules, purchases)
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE _recommended_{level} AS {_level_sql(level, per_customer, purchases)}")
     return " UNION ALL ".join(f"SELECT * FROM _recommended_{level}" for level in LEVELS)

@@ -159,11 +159,6 @@ def tables() -> dict[str, Table]:
     }
 
 
-def owners() -> list[str]:
-    """The product's owning teams, as Dagster owners ("team:<name>")."""
-    return [f"team:{member['username']}" for member in contract().get("team", []) if member.get("role") == "owner"]
-
-
 def table(name: str) -> Table:
     return tables()[name]
 

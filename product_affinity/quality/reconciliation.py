@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from product_affinity.product import alignment
+
 CHECKED = "checked_rows"
 # Product rules recounted per run: a reproducible sample, because recounting thousands of product
 # pairs over tens of millions of lines costs as much as mining them. Category rules are all recounted.
@@ -76,6 +78,18 @@ RECOMPUTED: dict[str, Recomputation] = {
         FROM (SELECT DISTINCT category_1, category_2 FROM {CHECKED}) AS pair
         JOIN category_bit AS a ON a.category = pair.category_1 JOIN category_bit AS b ON b.category = pair.category_2
         LEFT JOIN category_sets AS s ON s.mask & ((1::UHUGEINT << a.bit) | (1::UHUGEINT << b.bit)) = (1::UHUGEINT << a.bit) | (1::UHUGEINT << b.bit)
+        GROUP BY ALL""",
+    ),
+    "recounted_north_star": Recomputation(
+        ("month", "node_id"),
+        f"""WITH first_in_category AS (
+            SELECT p.customer_id, pr.category, min(p.purchased_at) AS first_at
+            FROM source_aligned.purchase AS p JOIN source_aligned.product AS pr USING (product_id) GROUP BY ALL
+        ), first_order AS (SELECT customer_id, min(purchased_at) AS first_at FROM source_aligned.purchase GROUP BY ALL)
+        SELECT m.month, m.node_id, count(DISTINCT f.customer_id) FILTER (WHERE o.first_at < m.month) AS recounted_north_star
+        FROM (SELECT DISTINCT month, node_id FROM {CHECKED} WHERE node_id = '{alignment()["northStar"]["id"]}') AS m
+        LEFT JOIN first_in_category AS f ON f.first_at >= m.month AND f.first_at < m.month + INTERVAL 1 MONTH
+        LEFT JOIN first_order AS o USING (customer_id)
         GROUP BY ALL""",
     ),
     "confidence_of_rule": Recomputation(

@@ -23,7 +23,7 @@ EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
 # Contract type -> the numpy scalar type pandas gives the column once DuckDB hands it over
 # (DECIMAL arrives as float64, list columns as Python objects).
 PANDAS_TYPES = {"BIGINT": "int64", "INTEGER": "int32", "DOUBLE": "float64", "VARCHAR": "str",
-                "TIMESTAMP": "datetime64", "BOOLEAN": "bool"}
+                "TIMESTAMP": "datetime64", "DATE": "datetime64", "BOOLEAN": "bool"}
 SEVERITIES = {"error": "critical", "warning": "warning"}
 
 

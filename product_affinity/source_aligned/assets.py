@@ -9,13 +9,14 @@ from datetime import UTC, datetime
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from product_affinity.contract import owners, table
+from product_affinity.contract import table
+from product_affinity.product import asset_tags, custom, kinds, owners, port
 from product_affinity.quality.checks import freshness_policy
 from product_affinity.resources import SourceFiles
 from product_affinity.source_aligned.cleaning import FOREIGN_KEYS, ingest
 from product_affinity.warehouse import column_schema, materialization_metadata
 
-OWNERS = owners()  # from the contract's team
+OWNERS = owners()  # from the data product descriptor's team
 
 
 def source_file_spec(name: str) -> dg.AssetSpec:
@@ -26,7 +27,8 @@ def source_file_spec(name: str) -> dg.AssetSpec:
         description=f"Operational source file {t.source_file} ({t.description})",
         group_name="sources",
         owners=OWNERS,
-        kinds={"csv"},
+        kinds=set(custom(port(name))["sourceKinds"]),
+        tags=asset_tags(),
     )
 
 
@@ -40,12 +42,12 @@ def source_aligned_asset(name: str) -> dg.AssetsDefinition:
         name=name,
         key_prefix="source_aligned",
         group_name="source_aligned",
-        description=f"{t.description} Typed, trimmed, normalised and deduplicated on "
+        description=f"{port(name)['description']} Typed, trimmed, normalised and deduplicated on "
         f"({', '.join(t.primary_key)}); rejected rows go to source_aligned.quarantine with a reason.",
         deps=upstream,
         owners=OWNERS,
-        kinds={"duckdb", "table"},
-        tags={"layer": "source_aligned"},
+        kinds=kinds(name),
+        tags=asset_tags(name, layer="source_aligned"),
         metadata={"dagster/column_schema": column_schema(t), "dagster/table_name": t.physical_name},
         freshness_policy=freshness_policy() if name == "purchase" else None,
     )

@@ -1,0 +1,54 @@
+"""The business alignment's output ports: does the cross-sell score predict purchases, and how the North Star moves."""
+
+import dagster as dg
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+
+from product_affinity.business import backtest, kpi_tree
+from product_affinity.consumer_aligned.assets import SOURCE_ALIGNED, output_port, publish_port
+from product_affinity.consumer_aligned.baskets import LEVELS
+from product_affinity.contract import table
+from product_affinity.product import alignment
+from product_affinity.resources import AffinitySettings
+
+BACKTEST_KEY = dg.AssetKey(["consumer_aligned", "recommendation_backtest"])
+
+
+@dg.asset(**output_port("recommendation_backtest", [SOURCE_ALIGNED["purchase"], SOURCE_ALIGNED["product"]], backtest))
+def recommendation_backtest(context: dg.AssetExecutionContext, warehouse: DuckDBResource, settings: AffinitySettings):
+    thresholds = {level: settings.thresholds(level) for level in LEVELS}
+    with warehouse.get_connection() as conn:
+        sql = backtest.backtest_sql(conn, thresholds, settings.recommendations_per_customer, settings.backtest_holdout_days)
+        result = publish_port(conn, "recommendation_backtest", sql)
+        figures = conn.execute(
+            f"""SELECT level, k, recommender, hit_rate, precision_at_k FROM ({sql})
+            WHERE k = {settings.recommendations_per_customer} ORDER BY level, recommender"""
+        ).fetchall()
+    lines = [f"| {level} | {k} | {who} | {hit:.3f} | {precision:.3f} |" for level, k, who, hit, precision in figures]
+    context.log.info("backtest at k: " + "; ".join(line.strip("| ").replace(" | ", " ") for line in lines))
+    table = "| level | k | recommender | hit rate | precision |\n|---|---|---|---|---|\n" + "\n".join(lines)
+    return dg.MaterializeResult(metadata={**result.metadata, "at_k": dg.MetadataValue.md(table)})
+
+
+@dg.asset(
+    **output_port(
+        "kpi_tree",
+        [SOURCE_ALIGNED["purchase"], SOURCE_ALIGNED["product"], dg.AssetKey(["consumer_aligned", "customer_metrics"]), BACKTEST_KEY],
+        kpi_tree,
+    )
+)
+def kpi_tree_asset(warehouse: DuckDBResource):
+    with warehouse.get_connection() as conn:
+        rows = pd.DataFrame(kpi_tree.build(conn), columns=table("kpi_tree").column_names)
+        conn.register("_kpi_rows", rows)
+        result = publish_port(conn, "kpi_tree", "SELECT * FROM _kpi_rows")
+    north_star = rows[rows["node_id"] == alignment()["northStar"]["id"]].tail(1)
+    facts = {} if north_star.empty else {
+        "north_star_month": str(north_star["month"].iloc[0])[:7],
+        "north_star": float(north_star["value"].iloc[0]),
+        "north_star_change": dg.MetadataValue.float(float(north_star["change"].iloc[0])) if pd.notna(north_star["change"].iloc[0]) else dg.MetadataValue.null(),
+    }
+    return dg.MaterializeResult(metadata={**result.metadata, **facts})
+
+
+business_assets = [recommendation_backtest, kpi_tree_asset]

@@ -1,0 +1,36 @@
+"""The data product page asset: rebuilt after every publication, from the published snapshot only."""
+
+from pathlib import Path
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from product_affinity.page.render import write_page
+from product_affinity.product import asset_tags, delivery_port, owners
+from product_affinity.publication import SNAPSHOT_KEY, published_snapshot
+
+PAGE = delivery_port("product-page")
+
+
+def page_path(warehouse: Path) -> Path:
+    """Where the page is written: next to the warehouse, as the descriptor's delivery port says."""
+    return Path(warehouse).parent / PAGE["location"]
+
+
+@dg.asset(
+    key=["publication", "product_page"],
+    group_name="publication",
+    deps=[SNAPSHOT_KEY],
+    description=f"{PAGE['description']} What the product is and who owns it, its ports and lineage, the metric "
+    "definitions, the KPI tree, the category affinity heatmap, top rules, the backtest and the SLO status, "
+    "built from the published snapshot only.",
+    owners=owners(),
+    kinds={PAGE["type"]},
+    tags=asset_tags(layer="publication"),
+)
+def product_page(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+    snapshot = published_snapshot(Path(warehouse.database))
+    page = write_page(snapshot, page_path(Path(warehouse.database)).parent)
+    context.log.info(f"wrote {page} from {snapshot}")
+    return dg.MaterializeResult(metadata={"page": dg.MetadataValue.path(str(page)), "snapshot": snapshot.name,
+                                          "bytes": page.stat().st_size})

@@ -1,0 +1,110 @@
+"""The data product page in a real headless browser, and the Dagster UI's asset graph with every asset."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from product_affinity.definitions import defs
+from product_affinity.page.assets import page_path
+from product_affinity.product import alignment, owners
+from product_affinity.publication import open_published
+
+
+@pytest.fixture(scope="module")
+def page(sample_run, browser):
+    """The sample's page, opened from the file system with no server; console errors collected."""
+    warehouse, _, _ = sample_run
+    opened = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    opened.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    opened.on("requestfailed", lambda request: errors.append(f"request failed: {request.url}"))
+    opened.goto(page_path(warehouse).as_uri())
+    yield opened, errors, warehouse
+    opened.close()
+
+
+def test_page_renders_offline_without_console_errors(page, tmp_path):
+    opened, errors, _ = page
+    assert opened.title().startswith("Product Affinity")
+    assert opened.locator("svg").count() >= 4  # KPI tree, trend, backtest, heatmap
+    for section in ("alignment", "kpi-tree", "backtest", "affinity", "rules", "ports", "metrics", "slos"):
+        assert opened.locator(f"#{section}").is_visible(), section
+    opened.screenshot(path=tmp_path / "page.png", full_page=True)
+    assert errors == []
+
+
+def test_page_shows_the_published_numbers(page):
+    opened, _, warehouse = page
+    with open_published(warehouse) as conn:
+        # The North Star of the last complete month, recounted here from the purchase lines by timestamp.
+        (month, expected), = conn.execute(
+            """WITH firsts AS (SELECT p.customer_id, pr.category, min(p.purchased_at) AS first_at
+                               FROM source_aligned.purchase AS p JOIN source_aligned.product AS pr USING (product_id) GROUP BY ALL),
+                    customers AS (SELECT customer_id, min(purchased_at) AS first_at FROM source_aligned.purchase GROUP BY ALL),
+                    month AS (SELECT date_trunc('month', max(purchased_at)) - INTERVAL 1 MONTH AS m FROM source_aligned.purchase)
+               SELECT strftime(any_value(m), '%Y-%m'), count(DISTINCT f.customer_id) FROM firsts AS f JOIN customers AS c USING (customer_id), month
+               WHERE f.first_at >= m AND f.first_at < m + INTERVAL 1 MONTH AND c.first_at < m""").fetchall()
+        backtest = conn.execute("SELECT level, recommender, k, hit_rate, precision_at_k FROM consumer_aligned.recommendation_backtest").fetchall()
+        rows = {t: conn.execute(f"SELECT count(*) FROM consumer_aligned.{t}").fetchall()[0][0] for t in ("customer_metrics", "kpi_tree")}
+    assert opened.locator("#north-star-value").inner_text() == f"{expected:,}"
+    assert month in opened.locator("#kpi-tree h2").inner_text()
+    node = opened.locator(f"#kpi-table tr[data-node='{alignment()['northStar']['id']}'] td.value")
+    assert node.inner_text() == f"{expected:,}"
+    for level, recommender, k, hit_rate, precision in backtest:
+        row = opened.locator(f"#backtest-table tr[data-level='{level}'][data-recommender='{recommender}'][data-k='{k}']")
+        assert (row.locator(".hit-rate").inner_text(), row.locator(".precision").inner_text()) == (f"{hit_rate:.1%}", f"{precision:.1%}")
+    for port, count in rows.items():
+        assert opened.locator(f"tr[data-port='{port}'] td.num").inner_text() == f"{count:,}"
+    assert opened.locator("#owner").inner_text() == ", ".join(owners())
+    assert "0 failed" in opened.locator(".card").nth(3).inner_text()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dagster_asset_graph_shows_every_asset(browser, tmp_path):
+    """`dagster dev`'s webserver on a free port with a throw-away instance: the asset graph lists every asset of the definitions."""
+    home, port = tmp_path / "dagster_home", _free_port()
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    webserver = Path(sys.executable).with_name("dagster-webserver")
+    server = subprocess.Popen(
+        [str(webserver), "-m", "product_affinity.definitions", "-h", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, "DAGSTER_HOME": str(home)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "dagster-webserver did not come up"
+                time.sleep(0.5)
+        opened = browser.new_page(viewport={"width": 1600, "height": 1000})
+        opened.goto(f"http://127.0.0.1:{port}/asset-groups", wait_until="networkidle")
+        graph = defs.resolve_asset_graph()
+        groups: dict[str, list] = {}
+        for key in graph.get_all_asset_keys():
+            groups.setdefault(graph.get(key).group_name, []).append(key)
+        for group in groups:  # the global graph lists every group; each group's graph shows its assets by name
+            opened.get_by_text(group, exact=True).first.wait_for(timeout=60_000)
+        for group, keys in groups.items():
+            opened.goto(f"http://127.0.0.1:{port}/locations/product_affinity.definitions/asset-groups/{group}", wait_until="networkidle")
+            for key in keys:
+                opened.get_by_text(key.path[-1], exact=True).first.wait_for(timeout=60_000)
+            opened.screenshot(path=tmp_path / f"asset-graph-{group}.png")
+        opened.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
