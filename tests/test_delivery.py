@@ -12,6 +12,7 @@ from product_affinity.delivery.rest import create_app
 from product_affinity.governance import access, policies, principal
 from product_affinity.governance.audit import AuditLog
 from product_affinity.governance.credentials import KeyStore
+from product_affinity.product import custom, descriptor
 from product_affinity.publication import open_published, publish, published_snapshot
 from product_affinity.quality.governance import pii_masked_on_delivery
 from product_affinity.semantic import compiler
@@ -61,7 +62,7 @@ def both(api, who, query) -> list[list[dict]]:
 
 
 @pytest.mark.parametrize("method, path", [("get", "/meta"), ("post", "/load"), ("get", "/ports"), ("get", "/ports/customer_metrics"),
-                                          ("get", "/slo"), ("post", "/graphql")])
+                                          ("get", "/slo"), ("get", "/product"), ("post", "/graphql")])
 @pytest.mark.parametrize("key", [None, "pa_00000000_not-a-key"])
 def test_no_valid_key_is_401_everywhere(api, method, path, key):
     client, _, _ = api
@@ -75,7 +76,7 @@ def test_no_valid_key_is_401_everywhere(api, method, path, key):
 def test_the_openapi_spec_is_published(api):
     client, _, _ = api
     spec = client.get("/openapi.json").json()
-    assert {"/meta", "/load", "/ports/{port}", "/slo"} <= spec["paths"].keys()
+    assert {"/meta", "/load", "/ports/{port}", "/slo", "/product"} <= spec["paths"].keys()
     assert {"HTTPBearer", "APIKeyHeader"} <= spec["components"]["securitySchemes"].keys()
 
 
@@ -242,3 +243,14 @@ def test_the_audit_log_keeps_requests_with_any_character(api):
     assert rest(api, "marta", {"measures": ["sales.lines\u2028\x85"]}).status_code == 400  # line separators are data
     entry, = AuditLog(warehouse).entries()[before:]
     assert entry["outcome"] == "invalid" and entry["request"] == {"measures": ["sales.lines\u2028\x85"]}
+
+
+def test_the_descriptor_is_served_on_both_paths(api):
+    client, keys, _ = api
+    headers = {"Authorization": f"Bearer {keys['storefront']}"}
+    served = client.get("/product", headers=headers).json()
+    assert served == descriptor()
+    delivery = {p["name"]: p for p in custom(served)["deliveryPorts"]}
+    assert delivery["rest-api"]["status"] == delivery["graphql-api"]["status"] == "available"
+    graphql = client.post("/graphql", json={"query": "{ product }"}, headers=headers).json()
+    assert graphql["data"]["product"] == served

@@ -125,6 +125,11 @@ class Queries:
         service, caller = info.context["service"], info.context["caller"]
         return await _served(lambda: service.meta(caller, "graphql meta"))
 
+    @strawberry.field(description="The data product descriptor: owner, ports, delivery ports.")
+    async def product(self, info: strawberry.Info) -> JSON:
+        service, caller = info.context["service"], info.context["caller"]
+        return await _served(lambda: service.product(caller, "graphql product"))
+
     @strawberry.field(description="Run a semantic query.")
     async def load(self, info: strawberry.Info, query: QueryInput) -> LoadResult:
         service, caller, parsed = info.context["service"], info.context["caller"], _query(query)

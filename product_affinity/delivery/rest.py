@@ -124,6 +124,11 @@ def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
                   offset: Annotated[int, Param(ge=0, le=100_000_000)] = 0) -> LoadResponse:
         return response(service.read_port(who, port, limit, offset, f"rest GET {request.url.path}"))
 
+    @app.get("/product", summary="The data product descriptor (Open Data Product Standard): owner, ports, delivery ports",
+             responses=ERRORS)
+    def product(who: Authenticated, request: Request) -> dict[str, Any]:
+        return service.product(who, f"rest GET {request.url.path}")
+
     @app.get("/slo", summary="SLO status: every SLO's target, latest observation, attainment and error budget", responses=ERRORS)
     def slo(who: Authenticated, runs: Annotated[int, Param(ge=1, le=1_000)] = 30) -> dict[str, Any]:
         return service.slo(who, runs)

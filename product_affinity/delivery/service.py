@@ -172,6 +172,13 @@ class DeliveryService:
                  "columns": [{"name": c.name, "type": c.type, "description": c.description} for c in table(v.port).columns]}
                 for v in model().views.values() if v.port]
 
+    def product(self, caller: Caller, path: str) -> dict:
+        """The data product descriptor: what the product is, who owns it, its ports and where they are delivered."""
+        from product_affinity.product import descriptor
+
+        self.audit.record(principal=caller.principal.name, key_id=caller.key_id, path=path, request={"product": True}, outcome="ok")
+        return descriptor()
+
     def slo(self, caller: Caller, runs: int) -> dict:
         """The SLO report of the published snapshot (its quality.slo_results were audited before it was published)."""
         from product_affinity.quality import report
