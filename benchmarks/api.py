@@ -139,10 +139,16 @@ def percentiles(ms: list[float]) -> tuple[float, float, float]:
     return cuts[49], cuts[94], cuts[98]
 
 
-def measured(open_sender, seconds: float, warmup: float, concurrency: int) -> dict:
-    """Warm up, then one request at a time, then `concurrency` at a time."""
+def measured(open_sender, seconds: float, warmup: float, concurrency: int, server: int | None = None) -> dict:
+    """Warm up, then one request at a time, then `concurrency` at a time (with the cores each process of `server` used)."""
     load_test(open_sender, warmup, concurrency)
-    return {"one": load_test(open_sender, seconds, 1), "many": load_test(open_sender, seconds, concurrency)}
+    found = {"one": load_test(open_sender, seconds, 1)}
+    before = _cpu_seconds(_tree(server)) if server else {}
+    found["many"] = load_test(open_sender, seconds, concurrency)
+    if server:
+        used = {pid: (cpu - before.get(pid, 0)) / found["many"]["seconds"] for pid, cpu in _cpu_seconds(_tree(server)).items()}
+        found["server_cores"] = [round(cores, 2) for cores in used.values() if cores >= 0.01]
+    return found
 
 
 @contextmanager
@@ -310,15 +316,8 @@ def benchmark_server(warehouse: Path, workers: int, keys: dict[str, str], shapes
             method, path, body = shape.http(0)
             answer = httpx.request(method, url + path, json=body, headers={"Authorization": f"Bearer {keys[shape.principal]}"},
                                    timeout=300)
-            sender = http_sender(url, keys[shape.principal], shape)
-            load_test(sender, args.warmup, args.concurrency)
-            one = load_test(sender, args.seconds, 1)
-            before = _cpu_seconds(_tree(pid))
-            many = load_test(sender, args.seconds, args.concurrency)
-            after = _cpu_seconds(_tree(pid))
-            server_cores = {p: (after[p] - before.get(p, 0)) / many["seconds"] for p in after}
-            found[shape.label] = {"one": one, "many": many, "rows": shape.rows(answer.json()) if answer.status_code == 200 else None,
-                                  "server_cores": [round(c, 2) for c in server_cores.values() if c >= 0.01]}
+            timing = measured(http_sender(url, keys[shape.principal], shape), args.seconds, args.warmup, args.concurrency, pid)
+            found[shape.label] = {**timing, "rows": shape.rows(answer.json()) if answer.status_code == 200 else None}
         found["peak_gb"] = _peak_rss_gb(_tree(pid))
     return found
 
@@ -404,6 +403,7 @@ def main() -> None:
         print(_line(shape.label, reference["result"][shape.label]), flush=True)
 
     store, audit = KeyStore(warehouse), audit_path(warehouse)
+    earlier = {issued.key_id for issued in store.issued()}
     keys = {name: store.issue(name) for name in sorted({s.principal for s in cases})}
     try:
         for workers in args.workers:
@@ -422,8 +422,9 @@ def main() -> None:
             print(f"same rows as the service in process: {', '.join(identical) or 'none'} of {len(cases)} shapes; "
                   f"audit log: {written:,} entries for {sent:,} measured requests (plus warm-up)")
     finally:
-        for key in keys.values():
-            store.revoke(key.split("_")[1])
+        for issued in store.issued():
+            if issued.key_id not in earlier:
+                store.revoke(issued.key_id)
     print(f"\nTargets: p95 < {TARGET_P95_MS} ms one at a time, {TARGET_RPS} req/s at concurrency {args.concurrency} on "
           f"{os.cpu_count()} cores. API / baseline: p50 one at a time, req/s (x fewer), CPU per request.")
 
