@@ -86,7 +86,7 @@ def shapes(warehouse: Path) -> list[Shape]:
     last = max(rows - PAGE, 0)
     return [
         Shape("a customer_360 by region", "marta", CUSTOMERS_BY_REGION),
-        Shape("b  same, row-filtered (ana: Spain)", "ana", CUSTOMERS_BY_REGION),
+        Shape("b same, row-filtered (ana: Spain)", "ana", CUSTOMERS_BY_REGION),
         Shape("c sales total_spend by category", "marta", {"measures": ["sales.total_spend"], "dimensions": ["sales.category"]}),
         Shape("d sales total_spend by month", "marta", {"measures": ["sales.total_spend"], "timeDimensions": [
             {"dimension": "sales.purchased_at", "granularity": "month"}]}),
@@ -94,8 +94,8 @@ def shapes(warehouse: Path) -> list[Shape]:
               offsets=tuple(round(k * last / (PAGES - 1)) for k in range(PAGES))),
         Shape("f GraphQL load of (a)", "marta", CUSTOMERS_BY_REGION, graphql=True),
         # a grouped query over a 132-row table: what the API itself costs when the query costs next to nothing
-        Shape("g tiny: category_affinity by category", "marta", {"measures": ["category_affinity.average_lift"],
-                                                                  "dimensions": ["category_affinity.category_1"]}),
+        Shape("g tiny: 132-row category_affinity", "marta", {"measures": ["category_affinity.average_lift"],
+                                                              "dimensions": ["category_affinity.category_1"]}),
     ]
 
 
