@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: run test dev bench clean
+.PHONY: run test dev bench bench-api clean
 
 # The environment is rebuilt only when the declared dependencies change.
 $(BIN)/product-affinity: pyproject.toml constraints.txt
@@ -26,6 +26,10 @@ dev: $(BIN)/product-affinity
 
 bench: $(BIN)/product-affinity
 	$(BIN)/python benchmarks/pipeline.py
+
+# Reuses the Instacart-scale snapshot `make bench` published, or builds it first.
+bench-api: $(BIN)/product-affinity
+	$(BIN)/python benchmarks/api.py --reuse
 
 clean:
 	rm -rf $(VENV) data/sample data/*.duckdb* data/published dagster_home/storage dagster_home/logs dagster_home/history dagster_home/schedules
