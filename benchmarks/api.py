@@ -1,7 +1,7 @@
 """Benchmark: the REST (and GraphQL) API's latency and throughput on loopback at Instacart scale.
 
-The API runs as a server process of its own (`product-affinity serve`: one uvicorn worker; then
-uvicorn with --workers 2) on the published snapshot of benchmarks/out/scale; this process drives
+The API runs as a server process of its own (`product-affinity serve`, with one worker, then
+two) on the published snapshot of benchmarks/out/scale; this process drives
 it over keep-alive connections. For each query shape it prints latency one request at a time
 (p50/p95/p99) and throughput and latency at --concurrency connections, against a baseline measured
 in the same run: the very SQL the API compiles for that request, run directly on the snapshot with
@@ -39,7 +39,6 @@ from pipeline import OUT, generate, isolated, pipeline
 TARGET_P95_MS, TARGET_RPS = 50, 200
 PAGE = 100
 PAGES = 16  # port reads cycle through this many offsets, spread evenly from the first page to the last
-WAREHOUSE_ENV = "PRODUCT_AFFINITY_BENCH_WAREHOUSE"
 GRAPHQL_LOAD = "query Load($q: QueryInput!) { load(query: $q) { columns { name } rows policies snapshot } }"
 CUSTOMERS_BY_REGION = {"measures": ["customer_360.customer_total_spend", "customer_360.customers"],
                        "dimensions": ["customer_360.region"]}
@@ -199,13 +198,6 @@ def baseline(warehouse: Path, shapes: list[Shape], seconds: float, warmup: float
 
 # -- the server -----------------------------------------------------------------------------------
 
-def served_app():
-    """The app `uvicorn --factory --workers N` starts in each worker: the API on the benchmark's warehouse."""
-    from product_affinity.delivery.rest import create_app
-
-    return create_app(Path(os.environ[WAREHOUSE_ENV]))
-
-
 def _tree(root: int) -> list[int]:
     """`root` and every process descended from it."""
     parents = {}
@@ -254,15 +246,11 @@ def _free_port() -> int:
 def server(warehouse: Path, workers: int, log: Path):
     """The API in a process of its own, on a free loopback port; yields (base URL, process id)."""
     port, bin_dir = _free_port(), Path(sys.executable).parent
-    if workers == 1:
-        command = [str(bin_dir / "product-affinity"), "serve", "--warehouse", str(warehouse), "--port", str(port)]
-    else:
-        command = [sys.executable, "-m", "uvicorn", "--factory", "api:served_app", "--app-dir", str(Path(__file__).parent),
-                   "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    command = [str(bin_dir / "product-affinity"), "serve", "--warehouse", str(warehouse), "--port", str(port),
+               "--workers", str(workers)]
     url = f"http://127.0.0.1:{port}"
     with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env={**os.environ, WAREHOUSE_ENV: str(warehouse)})
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_until_up(url, process, log)
         yield url, process.pid
@@ -373,7 +361,7 @@ def main() -> None:
     parser.add_argument("--shapes", default="abcdefg", help="which query shapes, by letter (default: all, abcdefg)")
     args = parser.parse_args()
 
-    from product_affinity.governance.audit import audit_path
+    from product_affinity.governance.audit import AuditLog
     from product_affinity.governance.credentials import KeyStore
     from product_affinity.publication import NothingPublished, published_snapshot
 
@@ -402,14 +390,14 @@ def main() -> None:
     for shape in cases:
         print(_line(shape.label, reference["result"][shape.label]), flush=True)
 
-    store, audit = KeyStore(warehouse), audit_path(warehouse)
+    store, audit = KeyStore(warehouse), AuditLog(warehouse)
     earlier = {issued.key_id for issued in store.issued()}
     keys = {name: store.issue(name) for name in sorted({s.principal for s in cases})}
     try:
         for workers in args.workers:
-            audited = audit.read_bytes().count(b"\n") if audit.exists() else 0
+            audited = len(audit.entries())
             found = benchmark_server(warehouse, workers, keys, cases, args)
-            how = "product-affinity serve" if workers == 1 else f"uvicorn --workers {workers}"
+            how = f"product-affinity serve --workers {workers}"
             print(f"\nAPI, {workers} worker{'s' if workers > 1 else ''} ({how}), {found['peak_gb']:.2f} GB peak RSS (server)")
             print(_header(args.concurrency, api=True))
             sent = 0
@@ -418,7 +406,7 @@ def main() -> None:
                 print(_line(shape.label, timing, reference["result"][shape.label]), flush=True)
                 sent += sum(len(timing[phase]["ms"]) for phase in ("one", "many"))
             identical = [s.label[0] for s in cases if found[s.label]["rows"] == reference["result"][s.label]["rows"]]
-            written = audit.read_bytes().count(b"\n") - audited
+            written = len(audit.entries()) - audited
             print(f"same rows as the service in process: {', '.join(identical) or 'none'} of {len(cases)} shapes; "
                   f"audit log: {written:,} entries for {sent:,} measured requests (plus warm-up)")
     finally:

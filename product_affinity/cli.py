@@ -79,11 +79,15 @@ def slo(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    import os
+
     import uvicorn
 
-    from product_affinity.delivery.rest import create_app
+    from product_affinity.delivery.rest import WAREHOUSE_ENV
 
-    uvicorn.run(create_app(args.warehouse), host=args.host, port=args.port, log_level="warning")
+    os.environ[WAREHOUSE_ENV] = str(args.warehouse.resolve())  # each worker process builds its app from it
+    uvicorn.run("product_affinity.delivery.rest:app_from_environment", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level="warning")
     return 0
 
 
@@ -142,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     serve_.add_argument("--warehouse", type=Path, default=DEFAULT_WAREHOUSE, help="working warehouse whose snapshot to serve (default: %(default)s)")
     serve_.add_argument("--host", default="127.0.0.1")
     serve_.add_argument("--port", type=int, default=8000)
+    serve_.add_argument("--workers", type=int, default=1,
+                        help="worker processes (default: %(default)s; one already uses every core, as DuckDB runs each query on all)")
     serve_.set_defaults(func=serve)
 
     keys_ = commands.add_parser("keys", help="issue, list or revoke API keys (only their digests are stored)")

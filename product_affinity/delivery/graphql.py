@@ -22,7 +22,7 @@ from product_affinity.governance import AccessDenied
 from product_affinity.governance.credentials import Caller
 from product_affinity.publication import NothingPublished
 from product_affinity.semantic.compiler import QueryError
-from product_affinity.semantic.query import Query
+from product_affinity.semantic.query import MAX_LIMIT, MAX_OFFSET, Query
 
 IDE_REQUEST = "GET without a query: the GraphiQL page"
 
@@ -138,8 +138,8 @@ class Queries:
     @strawberry.field(description="Rows of an output port, a page at a time.")
     async def port(self, info: strawberry.Info, name: str, limit: int = 100, offset: int = 0) -> LoadResult:
         service, caller = info.context["service"], info.context["caller"]
-        if not (1 <= limit <= 50_000 and 0 <= offset <= 100_000_000):
-            raise GraphQLError("limit must be 1..50000 and offset 0..100000000", extensions={"code": "BAD_USER_INPUT"})
+        if not (1 <= limit <= MAX_LIMIT and 0 <= offset <= MAX_OFFSET):
+            raise GraphQLError(f"limit must be 1..{MAX_LIMIT} and offset 0..{MAX_OFFSET}", extensions={"code": "BAD_USER_INPUT"})
         return _result(await _served(lambda: service.read_port(caller, name, limit, offset, "graphql port")))
 
 

@@ -7,6 +7,7 @@ answer, 503 while nothing is published yet.
 """
 
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,8 +22,9 @@ from product_affinity.governance.credentials import Caller
 from product_affinity.publication import NothingPublished
 from product_affinity.resources import DEFAULT_WAREHOUSE
 from product_affinity.semantic.compiler import QueryError
-from product_affinity.semantic.query import MAX_LIMIT, Query
+from product_affinity.semantic.query import MAX_LIMIT, MAX_OFFSET, Query
 
+WAREHOUSE_ENV = "PRODUCT_AFFINITY_WAREHOUSE"
 bearer = HTTPBearer(auto_error=False, description="An API key issued with `product-affinity keys issue <principal>`.")
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The same API key, as a header.")
 
@@ -66,7 +68,7 @@ def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
     )
     app.state.service = service
 
-    def caller(request: Request,
+    async def caller(request: Request,
                bearer_key: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
                header_key: Annotated[str | None, Security(api_key_header)]) -> Caller:
         key = bearer_key.credentials if bearer_key else header_key
@@ -121,7 +123,7 @@ def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
              responses=ERRORS, response_model=LoadResponse)
     def read_port(port: str, who: Authenticated, request: Request,
                   limit: Annotated[int, Param(ge=1, le=MAX_LIMIT)] = 100,
-                  offset: Annotated[int, Param(ge=0, le=100_000_000)] = 0) -> LoadResponse:
+                  offset: Annotated[int, Param(ge=0, le=MAX_OFFSET)] = 0) -> LoadResponse:
         return response(service.read_port(who, port, limit, offset, f"rest GET {request.url.path}"))
 
     @app.get("/product", summary="The data product descriptor (Open Data Product Standard): owner, ports, delivery ports",
@@ -130,8 +132,13 @@ def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
         return service.product(who, f"rest GET {request.url.path}")
 
     @app.get("/slo", summary="SLO status: every SLO's target, latest observation, attainment and error budget", responses=ERRORS)
-    def slo(who: Authenticated, runs: Annotated[int, Param(ge=1, le=1_000)] = 30) -> dict[str, Any]:
-        return service.slo(who, runs)
+    def slo(who: Authenticated, request: Request, runs: Annotated[int, Param(ge=1, le=1_000)] = 30) -> dict[str, Any]:
+        return service.slo(who, runs, f"rest GET {request.url.path}")
 
     app.include_router(graphql_router(service), prefix="/graphql", include_in_schema=False)  # its own schema: GraphQL introspection
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app each `product-affinity serve` worker builds, on the warehouse named by PRODUCT_AFFINITY_WAREHOUSE."""
+    return create_app(Path(os.environ.get(WAREHOUSE_ENV, DEFAULT_WAREHOUSE)))

@@ -179,12 +179,12 @@ class DeliveryService:
         self.audit.record(principal=caller.principal.name, key_id=caller.key_id, path=path, request={"product": True}, outcome="ok")
         return descriptor()
 
-    def slo(self, caller: Caller, runs: int) -> dict:
+    def slo(self, caller: Caller, runs: int, path: str) -> dict:
         """The SLO report of the published snapshot (its quality.slo_results were audited before it was published)."""
         from product_affinity.quality import report
 
         built = report.build(self.warehouse, runs, read_from=self.published())
-        self.audit.record(principal=caller.principal.name, key_id=caller.key_id, path="slo", request={"slo": runs},
+        self.audit.record(principal=caller.principal.name, key_id=caller.key_id, path=path, request={"slo": runs},
                           outcome="ok", rows=len(built.slos))
         return json.loads(report.as_json(built))
 

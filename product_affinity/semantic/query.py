@@ -11,7 +11,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MAX_LIMIT = 50_000
+MAX_LIMIT, MAX_OFFSET = 50_000, 100_000_000
 Value = Annotated[str, Field(max_length=1_000)] | float | bool
 MemberName = Annotated[str, Field(min_length=3, max_length=200, examples=["sales.total_spend"])]
 Granularity = Literal["day", "week", "month", "quarter", "year"]
@@ -70,7 +70,7 @@ class Query(Strict):
     filters: Annotated[list[Filter], Field(max_length=100)] = []
     order: Annotated[list[tuple[MemberName, Literal["asc", "desc"]]], Field(max_length=50)] = []
     limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = 10_000
-    offset: Annotated[int, Field(ge=0, le=100_000_000)] = 0
+    offset: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0
     ungrouped: bool = Field(False, description="Rows as they are, without grouping (dimensions only).")
 
     @model_validator(mode="after")
