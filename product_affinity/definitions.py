@@ -11,6 +11,7 @@ from product_affinity.consumer_aligned.assets import consumer_aligned_assets
 from product_affinity.page.assets import product_page
 from product_affinity.publication import snapshot
 from product_affinity.quality.checks import quality_checks
+from product_affinity.semantic.rollups import rollup_assets, rollup_checks
 from product_affinity.resources import DEFAULT_SOURCES, DEFAULT_WAREHOUSE, resources
 from product_affinity.source_aligned.assets import source_aligned_assets, source_files
 
@@ -32,8 +33,9 @@ daily = dg.ScheduleDefinition(
 def build_definitions(sources: Path = DEFAULT_SOURCES, warehouse: Path = DEFAULT_WAREHOUSE) -> dg.Definitions:
     # One DuckDB writer at a time: DuckDB locks the file per process, so steps run in one process.
     return dg.Definitions(
-        assets=[*source_files, *source_aligned_assets, *consumer_aligned_assets, snapshot, *business_assets, product_page],
-        asset_checks=quality_checks,
+        assets=[*source_files, *source_aligned_assets, *consumer_aligned_assets, *business_assets, *rollup_assets, snapshot,
+                product_page],
+        asset_checks=[*quality_checks, *rollup_checks],
         jobs=[everything],
         schedules=[daily],
         resources=resources(sources, warehouse),

@@ -30,6 +30,7 @@ from product_affinity.business.assets import business_assets
 from product_affinity.consumer_aligned.assets import SOURCE_ALIGNED, consumer_aligned_assets
 from product_affinity.product import asset_tags, delivery_port
 from product_affinity.resources import DEFAULT_WAREHOUSE
+from product_affinity.semantic.rollups import rollup_assets
 from product_affinity.source_aligned.assets import OWNERS
 
 POINTER = "CURRENT"
@@ -149,7 +150,7 @@ def publish(conn: duckdb.DuckDBPyConnection, warehouse: Path, run_id: str, keep:
 @dg.asset(
     key=SNAPSHOT_KEY,
     group_name="publication",
-    deps=[*SOURCE_ALIGNED.values(), *(asset.key for asset in consumer_aligned_assets), *(asset.key for asset in business_assets)],
+    deps=[*SOURCE_ALIGNED.values(), *(a.key for a in [*consumer_aligned_assets, *business_assets, *rollup_assets])],
     description="The published, read-only snapshot of every table: what consumers read. Runs only once every "
     "table was built and passed its blocking checks; until then the previous snapshot stays published. "
     "Open it with product_affinity.publication.open_published() or the file named in published/CURRENT.",

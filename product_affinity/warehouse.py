@@ -33,14 +33,17 @@ def typed_columns(t: Table) -> str:
 def replace_table(
     conn: duckdb.DuckDBPyConnection, t: Table, select_sql: str, params: dict[str, Any] | None = None
 ) -> int:
-    """Create or replace a contract table from a query: exactly the declared columns, in order, with their types."""
+    """Create or replace a contract table from a query: exactly the declared columns, in order, with their types.
+
+    Rows are stored in primary-key order, so reading a port a page at a time by key touches only the blocks it needs."""
     produced = [row[0] for row in execute(conn, f"DESCRIBE ({select_sql})", params).fetchall()]
     if sorted(produced) != sorted(t.column_names):
         raise ContractViolation(
             f"{t.physical_name}: query yields {produced}, the contract declares {t.column_names}"
         )
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {t.schema}")
-    execute(conn, f"CREATE OR REPLACE TABLE {t.physical_name} AS SELECT {typed_columns(t)} FROM ({select_sql})", params)
+    order = f" ORDER BY {', '.join(t.primary_key)}" if t.primary_key else ""
+    execute(conn, f"CREATE OR REPLACE TABLE {t.physical_name} AS SELECT {typed_columns(t)} FROM ({select_sql}){order}", params)
     return conn.execute(f"SELECT count(*) FROM {t.physical_name}").fetchone()[0]
 
 

@@ -254,3 +254,19 @@ def test_the_descriptor_is_served_on_both_paths(api):
     assert delivery["rest-api"]["status"] == delivery["graphql-api"]["status"] == "available"
     graphql = client.post("/graphql", json={"query": "{ product }"}, headers=headers).json()
     assert graphql["data"]["product"] == served
+
+
+def test_port_pages_by_cursor_cover_the_port_once_in_key_order(api, sql):
+    client, keys, _ = api
+    headers = {"Authorization": f"Bearer {keys['ana']}"}
+    rows, after, pages = [], None, 0
+    while pages == 0 or after:
+        page = client.get("/ports/cross_sell_recommendations", params={"limit": 700, **({"after": after} if after else {})},
+                          headers=headers).json()
+        rows, after, pages = rows + page["data"], page["next"], pages + 1
+    expected = sql("""SELECT customer_id, level, rank FROM consumer_aligned.cross_sell_recommendations
+                      JOIN source_aligned.customer USING (customer_id) WHERE country = 'Spain' ORDER BY ALL""")
+    assert pages > 2 and [(r["cross_sell.customer_id"], r["cross_sell.level"], r["cross_sell.rank"]) for r in rows] == expected
+    for cursor in ("not-a-cursor", "WzFd", "eyJhIjogMX0"):  # garbage, a key too short, not a list
+        response = client.get("/ports/cross_sell_recommendations", params={"after": cursor}, headers=headers)
+        assert response.status_code == 400 and "cursor" in response.json()["error"]

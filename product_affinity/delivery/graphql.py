@@ -75,6 +75,8 @@ class LoadResult:
     rows: list[JSON]
     policies: JSON
     snapshot: str
+    rollup: str | None = None
+    next: str | None = None
 
 
 def _filter(f: FilterInput) -> dict[str, Any]:
@@ -102,7 +104,8 @@ def _query(q: QueryInput) -> Query:
 
 
 def _result(r: Result) -> LoadResult:
-    return LoadResult(columns=[ColumnInfo(**vars(c)) for c in r.columns], rows=r.rows, policies=r.policies, snapshot=r.snapshot)
+    return LoadResult(columns=[ColumnInfo(**vars(c)) for c in r.columns], rows=r.rows, policies=r.policies, snapshot=r.snapshot,
+                      rollup=r.rollup, next=r.next)
 
 
 async def _served(call) -> Any:
@@ -136,11 +139,12 @@ class Queries:
         return _result(await _served(lambda: service.load(caller, parsed, "graphql load")))
 
     @strawberry.field(description="Rows of an output port, a page at a time.")
-    async def port(self, info: strawberry.Info, name: str, limit: int = 100, offset: int = 0) -> LoadResult:
+    async def port(self, info: strawberry.Info, name: str, limit: int = 100, offset: int = 0,
+                   after: str | None = None) -> LoadResult:
         service, caller = info.context["service"], info.context["caller"]
         if not (1 <= limit <= MAX_LIMIT and 0 <= offset <= MAX_OFFSET):
             raise GraphQLError(f"limit must be 1..{MAX_LIMIT} and offset 0..{MAX_OFFSET}", extensions={"code": "BAD_USER_INPUT"})
-        return _result(await _served(lambda: service.read_port(caller, name, limit, offset, "graphql port")))
+        return _result(await _served(lambda: service.read_port(caller, name, limit, offset, "graphql port", after)))
 
 
 REFUSALS = {"FORBIDDEN", "BAD_USER_INPUT", "UNAVAILABLE"}

@@ -42,6 +42,8 @@ class LoadResponse(BaseModel):
     annotation: list[ColumnOut]
     policies: dict[str, Any]
     snapshot: str
+    rollup: str | None = None
+    next: str | None = None
 
 
 class Error(BaseModel):
@@ -53,7 +55,7 @@ ERRORS = {400: {"model": Error}, 401: {"model": Error}, 403: {"model": Error}, 5
 
 def response(result: Result) -> LoadResponse:
     return LoadResponse(query=result.query, data=result.rows, annotation=[ColumnOut(**vars(c)) for c in result.columns],
-                        policies=result.policies, snapshot=result.snapshot)
+                        policies=result.policies, snapshot=result.snapshot, rollup=result.rollup, next=result.next)
 
 
 def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
@@ -123,8 +125,10 @@ def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
              responses=ERRORS, response_model=LoadResponse)
     def read_port(port: str, who: Authenticated, request: Request,
                   limit: Annotated[int, Param(ge=1, le=MAX_LIMIT)] = 100,
-                  offset: Annotated[int, Param(ge=0, le=MAX_OFFSET)] = 0) -> LoadResponse:
-        return response(service.read_port(who, port, limit, offset, f"rest GET {request.url.path}"))
+                  offset: Annotated[int, Param(ge=0, le=MAX_OFFSET)] = 0,
+                  after: Annotated[str | None, Param(max_length=2_000, description="The `next` cursor of the page before")] = None,
+                  ) -> LoadResponse:
+        return response(service.read_port(who, port, limit, offset, f"rest GET {request.url.path}", after))
 
     @app.get("/product", summary="The data product descriptor (Open Data Product Standard): owner, ports, delivery ports",
              responses=ERRORS)

@@ -8,10 +8,11 @@ state: a request reads the snapshot CURRENT named when it started, start to end.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -40,6 +41,8 @@ class Result:
     rows: list[dict[str, Any]]
     policies: dict
     snapshot: str
+    rollup: str | None = None  # the rollup that answered, if one did
+    next: str | None = None  # for a port read: the cursor of the next page, when there may be one
 
 
 def _json_value(value: Any) -> Any:
@@ -117,9 +120,13 @@ class DeliveryService:
         request = query.model_dump(by_alias=True, exclude_defaults=True)
         return self._answer(caller, path, request, lambda: view_of(query), lambda granted: query)
 
-    def read_port(self, caller: Caller, port: str, limit: int, offset: int, path: str) -> Result:
-        """Rows of an output port, a page at a time, as the caller may see them: the port's view, ungrouped, by key."""
-        request = {"port": port, "limit": limit, "offset": offset}
+    def read_port(self, caller: Caller, port: str, limit: int, offset: int, path: str, after: str | None = None) -> Result:
+        """Rows of an output port, a page at a time, as the caller may see them: the port's view, ungrouped, in key order.
+
+        Page with `after`, the `next` cursor of the page before (it costs the same on every page), or with
+        `offset` (simple, but each page costs more the deeper it is)."""
+        request = {"port": port, "limit": limit, "offset": offset, **({"after": after} if after else {})}
+        key: list[str] = []
 
         def view_name() -> str:
             view = model().port_view(port)
@@ -131,11 +138,20 @@ class DeliveryService:
             columns = [c for c in table(port).column_names if c in granted.members]
             if not columns:
                 raise AccessDenied(f"{caller.principal.name} may read none of {port}'s columns")
-            key = [[f"{granted.view.name}.{c}", "asc"] for c in model().cubes[granted.view.root].primary_key if c in columns]
+            key.extend(f"{granted.view.name}.{c}" for c in model().cubes[granted.view.root].primary_key if c in columns)
+            filters = []
+            if after:
+                if len(key) < len(model().cubes[granted.view.root].primary_key):
+                    raise QueryError(f"paging with after needs the whole key of {port}, which you may not read: use offset")
+                filters = [{"member": key[0], "operator": "gte", "values": [_cursor_values(after, len(key))[0]]},
+                           _rows_after(key, _cursor_values(after, len(key)))]
             return Query.model_validate({"dimensions": [f"{granted.view.name}.{c}" for c in columns], "ungrouped": True,
-                                         "order": key, "limit": limit, "offset": offset})
+                                         "order": [[k, "asc"] for k in key], "filters": filters, "limit": limit,
+                                         "offset": offset})
 
-        return self._answer(caller, path, request, view_name, port_query)
+        result = self._answer(caller, path, request, view_name, port_query)
+        full_page = len(result.rows) == limit and len(key) == len(model().cubes[model().port_view(port).root].primary_key)
+        return replace(result, next=_cursor([result.rows[-1][k] for k in key]) if full_page else None)
 
     def _answer(self, caller: Caller, path: str, request: dict, view_name, make_query) -> Result:
         started, view, granted, snapshot = time.perf_counter(), None, None, None
@@ -163,8 +179,9 @@ class DeliveryService:
         rows = [{name: _json_value(v) for name, v in zip(names, row)} for row in values]
         policies = granted.describe()
         self.audit.record(**audit, view=view, outcome="ok", rows=len(rows), policies=policies, snapshot=snapshot,
-                          duration_ms=_ms(started))
-        return Result(query.model_dump(by_alias=True, exclude_defaults=True), compiled.columns, rows, policies, snapshot)
+                          duration_ms=_ms(started), detail=f"answered from {compiled.rollup}" if compiled.rollup else None)
+        return Result(query.model_dump(by_alias=True, exclude_defaults=True), compiled.columns, rows, policies, snapshot,
+                      compiled.rollup)
 
     def ports(self) -> list[dict]:
         """The output ports a direct read serves, with their columns as the contract declares them."""
@@ -190,6 +207,30 @@ class DeliveryService:
 
     def published(self) -> Path:
         return published_snapshot(self.warehouse)
+
+
+def _cursor(values: list) -> str:
+    """An opaque cursor: the key of the last row read, to continue after it."""
+    return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode().rstrip("=")
+
+
+def _cursor_values(cursor: str, size: int) -> list:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        raise QueryError("after: not a cursor this API returned") from None
+    if not isinstance(values, list) or len(values) != size or not all(isinstance(v, (str, int, float)) for v in values):
+        raise QueryError("after: not a cursor this API returned")
+    return values
+
+
+def _rows_after(key: list[str], values: list) -> dict:
+    """The filter for rows after `values` in key order: k1 > v1, or k1 = v1 and the rest after theirs."""
+    first = {"member": key[0], "operator": "gt", "values": [values[0]]}
+    if len(key) == 1:
+        return first
+    return {"or": [first, {"and": [{"member": key[0], "operator": "equals", "values": [values[0]]},
+                                   _rows_after(key[1:], values[1:])]}]}
 
 
 def _ms(started: float) -> float:

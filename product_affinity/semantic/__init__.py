@@ -13,7 +13,7 @@ declares (product_affinity.semantic.compiler refuses anything else).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,9 @@ HERE = Path(__file__).parent
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 RELATIONSHIPS = {"many_to_one": "one_to_many", "one_to_many": "many_to_one", "one_to_one": "one_to_one"}
 AGGREGATES = {"count", "count_distinct", "sum", "avg", "min", "max"}
+GRAINS = ("day", "week", "month", "quarter", "year")
+FINER_OR_EQUAL = {"day": set(GRAINS), "week": {"week"}, "month": {"month", "quarter", "year"}, "quarter": {"quarter", "year"},
+                  "year": {"year"}}  # the grains a rollup at each grain can answer (weeks straddle months)
 MASKS = {"redact", "hash", "partial"}
 
 
@@ -146,6 +149,32 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class Rollup:
+    """A pre-aggregation of a view: some of its measures, summed by some of its dimensions (and a time grain).
+
+    The pipeline builds it (product_affinity.semantic.rollups) and publishes it with the snapshot; the
+    compiler answers from it every query it covers, reading thousands of rows instead of millions.
+    Only measures that add up across groups qualify (counts, sums, minimums, maximums, averages kept
+    as sum and count, ratios of those), and only dimensions no measure fans out to.
+    """
+
+    name: str
+    view: str
+    description: str
+    dimensions: tuple[str, ...]
+    measures: tuple[str, ...]
+    time_dimension: str | None = None
+    granularity: str | None = None
+
+    @property
+    def table(self) -> str:
+        return f"semantic.{self.view}_{self.name}"
+
+    def columns(self) -> tuple[str, ...]:
+        return (*self.dimensions, *([self.time_dimension] if self.time_dimension else []))
+
+
+@dataclass(frozen=True)
 class View:
     name: str
     title: str
@@ -154,6 +183,16 @@ class View:
     paths: dict[str, tuple[str, ...]]  # cube -> cubes walked from the root to reach it (root first)
     members: dict[str, ViewMember]
     metrics: dict[str, Metric]
+    rollups: tuple[Rollup, ...] = ()
+
+    def steps(self, start: str, goal: str) -> list[tuple[str, str]]:
+        """The (from, to) joins between two cubes of the view's join tree."""
+        up, down = self.paths[start], self.paths[goal]
+        shared = 0
+        while shared < min(len(up), len(down)) and up[shared] == down[shared]:
+            shared += 1
+        walk = list(reversed(up[shared - 1:])) + list(down[shared:])
+        return list(zip(walk, walk[1:]))
 
     @property
     def port(self) -> str | None:
@@ -282,6 +321,46 @@ def _metric(entry: dict, measures: set[str], where: str) -> Metric:
     return Metric(name, entry.get("title", name), entry.get("description", ""), entry["expression"], used)
 
 
+def rollup_parts(measure: Measure, measures: dict[str, Measure]) -> dict[str, Measure]:
+    """The columns a rollup keeps for a measure, each an aggregate that adds up across groups (`measures`: its cube's)."""
+    if measure.type == "ratio":
+        return rollup_parts(measures[measure.numerator], measures) | rollup_parts(measures[measure.denominator], measures)
+    if measure.type == "avg":
+        return {f"{measure.name}__sum": Measure(f"{measure.name}__sum", "", "", "sum", measure.sql, measure.filter),
+                f"{measure.name}__count": Measure(f"{measure.name}__count", "", "", "count", measure.sql, measure.filter)}
+    if measure.type == "count_distinct":
+        raise ModelError(f"measure {measure.name}: a distinct count does not add up across groups, so no rollup can keep it")
+    return {measure.name: measure}
+
+
+def _rollup(entry: dict, view: View, cubes: dict[str, Cube], where: str) -> Rollup:
+    where = f"{where} rollup {entry.get('name')}"
+    rollup = Rollup(_checked_name(entry["name"], where), view.name, " ".join(entry.get("description", "").split()),
+                    tuple(entry.get("dimensions", [])), tuple(entry["measures"]), entry.get("time_dimension"),
+                    entry.get("granularity", "day") if entry.get("time_dimension") else None)
+    for name in rollup.columns():
+        member = view.members.get(name)
+        if member is None or member.is_measure or member.member.pii:
+            raise ModelError(f"{where}: {name} is not a dimension of {view.name} free of personal data")
+        if (member.member.type == "time") != (name == rollup.time_dimension):
+            raise ModelError(f"{where}: a time dimension goes in time_dimension (with a granularity), others in dimensions")
+    if rollup.granularity not in (None, *GRAINS):
+        raise ModelError(f"{where}: granularity must be one of {GRAINS}")
+    for name in rollup.measures:
+        member = view.members.get(name)
+        if member is None or not member.is_measure:
+            raise ModelError(f"{where}: {name} is not a measure of {view.name}")
+        try:
+            rollup_parts(member.member, cubes[member.cube].measures)
+        except ModelError as error:
+            raise ModelError(f"{where}: {error}") from None
+        fanning = [d for d in rollup.columns()
+                   if not all(cubes[a].joins[b].safe for a, b in view.steps(member.cube, view.members[d].cube))]
+        if fanning:
+            raise ModelError(f"{where}: {name} would be counted more than once per group of {fanning}")
+    return rollup
+
+
 def _view(entry: dict, cubes: dict[str, Cube], where: str) -> View:
     name = _checked_name(entry["name"], where)
     paths, members = {}, {}
@@ -304,7 +383,8 @@ def _view(entry: dict, cubes: dict[str, Cube], where: str) -> View:
     metrics = {m.name: m for m in (_metric(e, measures, where) for e in entry.get("metrics", []))}
     if clash := metrics.keys() & members.keys():
         raise ModelError(f"{where}: metrics {sorted(clash)} clash with members")
-    return View(name, entry.get("title", name), entry.get("description", ""), roots.pop(), paths, members, metrics)
+    view = View(name, entry.get("title", name), entry.get("description", ""), roots.pop(), paths, members, metrics)
+    return replace(view, rollups=tuple(_rollup(r, view, cubes, where) for r in entry.get("rollups", [])))
 
 
 @cache

@@ -17,12 +17,13 @@ Guarantees:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from product_affinity.governance import Access, AccessDenied
-from product_affinity.semantic import Cube, Dimension, Mask, Measure, Metric, View, model
+from product_affinity.governance import Access, AccessDenied, Principal
+from product_affinity.semantic import FINER_OR_EQUAL, Cube, Dimension, Mask, Measure, Metric, Rollup, model, rollup_parts
 from product_affinity.semantic.query import MemberFilter, OrFilter, Query, _flatten
 
 
@@ -43,6 +44,7 @@ class Compiled:
     sql: str
     params: dict[str, Any]
     columns: list[Column]
+    rollup: str | None = None  # the rollup table that answered, if one did
 
 
 def _q(identifier: str) -> str:
@@ -121,8 +123,8 @@ def condition(expr: str, kind: str, operator: str, values: list[Any], member: st
         raise QueryError(f"{member}: {operator} applies to time dimensions only")
     if operator in STRING_OPERATORS and kind not in ("string", "list"):
         raise QueryError(f"{member}: {operator} applies to text only")
-    if operator in ORDER_OPERATORS and kind not in ("number", "time"):
-        raise QueryError(f"{member}: {operator} applies to numbers and times only")
+    if operator in ORDER_OPERATORS and kind not in ("number", "time", "string"):
+        raise QueryError(f"{member}: {operator} applies to numbers, times and text only")
     if kind == "list":
         if operator not in ("equals", "notEquals"):
             raise QueryError(f"{member}: a list can only be filtered with equals or notEquals (holds one of the values)")
@@ -147,15 +149,28 @@ def condition(expr: str, kind: str, operator: str, values: list[Any], member: st
     return f"{expr} < {bound}" if operator == "beforeDate" else f"{expr} >= {bound}"
 
 
-def _tree_walk(view: View, start: str, goal: str) -> list[tuple[str, str]]:
-    """The (from, to) steps between two cubes of the view's join tree."""
-    up, down = view.paths[start], view.paths[goal]
-    shared = 0
-    while shared < min(len(up), len(down)) and up[shared] == down[shared]:
-        shared += 1
-    climb = list(reversed(up[shared - 1:]))
-    walk = climb + list(down[shared:])
-    return list(zip(walk, walk[1:]))
+def _day_aligned(f: MemberFilter) -> bool:
+    """Whether a time filter gives the same rows on whole days as on timestamps: bounds at midnight, compared with >= and <."""
+    if f.operator in ("set", "notSet"):
+        return True
+    if f.operator not in ("inDateRange", "notInDateRange", "beforeDate", "afterDate", "gte", "lt"):
+        return False
+    try:
+        return all(_time_value(v, f.member).time() == datetime.min.time() for v in f.values)
+    except QueryError:
+        return False
+
+
+def _reaggregate(measure: Measure, cube: Cube, column: Callable[[str], str]) -> str:
+    """A measure from a rollup's additive parts (rollup_parts), summed again over the query's groups."""
+    if measure.type == "ratio":
+        num, den = (_reaggregate(cube.measures[m], cube, column) for m in (measure.numerator, measure.denominator))
+        return f"CAST({num} AS DOUBLE) / nullif({den}, 0)"
+    if measure.type == "avg":
+        return f"CAST(sum({column(measure.name + '__sum')}) AS DOUBLE) / nullif(sum({column(measure.name + '__count')}), 0)"
+    if measure.type == "count":
+        return f"coalesce(sum({column(measure.name)}), 0)"  # a count of nothing is 0, as on the detail
+    return f"{'sum' if measure.type == 'sum' else measure.type}({column(measure.name)})"
 
 
 def _safe(steps: list[tuple[str, str]]) -> bool:
@@ -170,8 +185,8 @@ def _join_clause(a: str, a_alias: str, b: str, b_alias: str) -> str:
 
 
 class _Compiler:
-    def __init__(self, query: Query, access: Access, salt: str) -> None:
-        self.query, self.access, self.view = query, access, access.view
+    def __init__(self, query: Query, access: Access, salt: str, use_rollups: bool = True) -> None:
+        self.query, self.access, self.view, self.use_rollups = query, access, access.view, use_rollups
         self.param, self._salt, self._salt_param = _Params(), salt, None
         for name in query.members():
             self._member(name)  # refuses unknown and forbidden members before any SQL is written
@@ -203,14 +218,14 @@ class _Compiler:
         return mask_sql(expr, mask, vm.member.type, self._salt_param)
 
     # -- filters ---------------------------------------------------------------------------
-    def _filter_sql(self, f, on_measures: bool, measure_column) -> str:
+    def _filter_sql(self, f, sql_of: Callable[[str], str]) -> str:
+        """A filter (group) as SQL, each member's value given by `sql_of(member name)`."""
         if isinstance(f, MemberFilter):
             name, member = self._member(f.member)
-            if on_measures:
-                return condition(measure_column(name), "number", f.operator, f.values, f.member, self.param)
-            return condition(self.dimension_sql(name), member.type, f.operator, f.values, f.member, self.param)
+            kind = "number" if isinstance(member, (Measure, Metric)) else member.type
+            return condition(sql_of(name), kind, f.operator, f.values, f.member, self.param)
         parts, glue = (f.or_, " OR ") if isinstance(f, OrFilter) else (f.and_, " AND ")
-        return "(" + glue.join(self._filter_sql(p, on_measures, measure_column) for p in parts) + ")"
+        return "(" + glue.join(self._filter_sql(p, sql_of) for p in parts) + ")"
 
     def _is_measure_filter(self, f) -> bool:
         members = [self._member(m.member)[1] for m in _flatten([f])]
@@ -224,7 +239,7 @@ class _Compiler:
         """FROM clause joining `cubes` to `base` along the view's tree, and the row-filter conditions that apply."""
         joined, clauses = [base], [f"FROM {model().cubes[base].table} AS {_q(base)}"]
         for cube in sorted(cubes - {base}):
-            for a, b in _tree_walk(self.view, base, cube):
+            for a, b in self.view.steps(base, cube):
                 if b not in joined:
                     joined.append(b)
                     clauses.append(_join_clause(a, a, b, b))
@@ -233,7 +248,7 @@ class _Compiler:
             f = applied.filter
             target = model().cubes[f.cube].dimensions[f.dimension]
             if f.cube in joined:
-                conditions.append(self._row_condition(applied, target, f.cube))
+                conditions.append(self._row_condition(applied, target.sql.replace("{CUBE}", _q(f.cube)), target.type))
                 continue
             for start in list(joined):  # every cube whose rows belong to a filtered row is filtered through it
                 path = model().path(start, f.cube, safe_only=True)
@@ -244,13 +259,13 @@ class _Compiler:
                     next_alias = f"rf{n}_{start}_{step}_{join.cube}"
                     clauses.append(_join_clause(cube, alias, join.cube, next_alias))
                     cube, alias = join.cube, next_alias
-                conditions.append(self._row_condition(applied, target, alias))
+                conditions.append(self._row_condition(applied, target.sql.replace("{CUBE}", _q(alias)), target.type))
         return "\n".join(clauses), conditions
 
-    def _row_condition(self, applied, dimension: Dimension, alias: str) -> str:
-        expr = dimension.sql.replace("{CUBE}", _q(alias))  # policies see the real value, never the mask
+    def _row_condition(self, applied, expr: str, kind: str) -> str:
+        """A row filter on `expr`, the real value (policies never see the mask)."""
         f = applied.filter
-        return condition(expr, dimension.type, f.operator, list(applied.values), f"{f.cube}.{f.dimension}", self.param)
+        return condition(expr, kind, f.operator, list(applied.values), f"{f.cube}.{f.dimension}", self.param)
 
     # -- the statement -----------------------------------------------------------------------
     def compile(self) -> Compiled:
@@ -287,11 +302,14 @@ class _Compiler:
         needed_measures = self._measures_needed(measures, measure_filters)
         dim_cubes = {self._cube_of(d) for d, _ in dim_exprs} | {
             self._cube_of(self._member(m.member)[0]) for f in dim_filters for m in _flatten([f])}
-        if needed_measures:
-            by_cube: dict[str, list[str]] = {}
+        rollup = self._covering_rollup(needed_measures, dim_exprs, dim_filters) if self.use_rollups else None
+        if rollup:
+            body = self._rollup_query(rollup, needed_measures, dim_exprs, dim_filters)
+        elif needed_measures:
+            by_cube: dict[str, dict[str, Measure]] = {}
             for name in needed_measures:
-                by_cube.setdefault(self._cube_of(name), []).append(name)
-            parts = {cube: self._measure_subquery(cube, names, dim_exprs, dim_cubes, dim_filters) for cube, names in by_cube.items()}
+                by_cube.setdefault(self._cube_of(name), {})[name] = self.view.members[name].member
+            parts = {cube: self._measure_subquery(cube, named, dim_exprs, dim_cubes, dim_filters) for cube, named in by_cube.items()}
             body = self._combine(parts, len(dim_exprs))
         else:
             body = self._dimension_query(dim_exprs, dim_cubes, dim_filters)
@@ -301,10 +319,10 @@ class _Compiler:
 
         outer = [f"r.d{i} AS c{i}" for i in range(len(dim_exprs))]
         outer += [f"{self._measure_column(name)} AS c{len(dim_exprs) + i}" for i, (name, _) in enumerate(measures)]
-        where = [self._filter_sql(f, True, self._measure_column) for f in measure_filters]
+        where = [self._filter_sql(f, self._measure_column) for f in measure_filters]
         sql = f"SELECT {', '.join(outer)}\nFROM ({body}) AS r" + (f"\nWHERE {' AND '.join(where)}" if where else "")
         sql += f"\nORDER BY {self._order(columns, dim_exprs, measures)}\nLIMIT {int(q.limit)} OFFSET {int(q.offset)}"
-        return Compiled(sql, self.param.values, columns)
+        return Compiled(sql, self.param.values, columns, rollup.table if rollup else None)
 
     def _measures_needed(self, measures, measure_filters) -> list[str]:
         """Cube measures to aggregate: those asked for, those metrics and filters use."""
@@ -336,17 +354,18 @@ class _Compiler:
     def _grouped_dims(self, dim_exprs) -> list[str]:
         return [f"date_trunc('{grain}', {self.dimension_sql(d)})" if grain else self.dimension_sql(d) for d, grain in dim_exprs]
 
-    def _measure_subquery(self, cube: str, names: list[str], dim_exprs, dim_cubes: set[str], dim_filters) -> str:
+    def _measure_subquery(self, cube: str, measures: dict[str, Measure], dim_exprs, dim_cubes: set[str], dim_filters) -> str:
+        """`measures` (column name -> measure of `cube`) by the dimensions, over the cube's own rows."""
         c = model().cubes[cube]
         from_sql, row_conditions = self._from(cube, dim_cubes)
-        conditions = row_conditions + [self._filter_sql(f, False, None) for f in dim_filters]
+        conditions = row_conditions + [self._filter_sql(f, self.dimension_sql) for f in dim_filters]
         where = f"\nWHERE {' AND '.join(conditions)}" if conditions else ""
         dims = self._grouped_dims(dim_exprs)
         keys = [f"d{i}" for i in range(len(dims))]
-        aggregates = ", ".join(f"{self._aggregate(c, self.view.members[n].member, 'm')} AS m_{n}" for n in names)
-        fans_out = any(not _safe(_tree_walk(self.view, cube, other)) for other in dim_cubes)
+        aggregates = ", ".join(f"{self._aggregate(c, measure, 'm')} AS m_{n}" for n, measure in measures.items())
+        fans_out = any(not _safe(self.view.steps(cube, other)) for other in dim_cubes)
         if not fans_out:  # every joined row is one row of the cube: aggregate directly
-            aggregates = ", ".join(f"{self._aggregate(c, self.view.members[n].member, cube)} AS m_{n}" for n in names)
+            aggregates = ", ".join(f"{self._aggregate(c, measure, cube)} AS m_{n}" for n, measure in measures.items())
             select = ", ".join([*(f"{d} AS {k}" for d, k in zip(dims, keys)), aggregates])
             return f"SELECT {select}\n{from_sql}{where}" + ("\nGROUP BY ALL" if dims else "")
         # One row per (primary key, dimensions): the cube's rows, each counted once per group.
@@ -372,13 +391,67 @@ class _Compiler:
         )
         return f"WITH {', '.join(ctes)}, groups AS ({union})\nSELECT {', '.join(f'g.d{j}' for j in range(n_dims))}, {measures}\nFROM groups AS g\n{joins}"
 
+    # -- rollups -------------------------------------------------------------------------------
+    def _covering_rollup(self, needed: list[str], dim_exprs, dim_filters) -> Rollup | None:
+        """The first of the view's rollups that answers the query exactly, policies included, or None."""
+        if self.query.ungrouped or not needed:
+            return None
+        filtered = [(self._member(m.member)[0], m) for f in dim_filters for m in _flatten([f])]
+        for rollup in self.view.rollups:
+            if not set(needed) <= set(rollup.measures):
+                continue
+            if not all(grain is None and d in rollup.dimensions
+                       or grain in FINER_OR_EQUAL.get(rollup.granularity, ()) and d == rollup.time_dimension
+                       for d, grain in dim_exprs):
+                continue
+            if not all(d in rollup.dimensions or d == rollup.time_dimension and _day_aligned(m) for d, m in filtered):
+                continue
+            if all(self._rollup_column(rollup, a.filter) or not self._filter_applies(rollup, a.filter) for a in self.access.row_filters):
+                return rollup
+        return None
+
+    def _rollup_column(self, rollup: Rollup, f) -> str | None:
+        """The rollup's column holding a row filter's dimension, if it has one."""
+        return next((d for d in rollup.dimensions if d == f.dimension and self.view.members[d].cube == f.cube), None)
+
+    def _filter_applies(self, rollup: Rollup, f) -> bool:
+        """Whether a row filter limits some row the rollup was built from (as _from decides for a query on the detail)."""
+        cubes = {self._cube_of(n) for n in (*rollup.measures, *rollup.columns())}
+        return any(model().path(c, f.cube, safe_only=True) is not None for c in cubes)
+
+    def _rollup_query(self, rollup: Rollup, needed: list[str], dim_exprs, dim_filters) -> str:
+        def column(name: str) -> str:
+            return f'"rollup".{_q(name)}'
+
+        dims = [f"date_trunc('{grain}', {column(d)})" if grain else column(d) for d, grain in dim_exprs]
+        measures = [f"{_reaggregate(self.view.members[n].member, model().cubes[self._cube_of(n)], column)} AS m_{n}" for n in needed]
+        conditions = [self._row_condition(a, column(held), self.view.members[held].member.type)
+                      for a in self.access.row_filters if (held := self._rollup_column(rollup, a.filter))]
+        conditions += [self._filter_sql(f, column) for f in dim_filters]
+        select = ", ".join([*(f"{d} AS d{i}" for i, d in enumerate(dims)), *measures])
+        where = f"\nWHERE {' AND '.join(conditions)}" if conditions else ""
+        return f"SELECT {select}\nFROM {rollup.table} AS \"rollup\"{where}" + ("\nGROUP BY ALL" if dims else "")
+
+    def build_rollup(self, rollup: Rollup) -> str:
+        """The SELECT that builds a rollup table: its dimensions, and every measure's additive parts, by group."""
+        dim_exprs = [(d, None) for d in rollup.dimensions] + ([(rollup.time_dimension, rollup.granularity)] if rollup.time_dimension else [])
+        dim_cubes = {self._cube_of(d) for d, _ in dim_exprs}
+        by_cube: dict[str, dict[str, Measure]] = {}
+        for name in rollup.measures:
+            cube = model().cubes[self._cube_of(name)]
+            by_cube.setdefault(cube.name, {}).update(rollup_parts(self.view.members[name].member, cube.measures))
+        parts = {cube: self._measure_subquery(cube, named, dim_exprs, dim_cubes, []) for cube, named in by_cube.items()}
+        columns = [f"d{i} AS {_q(d)}" for i, (d, _) in enumerate(dim_exprs)]
+        columns += [f"m_{n} AS {_q(n)}" for named in by_cube.values() for n in named]
+        return f"SELECT {', '.join(columns)} FROM ({self._combine(parts, len(dim_exprs))})"
+
     def _dimension_query(self, dim_exprs, dim_cubes: set[str], dim_filters) -> str:
         candidates = [*sorted(dim_cubes), self.view.root, *self.view.paths]
-        base = next((c for c in candidates if all(_safe(_tree_walk(self.view, c, d)) for d in dim_cubes)), None)
+        base = next((c for c in candidates if all(_safe(self.view.steps(c, d)) for d in dim_cubes)), None)
         if base is None:
             raise QueryError("these dimensions belong to entities that only relate through a measure: add a measure")
         from_sql, row_conditions = self._from(base, dim_cubes)
-        conditions = row_conditions + [self._filter_sql(f, False, None) for f in dim_filters]
+        conditions = row_conditions + [self._filter_sql(f, self.dimension_sql) for f in dim_filters]
         where = f"\nWHERE {' AND '.join(conditions)}" if conditions else ""
         dims = self._grouped_dims(dim_exprs)
         select = ", ".join(f"{d} AS d{i}" for i, d in enumerate(dims))
@@ -394,13 +467,25 @@ class _Compiler:
             if member not in positions:
                 raise QueryError(f"order by {member}: only members the query selects can order it")
             order.append(f"c{positions[member]} {direction.upper()} NULLS LAST")
-        order += [f"c{i} ASC NULLS LAST" for i in range(len(dim_exprs))]
+        key = {f"{self.view.name}.{c}" for c in model().cubes[self.view.root].primary_key}
+        if not (self.query.ungrouped and key <= {member for member, _ in self.query.order}):  # a full key already orders rows
+            order += [f"c{i} ASC NULLS LAST" for i in range(len(dim_exprs))]
         return ", ".join(dict.fromkeys(order)) or "1"
 
 
-def compile_query(query: Query, access: Access, salt: str) -> Compiled:
-    """The SQL (DuckDB) answering `query` for the principal of `access`; QueryError (400) or AccessDenied (403) otherwise."""
-    return _Compiler(query, access, salt).compile()
+def compile_query(query: Query, access: Access, salt: str, use_rollups: bool = True) -> Compiled:
+    """The SQL (DuckDB) answering `query` for the principal of `access`; QueryError (400) or AccessDenied (403) otherwise.
+
+    A query a rollup covers is answered from it (the same figures, from far fewer rows) unless use_rollups is False."""
+    return _Compiler(query, access, salt, use_rollups).compile()
+
+
+def rollup_sql(rollup: Rollup) -> str:
+    """The SELECT that builds `rollup` from the detail tables: every row, no policy (the pipeline builds it)."""
+    view = model().views[rollup.view]
+    everything = Access(Principal("pipeline", ()), view, (), frozenset(view.members), {}, ())
+    query = Query(dimensions=[f"{view.name}.{d}" for d in rollup.columns()] or [], measures=[f"{view.name}.{m}" for m in rollup.measures])
+    return _Compiler(query, everything, "").build_rollup(rollup)
 
 
 def view_of(query: Query) -> str:
@@ -411,4 +496,4 @@ def view_of(query: Query) -> str:
     return views.pop()
 
 
-__all__ = ["AccessDenied", "Column", "Compiled", "QueryError", "compile_query", "condition", "mask_sql", "view_of"]
+__all__ = ["AccessDenied", "Column", "Compiled", "QueryError", "compile_query", "condition", "mask_sql", "rollup_sql", "view_of"]

@@ -1,0 +1,88 @@
+"""The semantic model's rollups as Dagster assets, each gated by a check that it adds up to the detail.
+
+A rollup is built in the working warehouse after the tables it summarises, audited, and published
+with them in the snapshot (publication depends on it), so the APIs answer covered queries from a
+few thousand rows. Its check recomputes every measure's parts over the whole detail and compares
+them with the rollup's own totals; it blocks publication when they differ, since the APIs would
+otherwise give different figures depending on which path a query took.
+"""
+
+from __future__ import annotations
+
+import math
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from product_affinity.contract import table
+from product_affinity.product import asset_tags, owners
+from product_affinity.semantic import Rollup, model
+from product_affinity.semantic.compiler import rollup_sql
+
+
+def _key(rollup: Rollup) -> dg.AssetKey:
+    return dg.AssetKey(["semantic", f"{rollup.view}_{rollup.name}"])
+
+
+def _upstream(rollup: Rollup) -> list[dg.AssetKey]:
+    """The tables of every cube the rollup's view joins, as assets."""
+    view = model().views[rollup.view]
+    return [dg.AssetKey([t.schema, t.name]) for t in (table(model().cubes[c].contract_table) for c in view.paths)]
+
+
+def _totals(conn, rollup: Rollup) -> dict[str, object]:
+    """Each additive part's total over the rollup, and over the detail (a rollup with no dimensions)."""
+    parts = [c[0] for c in conn.execute(f"DESCRIBE {rollup.table}").fetchall()][len(rollup.columns()):]
+    kept = conn.execute(f"SELECT {', '.join(_total(p, rollup) for p in parts)} FROM {rollup.table}").fetchone()
+    whole = Rollup(rollup.name, rollup.view, "", (), rollup.measures)
+    detail = conn.execute(f"SELECT {', '.join(f'{_total(p, rollup)}' for p in parts)} FROM ({rollup_sql(whole)})").fetchone()
+    return {part: (k, d) for part, k, d in zip(parts, kept, detail)}
+
+
+def _total(part: str, rollup: Rollup) -> str:
+    view = model().views[rollup.view]
+    measure = view.members.get(part)
+    kind = measure.member.type if measure is not None else "sum"  # avg parts (x__sum, x__count) add up
+    return f'{kind if kind in ("min", "max") else "sum"}("{part}")'
+
+
+def _same(kept, detail) -> bool:
+    """Exact for counts and decimal sums; floating-point sums may differ in the last bits with the order of addition."""
+    if isinstance(kept, float) or isinstance(detail, float):
+        return kept is not None and detail is not None and math.isclose(kept, detail, rel_tol=1e-9)
+    return kept == detail
+
+
+def rollup_asset(rollup: Rollup) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=_key(rollup),
+        group_name="semantic",
+        deps=_upstream(rollup),
+        description=f"Rollup of the {rollup.view} view ({rollup.table}): {rollup.description}",
+        owners=owners(),
+        kinds={"duckdb", "table"},
+        tags=asset_tags(layer="semantic"),
+    )
+    def _asset(warehouse: DuckDBResource) -> dg.MaterializeResult:
+        with warehouse.get_connection() as conn:
+            conn.execute("CREATE SCHEMA IF NOT EXISTS semantic")
+            conn.execute(f"CREATE OR REPLACE TABLE {rollup.table} AS {rollup_sql(rollup)}")
+            rows = conn.execute(f"SELECT count(*) FROM {rollup.table}").fetchone()[0]
+        return dg.MaterializeResult(metadata={"dagster/row_count": rows, "table": rollup.table,
+                                              "dimensions": list(rollup.columns()), "measures": list(rollup.measures)})
+
+    @dg.asset_check(asset=_key(rollup), name="adds_up_to_the_detail", blocking=True,
+                    description="Every measure's parts, totalled over the rollup, equal the same totals over the detail tables.")
+    def _check(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+        with warehouse.get_connection() as conn:
+            totals = _totals(conn, rollup)
+        differ = {part: {"rollup": str(k), "detail": str(d)} for part, (k, d) in totals.items() if not _same(k, d)}
+        return dg.AssetCheckResult(passed=not differ, severity=dg.AssetCheckSeverity.ERROR,
+                                   metadata={"parts_checked": len(totals), "differences": dg.MetadataValue.json(differ)})
+
+    return _asset, _check
+
+
+_built = [rollup_asset(r) for v in model().views.values() for r in v.rollups]
+rollup_assets = [asset for asset, _ in _built]
+rollup_checks = [check for _, check in _built]

@@ -1,0 +1,108 @@
+"""Rollups on the published sample: a query a rollup covers gets exactly the detail's answer, policies included;
+one it does not cover reads the detail; and a rollup that does not add up to the detail blocks publication."""
+
+import math
+import shutil
+
+import duckdb
+import pytest
+from dagster_duckdb import DuckDBResource
+
+from product_affinity.governance import access, principal
+from product_affinity.publication import open_published
+from product_affinity.semantic import HERE, ModelError, model
+from product_affinity.semantic.compiler import compile_query
+from product_affinity.semantic.query import Query
+from product_affinity.semantic.rollups import rollup_checks
+
+MONTHS = {"dimension": "sales.purchased_at", "granularity": "month", "dateRange": ["2025-01-01", "2026-06-30"]}
+COVERED = [
+    ("steward", {"measures": ["sales.total_spend", "sales.lines", "sales.units"], "dimensions": ["sales.category"]}),
+    ("steward", {"measures": ["sales.total_spend"], "timeDimensions": [MONTHS]}),
+    ("ana", {"measures": ["sales.total_spend", "sales.deal_share"], "dimensions": ["sales.channel"]}),
+    ("marta", {"measures": ["sales.lines"], "dimensions": ["sales.region"], "timeDimensions": [{**MONTHS, "granularity": "quarter"}],
+               "filters": [{"member": "sales.category", "operator": "equals", "values": ["Wines", "Meats"]},
+                           {"member": "sales.purchased_at", "operator": "beforeDate", "values": ["2026-03-01"]}]}),
+    ("marta", {"measures": ["customer_360.customers", "customer_360.average_income", "customer_360.average_customer_lifetime_value",
+                            "customer_360.customer_total_spend"], "dimensions": ["customer_360.region"]}),
+    ("ana", {"measures": ["customer_360.customers", "customer_360.average_cross_sell_opportunity_score"],
+             "dimensions": ["customer_360.age_group"]}),
+    ("jon", {"measures": ["customer_360.average_income", "customer_360.buyers"], "dimensions": ["customer_360.education"],
+             "filters": [{"member": "customer_360.customer_total_spend", "operator": "gt", "values": [1000]}]}),
+]
+NOT_COVERED = [
+    ("steward", {"measures": ["sales.purchases"], "dimensions": ["sales.category"]}),  # a distinct count
+    ("steward", {"measures": ["sales.total_spend"], "dimensions": ["sales.age_group"]}),  # not kept
+    ("steward", {"measures": ["sales.total_spend"], "filters": [
+        {"member": "sales.purchased_at", "operator": "afterDate", "values": ["2026-01-01T12:00:00"]}]}),  # not on a day boundary
+    ("steward", {"measures": ["sales.total_spend"], "filters": [
+        {"member": "sales.purchased_at", "operator": "gt", "values": ["2026-01-01"]}]}),  # > midnight keeps the rest of that day
+    ("steward", {"measures": ["sales.total_spend"], "timeDimensions": [{"dimension": "sales.purchased_at", "granularity": "week"}],
+                 "filters": [{"member": "sales.customer_id", "operator": "equals", "values": [1]}]}),
+    ("marta", {"measures": ["customer_360.customers"], "dimensions": ["customer_360.email"]}),  # personal data is never rolled up
+]
+
+
+@pytest.fixture(scope="module")
+def conn(published_sample):
+    with open_published(published_sample) as connection:
+        yield connection
+
+
+def answer(conn, who: str, query: dict, use_rollups: bool):
+    q = Query.model_validate(query)
+    compiled = compile_query(q, access(principal(who), q.members()[0].split(".")[0]), "key", use_rollups=use_rollups)
+    return compiled.rollup, conn.execute(compiled.sql, compiled.params).fetchall()
+
+
+def same(a: list[tuple], b: list[tuple]) -> bool:
+    return len(a) == len(b) and all(
+        x == y or isinstance(x, float) and math.isclose(x, float(y), rel_tol=1e-9) for r, s in zip(a, b) for x, y in zip(r, s))
+
+
+@pytest.mark.parametrize("who, query", COVERED)
+def test_a_covered_query_gets_the_details_answer_from_the_rollup(conn, who, query):
+    rollup, fast = answer(conn, who, query, use_rollups=True)
+    detail, slow = answer(conn, who, query, use_rollups=False)
+    assert rollup and rollup.startswith("semantic.") and detail is None
+    assert fast and same(fast, slow)
+
+
+@pytest.mark.parametrize("who, query", NOT_COVERED)
+def test_a_query_no_rollup_covers_reads_the_detail(conn, who, query):
+    assert answer(conn, who, query, use_rollups=True)[0] is None
+
+
+def test_row_filters_hold_on_the_rollup(conn):
+    _, spain = answer(conn, "ana", {"measures": ["sales.total_spend"]}, use_rollups=True)
+    expected = conn.execute("""SELECT sum(quantity * unit_price) FROM source_aligned.purchase
+                               JOIN source_aligned.customer USING (customer_id) WHERE country = 'Spain'""").fetchall()
+    assert spain == expected
+
+
+def test_a_rollup_only_keeps_what_adds_up(tmp_path):
+    shutil.copytree(HERE / "cubes", tmp_path / "cubes", dirs_exist_ok=True)
+    (tmp_path / "views").mkdir()
+    (tmp_path / "views" / "sales.yaml").write_text("""
+name: sales
+cubes:
+  - {path: purchases, includes: "*"}
+  - {path: purchases.products, includes: [category]}
+rollups:
+  - {name: daily, dimensions: [category], measures: [purchases]}
+""")
+    with pytest.raises(ModelError, match="distinct count does not add up"):
+        model(tmp_path)
+
+
+def test_a_rollup_that_does_not_add_up_blocks_publication(published_sample, tmp_path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(published_sample, warehouse)
+    check = next(c for c in rollup_checks if any(k.asset_key.path[-1] == "sales_daily" for k in c.check_keys))
+    assert all(spec.blocking for spec in check.check_specs)
+    assert check(warehouse=DuckDBResource(database=str(warehouse))).passed
+    with duckdb.connect(str(warehouse)) as tampered:
+        tampered.execute("UPDATE semantic.sales_daily SET total_spend = total_spend + 1 WHERE rowid = 0")
+    result = check(warehouse=DuckDBResource(database=str(warehouse)))
+    assert not result.passed
+    assert set(result.metadata["differences"].value) == {"total_spend"}
