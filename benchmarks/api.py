@@ -54,11 +54,16 @@ class Shape:
     graphql: bool = False
     port: str | None = None
     offsets: tuple[int, ...] = (0,)
+    cursors: tuple[str | None, ...] = ()  # port pages by cursor (after=) instead of offset
+
+    def _page(self, i: int) -> tuple[int, str | None]:
+        return (0, self.cursors[i % len(self.cursors)]) if self.cursors else (self.offsets[i % len(self.offsets)], None)
 
     def http(self, i: int) -> tuple[str, str, dict | None]:
         """Method, path and JSON body of the i-th request."""
         if self.port:
-            return "GET", f"/ports/{self.port}?limit={PAGE}&offset={self.offsets[i % len(self.offsets)]}", None
+            offset, after = self._page(i)
+            return "GET", f"/ports/{self.port}?limit={PAGE}&offset={offset}" + (f"&after={after}" if after else ""), None
         if self.graphql:
             return "POST", "/graphql", {"query": GRAPHQL_LOAD, "variables": {"q": self.query}}
         return "POST", "/load", self.query
@@ -71,7 +76,8 @@ class Shape:
         from product_affinity.semantic.query import Query
 
         if self.port:
-            return service.read_port(caller, self.port, PAGE, self.offsets[i % len(self.offsets)], "benchmark baseline")
+            offset, after = self._page(i)
+            return service.read_port(caller, self.port, PAGE, offset, "benchmark baseline", after)
         return service.load(caller, Query.model_validate(self.query), "benchmark baseline")
 
 
@@ -79,18 +85,25 @@ def shapes(warehouse: Path) -> list[Shape]:
     from product_affinity.publication import open_published
     from product_affinity.semantic import model
 
+    from product_affinity.delivery.service import _cursor
+
     port = "cross_sell_recommendations"
+    root = model().cubes[model().port_view(port).root]
     with open_published(warehouse) as conn:
-        rows = conn.execute(f"SELECT count(*) FROM {model().cubes[model().port_view(port).root].table}").fetchone()[0]
-    last = max(rows - PAGE, 0)
+        rows = conn.execute(f"SELECT count(*) FROM {root.table}").fetchone()[0]
+        last = max(rows - PAGE, 0)
+        offsets = tuple(round(k * last / (PAGES - 1)) for k in range(PAGES))
+        keys = ", ".join(root.primary_key)
+        cursors = tuple(None if offset == 0 else _cursor(list(conn.execute(  # the key of the row before each page
+            f"SELECT {keys} FROM {root.table} ORDER BY {keys} LIMIT 1 OFFSET {offset - 1}").fetchone())) for offset in offsets)
     return [
         Shape("a customer_360 by region", "marta", CUSTOMERS_BY_REGION),
         Shape("b same, row-filtered (ana: Spain)", "ana", CUSTOMERS_BY_REGION),
         Shape("c sales total_spend by category", "marta", {"measures": ["sales.total_spend"], "dimensions": ["sales.category"]}),
         Shape("d sales total_spend by month", "marta", {"measures": ["sales.total_spend"], "timeDimensions": [
             {"dimension": "sales.purchased_at", "granularity": "month"}]}),
-        Shape(f"e port page ({PAGE} of {rows:,} rows)", "storefront", port=port,
-              offsets=tuple(round(k * last / (PAGES - 1)) for k in range(PAGES))),
+        Shape(f"e port page ({PAGE} of {rows:,} rows)", "storefront", port=port, offsets=offsets),
+        Shape("h same pages by cursor (after=)", "storefront", port=port, cursors=cursors),
         Shape("f GraphQL load of (a)", "marta", CUSTOMERS_BY_REGION, graphql=True),
         # a grouped query over a 132-row table: what the API itself costs when the query costs next to nothing
         Shape("g tiny: 132-row category_affinity", "marta", {"measures": ["category_affinity.average_lift"],
@@ -180,7 +193,7 @@ def baseline(warehouse: Path, shapes: list[Shape], seconds: float, warmup: float
     for shape in shapes:
         caller = Caller(principal(shape.principal), "baseline")
         with compiled_by_service() as compiled:
-            answers = [shape.served(service, caller, i) for i in range(len(shape.offsets))]
+            answers = [shape.served(service, caller, i) for i in range(len(shape.cursors or shape.offsets))]
 
         def open_cursor():
             cursor = conn.cursor()
@@ -358,7 +371,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent connections for throughput (default: 8)")
     parser.add_argument("--seconds", type=float, default=8, help="seconds per shape and phase (default: 8)")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per shape (default: 2)")
-    parser.add_argument("--shapes", default="abcdefg", help="which query shapes, by letter (default: all, abcdefg)")
+    parser.add_argument("--shapes", default="abcdefgh", help="which query shapes, by letter (default: all, abcdefgh)")
     args = parser.parse_args()
 
     from product_affinity.governance.audit import AuditLog
