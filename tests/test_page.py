@@ -91,7 +91,8 @@ def test_dagster_asset_graph_shows_every_asset(browser, tmp_path):
             except OSError:
                 assert server.poll() is None and time.monotonic() < deadline, "dagster-webserver did not come up"
                 time.sleep(0.5)
-        opened = browser.new_page(viewport={"width": 1600, "height": 1000})
+        # The graph draws only the nodes inside the viewport: a large one holds each group with its neighbours.
+        opened = browser.new_page(viewport={"width": 2400, "height": 1800})
         opened.goto(f"http://127.0.0.1:{port}/asset-groups", wait_until="networkidle")
         graph = defs.resolve_asset_graph()
         groups: dict[str, list] = {}
@@ -103,6 +104,8 @@ def test_dagster_asset_graph_shows_every_asset(browser, tmp_path):
             opened.goto(f"http://127.0.0.1:{port}/locations/product_affinity.definitions/asset-groups/{group}", wait_until="networkidle")
             for key in keys:
                 opened.get_by_text(key.path[-1], exact=True).first.wait_for(timeout=60_000)
+            if opened.get_by_role("button", name="Skip").count():  # the first-visit community dialog hides the graph
+                opened.get_by_role("button", name="Skip").click()
             opened.screenshot(path=tmp_path / f"asset-graph-{group}.png")
         opened.close()
     finally:

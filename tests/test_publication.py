@@ -20,6 +20,7 @@ from dagster_duckdb import DuckDBResource
 
 from product_affinity.cli import main, run_job
 from product_affinity.contract import tables
+from product_affinity.semantic import model
 from product_affinity.definitions import build_definitions, defs
 from product_affinity.publication import (
     KEEP_SNAPSHOTS,
@@ -83,9 +84,10 @@ def assert_still_published(warehouse: Path, before: tuple[Path, str, dict[str, i
 
 def test_publication_waits_for_every_table_and_is_part_of_the_job():
     graph = defs.resolve_asset_graph()
+    rollups = {dg.AssetKey(["semantic", f"{v.name}_{r.name}"]) for v in model().views.values() for r in v.rollups}
     assert graph.get(SNAPSHOT_KEY).parent_keys == {
         dg.AssetKey([t.schema, t.name]) for t in tables().values() if t.name != "quarantine"
-    }
+    } | rollups
     assert SNAPSHOT_KEY in defs.resolve_job_def("product_affinity").asset_layer.executable_asset_keys
 
 

@@ -24,6 +24,7 @@ from product_affinity.consumer_aligned.assets import consumer_aligned_assets
 from product_affinity.contract import checked_tables, quality_rules, service_levels, table
 from product_affinity.definitions import build_definitions, defs
 from product_affinity.quality.checks import asset_key, quality_checks
+from product_affinity.semantic import model
 from product_affinity.quality.report import declared_markdown
 from product_affinity.quality.suites import EXPECTATIONS_DIR, suite_json
 from product_affinity.resources import resources
@@ -143,7 +144,8 @@ def test_a_clean_sample_passes_every_check_and_is_published(clean):
     _, warehouse, result = clean
     assert result.success
     assert failed(result) == {}
-    assert len(evaluations(result)) == sum(len(quality_rules(t.name)) for t in checked_tables())
+    rollups = sum(len(v.rollups) for v in model().views.values())  # each gated by a check that it adds up
+    assert len(evaluations(result)) == sum(len(quality_rules(t.name)) for t in checked_tables()) + rollups
     assert "snapshot" in materialized(result)
     accuracy = evaluations(result)[("association_rules", "accuracy_support_count")]
     assert accuracy.metadata["observed"].value == 100 and accuracy.metadata["rows_checked"].value > 0
