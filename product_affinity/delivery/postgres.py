@@ -403,7 +403,7 @@ def _private() -> list[str]:
         f"CREATE TABLE {PRIVATE}.masking_key (key text NOT NULL)",
         f"CREATE TABLE {PRIVATE}.publication (id text NOT NULL, snapshot text NOT NULL, published_at timestamptz NOT NULL)",
         f"""CREATE FUNCTION {PRIVATE}.is_current(publication text) RETURNS boolean
-            LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+            LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
             BEGIN
               IF publication IS DISTINCT FROM (SELECT id FROM {PRIVATE}.publication) THEN
                 RAISE EXCEPTION 'the Product Affinity views were republished after this transaction took its snapshot'
@@ -446,6 +446,7 @@ def _publish(snapshot: Path, dsn: str, roles: Roles, key: str, wait: float, on_b
     database = _create_database(dsn)
     with duckdb.connect(str(snapshot), read_only=True) as duck, \
             psycopg.connect(dsn, autocommit=True, application_name=APPLICATION) as pg:
+        duck.execute("SET enable_progress_bar = false")  # the summary says how long it took
         user, superuser = pg.execute("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
         if not superuser:
             raise PublishError(f"{user} is not a superuser: publishing manages roles and their statement logging")
