@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: run test dev bench bench-api clean
+.PHONY: run test dev bench bench-api bench-postgres clean
 
 # The environment is rebuilt only when the declared dependencies change.
 $(BIN)/product-affinity: pyproject.toml constraints.txt
@@ -30,6 +30,10 @@ bench: $(BIN)/product-affinity
 # Reuses the Instacart-scale snapshot `make bench` published, or builds it first.
 bench-api: $(BIN)/product-affinity
 	$(BIN)/python benchmarks/api.py --reuse
+
+# Needs the PostgreSQL server; publishes the snapshot `make bench` published (or builds it) into a throwaway database.
+bench-postgres: $(BIN)/product-affinity
+	$(BIN)/python benchmarks/postgres_port.py
 
 clean:
 	rm -rf $(VENV) data/sample data/*.duckdb* data/published dagster_home/storage dagster_home/logs dagster_home/history dagster_home/schedules

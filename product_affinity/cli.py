@@ -1,4 +1,4 @@
-"""`product-affinity generate | run | expectations | slo | serve | keys`: the sample sources, the pipeline, its quality gates and its APIs, from a terminal."""
+"""`product-affinity generate | run | expectations | slo | serve | keys | publish-postgres`: the sample sources, the pipeline, its quality gates, its APIs and its Postgres port, from a terminal."""
 
 from __future__ import annotations
 
@@ -113,7 +113,34 @@ def keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def publish_postgres(args: argparse.Namespace) -> int:
+    """Publish the published snapshot into PostgreSQL; exit 1 when readers kept it from swapping in, 2 when it could not start."""
+    import psycopg
+
+    from product_affinity.delivery import postgres
+    from product_affinity.publication import NothingPublished
+
+    waited_for: set[int] = set()
+
+    def busy(readers: list[postgres.Reader]) -> None:
+        if {r.pid for r in readers} - waited_for:
+            waited_for.update(r.pid for r in readers)
+            print(f"Waiting for readers to end their transactions: {'; '.join(map(str, readers))}", file=sys.stderr)
+
+    try:
+        done = postgres.publish(args.warehouse, args.dsn, args.role_prefix, args.wait, busy)
+    except postgres.ReadersBusy as error:
+        print(f"Not published: {error}", file=sys.stderr)
+        return 1
+    except (NothingPublished, postgres.PublishError, psycopg.Error) as error:
+        print(f"Cannot publish to PostgreSQL: {error}", file=sys.stderr)
+        return 2
+    print(postgres.summary(done))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    from product_affinity.delivery.postgres import DSN_VARIABLE, FALLBACK_DSN
     from product_affinity.sources.sample import DEFAULT_SIZE
 
     parser = argparse.ArgumentParser(prog="product-affinity", description=__doc__)
@@ -155,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     keys_.add_argument("principal", nargs="?", help="issue: the principal (policies.yaml); revoke: the key id")
     keys_.add_argument("--warehouse", type=Path, default=DEFAULT_WAREHOUSE, help="keys live next to this warehouse (default: %(default)s)")
     keys_.set_defaults(func=keys)
+
+    pg = commands.add_parser("publish-postgres", help="publish the snapshot into PostgreSQL for BI tools, under the same policies as the API")
+    pg.add_argument("--dsn", help=f"database to publish into, created if missing (default: ${DSN_VARIABLE} or {FALLBACK_DSN})")
+    pg.add_argument("--warehouse", type=Path, default=DEFAULT_WAREHOUSE, help="working warehouse whose snapshot to publish (default: %(default)s)")
+    pg.add_argument("--role-prefix", default="pa_", help="prefix of the Postgres roles, which are cluster-wide (default: %(default)s)")
+    pg.add_argument("--wait", type=float, default=300.0, help="seconds to wait for readers' open transactions (default: %(default)s)")
+    pg.set_defaults(func=publish_postgres)
 
     args = parser.parse_args(argv)
     if args.command == "keys" and args.action != "list" and not args.principal:

@@ -81,7 +81,7 @@ class Dimension:
     title: str
     description: str
     type: str
-    sql: str  # with {CUBE} standing for the cube's alias
+    sql: str  # with {CUBE} standing for the cube's alias; runs on DuckDB and PostgreSQL alike (the Postgres port reads it too)
     pii: bool = False
     mask: Mask | None = None
 

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from product_affinity.governance import Access, AccessDenied, Principal
-from product_affinity.semantic import FINER_OR_EQUAL, Cube, Dimension, Mask, Measure, Metric, Rollup, model, rollup_parts
+from product_affinity.semantic import FINER_OR_EQUAL, Cube, Dimension, Mask, Measure, Metric, Rollup, View, model, rollup_parts
 from product_affinity.semantic.query import MemberFilter, OrFilter, Query, _flatten
 
 
@@ -51,12 +51,22 @@ def _q(identifier: str) -> str:
     return f'"{identifier}"'
 
 
-def mask_sql(expr: str, mask: Mask, kind: str, salt: str) -> str:
-    """The SQL of a masked value (the same in DuckDB and PostgreSQL); `salt` is an SQL expression."""
+# The few spellings DuckDB and PostgreSQL do not share; everything else the compiler writes runs on both,
+# so the Postgres port (product_affinity.delivery.postgres) masks and filters with the same SQL as the API.
+DIALECTS = {
+    "duckdb": {"sha256_hex": "sha256({0})", "has_any": "list_has_any({0}, [{1}])", "ends_with": "ends_with({0}, {1})"},
+    "postgres": {"sha256_hex": "encode(sha256(convert_to({0}, 'UTF8')), 'hex')", "has_any": "{0} && ARRAY[{1}]::text[]",
+                 "ends_with": "right({0}, length({1})) = {1}"},
+}
+
+
+def mask_sql(expr: str, mask: Mask, kind: str, salt: str, dialect: str = "duckdb") -> str:
+    """The SQL of a masked value, byte for byte the same in DuckDB and PostgreSQL; `salt` is an SQL expression."""
     if mask.kind == "redact":
         return f"CASE WHEN {expr} IS NULL THEN NULL ELSE '***' END" if kind == "string" else "NULL"
     if mask.kind == "hash":
-        return f"CASE WHEN {expr} IS NULL THEN NULL ELSE left(sha256({salt} || CAST({expr} AS VARCHAR)), 20) END"
+        digest = DIALECTS[dialect]["sha256_hex"].format(f"{salt} || CAST({expr} AS VARCHAR)")
+        return f"CASE WHEN {expr} IS NULL THEN NULL ELSE left({digest}, 20) END"
     if mask.show_from:
         mark = mask.show_from.replace("'", "''")
         return (f"CASE WHEN strpos({expr}, '{mark}') > {mask.show_first} "
@@ -113,8 +123,9 @@ DATE_OPERATORS = {"inDateRange", "notInDateRange", "beforeDate", "afterDate"}
 COMPARISON = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
-def condition(expr: str, kind: str, operator: str, values: list[Any], member: str, param: _Params) -> str:
-    """One filter as SQL over `expr`, its values bound through `param`."""
+def condition(expr: str, kind: str, operator: str, values: list[Any], member: str, param: Callable[[Any], str],
+              dialect: str = "duckdb") -> str:
+    """One filter as SQL over `expr`, its values written by `param` (bound as parameters, or Postgres literals for DDL)."""
     if operator == "set":
         return f"{expr} IS NOT NULL"
     if operator == "notSet":
@@ -128,7 +139,7 @@ def condition(expr: str, kind: str, operator: str, values: list[Any], member: st
     if kind == "list":
         if operator not in ("equals", "notEquals"):
             raise QueryError(f"{member}: a list can only be filtered with equals or notEquals (holds one of the values)")
-        has = f"list_has_any({expr}, [{', '.join(param(str(v)) for v in values)}])"
+        has = DIALECTS[dialect]["has_any"].format(expr, ", ".join(param(str(v)) for v in values))
         return has if operator == "equals" else f"NOT {has}"
     if operator in ("equals", "notEquals"):
         listed = ", ".join(param(_typed(v, kind, member)) for v in values)
@@ -141,7 +152,7 @@ def condition(expr: str, kind: str, operator: str, values: list[Any], member: st
     if operator == "startsWith":
         return f"starts_with({expr}, {param(str(values[0]))})"
     if operator == "endsWith":
-        return f"ends_with({expr}, {param(str(values[0]))})"
+        return DIALECTS[dialect]["ends_with"].format(expr, param(str(values[0])))
     if operator in ("inDateRange", "notInDateRange"):
         inside = f"({expr} >= {param(_time_value(values[0], member))} AND {expr} < {param(_end_of(values[1], member))})"
         return inside if operator == "inDateRange" else f"NOT {inside}"
@@ -480,12 +491,26 @@ def compile_query(query: Query, access: Access, salt: str, use_rollups: bool = T
     return _Compiler(query, access, salt, use_rollups).compile()
 
 
+def _unrestricted(view: View, who: str) -> Access:
+    """Every member of the view, nothing masked, no row filter: for SQL that policies are applied to afterwards, elsewhere."""
+    return Access(Principal(who, ()), view, (), frozenset(view.members), {}, ())
+
+
 def rollup_sql(rollup: Rollup) -> str:
     """The SELECT that builds `rollup` from the detail tables: every row, no policy (the pipeline builds it)."""
     view = model().views[rollup.view]
-    everything = Access(Principal("pipeline", ()), view, (), frozenset(view.members), {}, ())
     query = Query(dimensions=[f"{view.name}.{d}" for d in rollup.columns()] or [], measures=[f"{view.name}.{m}" for m in rollup.measures])
-    return _Compiler(query, everything, "").build_rollup(rollup)
+    return _Compiler(query, _unrestricted(view, "pipeline"), "").build_rollup(rollup)
+
+
+def view_rows(view: View) -> tuple[str, list[str]]:
+    """Every row of `view` at its grain, as the API's ungrouped query over all its dimensions reads them, but in
+    clear and unfiltered: (SQL selecting d0, d1, ... , the dimension names in that order). The Postgres port masks
+    and filters these rows itself, in its views and row-level security."""
+    names = [name for name, vm in view.members.items() if isinstance(vm.member, Dimension)]
+    query = Query(dimensions=[f"{view.name}.{name}" for name in names], ungrouped=True)
+    compiler = _Compiler(query, _unrestricted(view, "postgres port"), "", use_rollups=False)
+    return compiler._dimension_query([(name, None) for name in names], {view.members[n].cube for n in names}, []), names
 
 
 def view_of(query: Query) -> str:
@@ -496,4 +521,5 @@ def view_of(query: Query) -> str:
     return views.pop()
 
 
-__all__ = ["AccessDenied", "Column", "Compiled", "QueryError", "compile_query", "condition", "mask_sql", "rollup_sql", "view_of"]
+__all__ = ["AccessDenied", "Column", "Compiled", "QueryError", "compile_query", "condition", "mask_sql", "rollup_sql", "view_of",
+           "view_rows"]
