@@ -30,6 +30,15 @@ COVERED = [
     ("jon", {"measures": ["customer_360.average_income", "customer_360.buyers"], "dimensions": ["customer_360.education"],
              "filters": [{"member": "customer_360.customer_total_spend", "operator": "gt", "values": [1000]}]}),
 ]
+GRAINS = [  # the rollup that answers: the first that covers the query, coarsest first
+    ({"measures": ["sales.total_spend"], "timeDimensions": [MONTHS]}, "semantic.sales_monthly"),
+    ({"measures": ["sales.total_spend"], "timeDimensions": [{**MONTHS, "granularity": "year"}]}, "semantic.sales_monthly"),
+    ({"measures": ["sales.total_spend"], "timeDimensions": [{**MONTHS, "granularity": "week"}]}, "semantic.sales_daily"),
+    ({"measures": ["sales.total_spend"], "timeDimensions": [{**MONTHS, "dateRange": ["2025-01-01", "2026-06-15"]}]},
+     "semantic.sales_daily"),  # the range ends mid-month
+    ({"measures": ["sales.lines"], "filters": [{"member": "sales.purchased_at", "operator": "afterDate", "values": ["2025-12-31"]}]},
+     "semantic.sales_monthly"),  # after the 31st is from the 1st
+]
 NOT_COVERED = [
     ("steward", {"measures": ["sales.purchases"], "dimensions": ["sales.category"]}),  # a distinct count
     ("steward", {"measures": ["sales.total_spend"], "dimensions": ["sales.age_group"]}),  # not kept
@@ -71,6 +80,12 @@ def test_a_covered_query_gets_the_details_answer_from_the_rollup(conn, who, quer
 @pytest.mark.parametrize("who, query", NOT_COVERED)
 def test_a_query_no_rollup_covers_reads_the_detail(conn, who, query):
     assert answer(conn, who, query, use_rollups=True)[0] is None
+
+
+@pytest.mark.parametrize("query, rollup", GRAINS)
+def test_the_coarsest_rollup_that_answers_exactly_is_used(conn, query, rollup):
+    used, fast = answer(conn, "steward", query, use_rollups=True)
+    assert used == rollup and same(fast, answer(conn, "steward", query, use_rollups=False)[1])
 
 
 def test_row_filters_hold_on_the_rollup(conn):

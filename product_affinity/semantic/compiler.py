@@ -160,16 +160,30 @@ def condition(expr: str, kind: str, operator: str, values: list[Any], member: st
     return f"{expr} < {bound}" if operator == "beforeDate" else f"{expr} >= {bound}"
 
 
-def _day_aligned(f: MemberFilter) -> bool:
-    """Whether a time filter gives the same rows on whole days as on timestamps: bounds at midnight, compared with >= and <."""
+def _period_start(moment: datetime, grain: str) -> datetime:
+    """The start of the day, week (Monday), month, quarter or year `moment` falls in."""
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if grain == "week":
+        return day - timedelta(days=day.weekday())
+    if grain in ("month", "quarter", "year"):
+        month = {"month": day.month, "quarter": day.month - (day.month - 1) % 3, "year": 1}[grain]
+        return day.replace(month=month, day=1)
+    return day
+
+
+def _aligned(f: MemberFilter, grain: str) -> bool:
+    """Whether a time filter keeps the same rows from a rollup at `grain` as from the timestamps: every bound it
+    compares with starts a period of that grain, and it compares with >= and < only."""
     if f.operator in ("set", "notSet"):
         return True
-    if f.operator not in ("inDateRange", "notInDateRange", "beforeDate", "afterDate", "gte", "lt"):
-        return False
     try:
-        return all(_time_value(v, f.member).time() == datetime.min.time() for v in f.values)
-    except QueryError:
+        bounds = {"inDateRange": lambda v: [_time_value(v[0], f.member), _end_of(v[1], f.member)],
+                  "notInDateRange": lambda v: [_time_value(v[0], f.member), _end_of(v[1], f.member)],
+                  "beforeDate": lambda v: [_time_value(v[0], f.member)], "afterDate": lambda v: [_end_of(v[0], f.member)],
+                  "gte": lambda v: [_time_value(v[0], f.member)], "lt": lambda v: [_time_value(v[0], f.member)]}[f.operator](f.values)
+    except (KeyError, QueryError):
         return False
+    return all(_period_start(bound, grain) == bound for bound in bounds)
 
 
 def _reaggregate(measure: Measure, cube: Cube, column: Callable[[str], str]) -> str:
@@ -415,7 +429,7 @@ class _Compiler:
                        or grain in FINER_OR_EQUAL.get(rollup.granularity, ()) and d == rollup.time_dimension
                        for d, grain in dim_exprs):
                 continue
-            if not all(d in rollup.dimensions or d == rollup.time_dimension and _day_aligned(m) for d, m in filtered):
+            if not all(d in rollup.dimensions or d == rollup.time_dimension and _aligned(m, rollup.granularity) for d, m in filtered):
                 continue
             if all(self._rollup_column(rollup, a.filter) or not self._filter_applies(rollup, a.filter) for a in self.access.row_filters):
                 return rollup
