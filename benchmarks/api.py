@@ -170,8 +170,8 @@ def compiled_by_service():
 
     seen, compile_query = [], service.compile_query
 
-    def spy(*args):
-        seen.append(compile_query(*args))
+    def spy(*args, **kwargs):
+        seen.append(compile_query(*args, **kwargs))
         return seen[-1]
 
     service.compile_query = spy

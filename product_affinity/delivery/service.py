@@ -62,15 +62,19 @@ class _Snapshots:
     def __init__(self, warehouse: Path) -> None:
         self.warehouse = warehouse
         self._lock = threading.Lock()
-        self._open: list[tuple[str, duckdb.DuckDBPyConnection]] = []
+        self._open: list[tuple[str, duckdb.DuckDBPyConnection, frozenset[str]]] = []
 
-    def cursor(self) -> tuple[str, duckdb.DuckDBPyConnection]:
+    def cursor(self) -> tuple[str, duckdb.DuckDBPyConnection, frozenset[str]]:
+        """The snapshot's name, a cursor on it, and the tables it holds (a snapshot published before a rollup
+        was declared has no table for it, and is answered from the detail)."""
         path = published_snapshot(self.warehouse)
         with self._lock:
             if not self._open or self._open[-1][0] != path.name:
-                self._open = [*self._open[-1:], (path.name, duckdb.connect(str(path), read_only=True))]
-            name, conn = self._open[-1]
-            return name, conn.cursor()
+                conn = duckdb.connect(str(path), read_only=True)
+                held = frozenset(r[0] for r in conn.execute("SELECT schema_name || '.' || table_name FROM duckdb_tables()").fetchall())
+                self._open = [*self._open[-1:], (path.name, conn, held)]
+            name, conn, held = self._open[-1]
+            return name, conn.cursor(), held
 
 
 class DeliveryService:
@@ -160,9 +164,9 @@ class DeliveryService:
             view = view_name()
             granted = access(caller.principal, view)
             query = make_query(granted)
-            compiled = compile_query(query, granted, self._masking_key)
-            snapshot, cursor = self.snapshots.cursor()
+            snapshot, cursor, held = self.snapshots.cursor()
             try:
+                compiled = compile_query(query, granted, self._masking_key, rollups=held)
                 values = cursor.execute(compiled.sql, compiled.params).fetchall()
             finally:
                 cursor.close()

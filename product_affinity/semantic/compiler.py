@@ -17,7 +17,7 @@ Guarantees:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -210,8 +210,8 @@ def _join_clause(a: str, a_alias: str, b: str, b_alias: str) -> str:
 
 
 class _Compiler:
-    def __init__(self, query: Query, access: Access, salt: str, use_rollups: bool = True) -> None:
-        self.query, self.access, self.view, self.use_rollups = query, access, access.view, use_rollups
+    def __init__(self, query: Query, access: Access, salt: str, rollups: Container[str] | None = None) -> None:
+        self.query, self.access, self.view, self.rollups = query, access, access.view, rollups
         self.param, self._salt, self._salt_param = _Params(), salt, None
         for name in query.members():
             self._member(name)  # refuses unknown and forbidden members before any SQL is written
@@ -327,7 +327,7 @@ class _Compiler:
         needed_measures = self._measures_needed(measures, measure_filters)
         dim_cubes = {self._cube_of(d) for d, _ in dim_exprs} | {
             self._cube_of(self._member(m.member)[0]) for f in dim_filters for m in _flatten([f])}
-        rollup = self._covering_rollup(needed_measures, dim_exprs, dim_filters) if self.use_rollups else None
+        rollup = self._covering_rollup(needed_measures, dim_exprs, dim_filters)
         if rollup:
             body = self._rollup_query(rollup, needed_measures, dim_exprs, dim_filters)
         elif needed_measures:
@@ -423,6 +423,8 @@ class _Compiler:
             return None
         filtered = [(self._member(m.member)[0], m) for f in dim_filters for m in _flatten([f])]
         for rollup in self.view.rollups:
+            if self.rollups is not None and rollup.table not in self.rollups:
+                continue
             if not set(needed) <= set(rollup.measures):
                 continue
             if not all(grain is None and d in rollup.dimensions
@@ -498,11 +500,12 @@ class _Compiler:
         return ", ".join(dict.fromkeys(order)) or "1"
 
 
-def compile_query(query: Query, access: Access, salt: str, use_rollups: bool = True) -> Compiled:
+def compile_query(query: Query, access: Access, salt: str, rollups: Container[str] | None = None) -> Compiled:
     """The SQL (DuckDB) answering `query` for the principal of `access`; QueryError (400) or AccessDenied (403) otherwise.
 
-    A query a rollup covers is answered from it (the same figures, from far fewer rows) unless use_rollups is False."""
-    return _Compiler(query, access, salt, use_rollups).compile()
+    A query a rollup covers is answered from it (the same figures, from far fewer rows): any rollup the model
+    declares, or only those whose tables are in `rollups` (what a snapshot holds; empty: read the detail)."""
+    return _Compiler(query, access, salt, rollups).compile()
 
 
 def _unrestricted(view: View, who: str) -> Access:
@@ -523,7 +526,7 @@ def view_rows(view: View) -> tuple[str, list[str]]:
     and filters these rows itself, in its views and row-level security."""
     names = [name for name, vm in view.members.items() if isinstance(vm.member, Dimension)]
     query = Query(dimensions=[f"{view.name}.{name}" for name in names], ungrouped=True)
-    compiler = _Compiler(query, _unrestricted(view, "postgres port"), "", use_rollups=False)
+    compiler = _Compiler(query, _unrestricted(view, "postgres port"), "", rollups=())
     return compiler._dimension_query([(name, None) for name in names], {view.members[n].cube for n in names}, []), names
 
 
