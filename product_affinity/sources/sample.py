@@ -4,8 +4,15 @@ The generator writes the three files the product ingests (customer_info.csv, pro
 purchase.csv) plus ground_truth.json, which records what was planted: category and product
 affinities the association rules must recover, and defect rows the quarantine must catch, by
 file and reason. Everything is drawn from one seed and `end`, so a sample can be rebuilt byte
-for byte, and every step works on whole numpy columns so an Instacart-sized sample (about 32M
-order lines) takes minutes, not hours.
+for byte, and every step works on whole numpy columns so an Instacart-sized sample (about 33M
+order lines) takes under a minute.
+
+Customers behave as they do in real retail, so that a customer's history says something about
+their next purchase: each has lasting tastes (which categories they like, a few favourite products
+they reorder), buys from a repertoire of categories that grows over their orders, and takes up a
+planted consequent (Meats, say) soon after its antecedent (Wines). The planted affinities therefore
+hold inside baskets, where the association rules find them, and across a customer's history, where
+the cross-sell recommendations and their backtest need them.
 """
 
 from __future__ import annotations
@@ -137,16 +144,36 @@ POPULARITY_EXPONENT = 1.0  # Zipf exponent of product popularity within a catego
 # Affinities worth planting: (antecedent, consequent). Three are drawn with no shared category.
 CATEGORY_AFFINITY_POOL = (("Wines", "Meats"), ("Bakery", "Dairy"), ("Fish", "Vegetables"), ("Snacks", "Beverages"),
                           ("Gold", "Wines"), ("Sweets", "Fruits"), ("Meats", "Vegetables"), ("Household", "Snacks"))
-CATEGORY_AFFINITY_PROBABILITY = 0.9
-PRODUCT_AFFINITY_PROBABILITY = 0.5
+CATEGORY_AFFINITY_PROBABILITY = 0.1  # an order with the antecedent and not the consequent gets it as an add-on
+PRODUCT_AFFINITY_PROBABILITY = 0.8  # the same for a planted product pair
 PRODUCT_AFFINITY_RANKS = (100, 150)  # popularity ranks (at 400 products) of the planted products
 
-# Baskets: size = 1 + negative binomial (Instacart-like, mean about 9.4 after planting). Lines come
-# from a few "mission" categories (more for bigger baskets; small departments get their own trips
-# more often than their share of lines suggests) plus a line or so bought on impulse anywhere.
-BASKET_SHAPE, BASKET_EXTRA_MEAN, BASKET_BASE_CAP = 1.3, 8.1, 42
-MAX_MISSIONS, LINES_PER_EXTRA_MISSION, MISSION_FLATTENING = 4, 6.0, 0.5
+# Customers' lasting tastes. Each customer has a lognormal liking of each category; the likings of a
+# planted pair's two categories are correlated (a "wine and dine" customer likes both). They start
+# with the FIRST_CATEGORIES categories they are quickest to take up and take up each other one after
+# an exponential number of orders, sooner the more they like it; a planted consequent is taken up
+# only after its antecedent, and then soon (CONSEQUENT_LAG of its own wait later). An order's
+# missions are drawn from the categories taken up so far, weighted by (share of lines x liking) **
+# MISSION_FLATTENING. A line in a category is, with REORDER_PROBABILITY, one of the customer's few
+# favourite products there, mostly best sellers (drawn by popularity ** FAVOURITE_SKEW; at Instacart
+# scale a category's best seller is then in about 14% of orders, as bananas are at Instacart): about
+# half the lines reorder a product the customer bought before (Instacart: 59%).
+TASTE_SPREAD = 1.0  # standard deviation of a customer's log liking of a category
+PAIR_TASTE_CORRELATION = 0.5  # between the log likings of a planted pair's two categories
+FIRST_CATEGORIES = 5
+ADOPTION_RATE = 0.02  # categories taken up per order, for one of average liking
+CONSEQUENT_LAG = 0.15
+FAVOURITES_PER_CATEGORY, FAVOURITE_SKEW, REORDER_PROBABILITY = 3, 1.5, 0.5
+
+# Baskets: size = 1 + negative binomial (Instacart-like, mean about 9.7 after planting). Lines come
+# from a few "mission" categories of the customer's (more for bigger baskets; flattened weights, so
+# small departments get their own trips more often than their share of lines suggests), plus a line
+# or so bought on impulse in any category the customer buys.
+BASKET_SHAPE, BASKET_EXTRA_MEAN, BASKET_BASE_CAP = 1.3, 8.7, 42
+MAX_MISSIONS, LINES_PER_EXTRA_MISSION, MISSION_FLATTENING = 6, 7.0, 0.5
 IMPULSE_LINES = 0.8  # per order, whatever its size
+CANDIDATE_LINES = 3  # per line wanted, so repeated products do not leave baskets short
+ORDERS_PER_CHUNK = 1 << 20  # baskets are drawn this many orders at a time, to bound memory
 DEAL_PROBABILITY, DEAL_DISCOUNT = 0.12, (0.10, 0.30)
 QUANTITY_PROBABILITIES = (0.80, 0.11, 0.05, 0.02, 0.012, 0.008)  # quantities 1..6
 
@@ -192,7 +219,17 @@ class Catalogue:
     category: np.ndarray  # internal index -> category code (index in CATEGORY_NAMES)
     list_cents: np.ndarray
     draw_key: np.ndarray  # category code + cumulative popularity within the category, for searchsorted
+    favourite_key: np.ndarray  # the same for popularity ** FAVOURITE_SKEW: how favourites are drawn
     frame: pl.DataFrame  # product.csv rows, by product_id
+
+
+@dataclass(frozen=True)
+class Tastes:
+    """What each customer buys: how much they weigh each category, from when, and their favourite products."""
+
+    category_weight: np.ndarray  # customer x category
+    adopted_at: np.ndarray  # customer x category -> the customer's order number (0 = first) from which they buy it
+    favourites: np.ndarray  # customer x category x FAVOURITES_PER_CATEGORY -> internal product index
 
 
 @dataclass(frozen=True)
@@ -216,15 +253,21 @@ def generate_sample(directory: Path, *, customers: int = 2_000, products: int = 
     end = _as_end(end)
     end_s = int((end - datetime(1970, 1, 1)).total_seconds())
     start_s = end_s - history_days * DAY
-    # One independent stream per concern, so changing how one part is drawn leaves the others as they were.
-    streams = map(np.random.default_rng, np.random.SeedSequence(seed).spawn(6))
-    rng_catalogue, rng_customers, rng_orders, rng_baskets, rng_planting, rng_defects = streams
+    # One independent stream per concern, so changing how one part is drawn leaves the others as they were;
+    # the calendar has its own, so that another `end` moves the orders in time but not who buys what.
+    streams = map(np.random.default_rng, np.random.SeedSequence(seed).spawn(8))
+    rng_catalogue, rng_customers, rng_orders, rng_baskets, rng_planting, rng_defects, rng_tastes, rng_calendar = streams
 
     catalogue = _catalogue(rng_catalogue, products)
-    purchased_at, buyer, channel = _place_orders(rng_orders, orders, customers, start_s, end_s)
-    line_order, line_product = _basket_lines(rng_baskets, orders, catalogue)
-    planted = _choose_affinities(rng_planting, catalogue, line_product)
-    line_order, line_product = _plant_affinities(rng_planting, orders, line_order, line_product, catalogue, planted)
+    purchased_at = _order_times(rng_calendar, orders, start_s, end_s)
+    buyer, channel = _order_buyers(rng_orders, orders, customers)
+    category_pairs = _category_pairs(rng_planting)
+    tastes = _tastes(rng_tastes, customers, catalogue, category_pairs)
+    line_order, line_product = _basket_lines(rng_baskets, buyer, tastes, catalogue)
+    planted = {"category": category_pairs,
+               "product": _product_pairs(rng_planting, catalogue, line_product, [b for _, b in category_pairs])}
+    line_order, line_product = _plant_affinities(rng_planting, buyer, tastes, line_order, line_product, catalogue,
+                                                 planted)
     order_lines = Orders(purchased_at, buyer, channel, line_order, line_product, _line_numbers(line_order, orders))
     customer_frame, customer_id = _customers(rng_customers, customers, order_lines, start_s, end_s)
 
@@ -287,7 +330,9 @@ def _catalogue(rng: np.random.Generator, products: int) -> Catalogue:
     stocked = [_category_products(rng, category, count) for category, count in zip(CATEGORIES.values(), counts)]
     items = pl.concat([frame for frame, _ in stocked])
     category = np.repeat(np.arange(len(CATEGORIES)), counts)
-    draw_key = category + _cumulative_within(np.concatenate([share for _, share in stocked]), counts)
+    share = np.concatenate([share for _, share in stocked])
+    draw_key = category + _cumulative_within(share, counts)
+    favourite_key = category + _cumulative_within(share ** FAVOURITE_SKEW, counts)
     list_cents = items["list_cents"].to_numpy()
     product_id = rng.permutation(products) + 1
     frame = items.select(
@@ -299,7 +344,7 @@ def _catalogue(rng: np.random.Generator, products: int) -> Catalogue:
         subcategory="subcategory",
         list_price=pl.col("list_cents") / 100,
     ).sort("product_id")
-    return Catalogue(product_id, category, list_cents, draw_key, frame)
+    return Catalogue(product_id, category, list_cents, draw_key, favourite_key, frame)
 
 
 def _category_products(rng: np.random.Generator, category: Category, count: int) -> tuple[pl.DataFrame, np.ndarray]:
@@ -325,23 +370,29 @@ def _category_products(rng: np.random.Generator, category: Category, count: int)
 
 
 def _cumulative_within(weights: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Cumulative share within each consecutive group, ending at exactly 1.0 per group."""
+    """Cumulative share of the weights within each consecutive group, ending at exactly 1.0 per group."""
     ends = np.cumsum(counts)
     cumulative = np.cumsum(weights)
     before = np.repeat(np.concatenate([[0.0], cumulative[ends[:-1] - 1]]), counts)
-    within = cumulative - before
+    within = (cumulative - before) / np.repeat(cumulative[ends - 1] - before[ends - 1], counts)
     within[ends - 1] = 1.0
     return within
 
 
-def _draw_products(rng: np.random.Generator, catalogue: Catalogue, category: np.ndarray) -> np.ndarray:
-    """One product per requested category, popular products more often."""
-    return np.searchsorted(catalogue.draw_key, category + rng.random(len(category)), side="right")
+def _draw_products(rng: np.random.Generator, catalogue: Catalogue, category: np.ndarray, buyer: np.ndarray,
+                   tastes: Tastes) -> np.ndarray:
+    """One product per requested category: one of the buyer's favourites there, or any, popular ones more often."""
+    reordered = rng.random(len(category), dtype=np.float32) < REORDER_PROBABILITY
+    product = np.empty(len(category), dtype=np.int32)
+    product[reordered] = tastes.favourites[buyer[reordered], category[reordered],
+                                           rng.integers(0, FAVOURITES_PER_CATEGORY, reordered.sum(), dtype=np.int8)]
+    fresh = ~reordered
+    product[fresh] = np.searchsorted(catalogue.draw_key, category[fresh] + rng.random(fresh.sum()), side="right")
+    return product
 
 
-def _choose_affinities(rng: np.random.Generator, catalogue: Catalogue,
-                       line_product: np.ndarray) -> dict[str, list[tuple[int, int]]]:
-    """Three category pairs sharing no category, five pairs of distinct mid-popularity products."""
+def _category_pairs(rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Three (antecedent, consequent) category pairs from the pool, sharing no category."""
     code = {name: i for i, name in enumerate(CATEGORY_NAMES)}
     category_pairs, used = [], set()
     for i in rng.permutation(len(CATEGORY_AFFINITY_POOL)):
@@ -349,8 +400,7 @@ def _choose_affinities(rng: np.random.Generator, catalogue: Catalogue,
         if len(category_pairs) < 3 and not {a, b} & used:
             category_pairs.append((code[a], code[b]))
             used |= {a, b}
-    return {"category": category_pairs,
-            "product": _product_pairs(rng, catalogue, line_product, [b for _, b in category_pairs])}
+    return category_pairs
 
 
 def _product_pairs(rng: np.random.Generator, catalogue: Catalogue, line_product: np.ndarray,
@@ -375,13 +425,36 @@ def _product_pairs(rng: np.random.Generator, catalogue: Catalogue, line_product:
         low, high = max(low // 2, 1), min(high * 2, len(ranked))
 
 
+# ------------------------------------------------------------------------------------ tastes
+
+
+def _tastes(rng: np.random.Generator, customers: int, catalogue: Catalogue,
+            category_pairs: list[tuple[int, int]]) -> Tastes:
+    """Each customer's category weights, the order from which they buy each category, and their favourites."""
+    n = len(CATEGORIES)
+    taste = rng.standard_normal((customers, n), dtype=np.float32)
+    for a, b in category_pairs:
+        taste[:, b] = PAIR_TASTE_CORRELATION * taste[:, a] + np.sqrt(1 - PAIR_TASTE_CORRELATION ** 2) * taste[:, b]
+    liking = np.exp(TASTE_SPREAD * taste)
+    shares = np.array([c.share for c in CATEGORIES.values()], dtype=np.float32)
+
+    wait = rng.standard_exponential((customers, n), dtype=np.float32) / (ADOPTION_RATE * liking / liking.mean())
+    for a, b in category_pairs:
+        wait[:, b] = wait[:, a] + CONSEQUENT_LAG * wait[:, b]
+    first = np.partition(wait, FIRST_CATEGORIES - 1, axis=1)[:, [FIRST_CATEGORIES - 1]]
+    adopted_at = np.ceil(np.clip(wait - first, 0, 1 << 30)).astype(np.int32)
+
+    category = np.repeat(np.arange(n, dtype=np.int8), FAVOURITES_PER_CATEGORY)
+    favourites = np.searchsorted(catalogue.favourite_key, category + rng.random((customers, len(category))),
+                                 side="right").astype(np.int32).reshape(customers, n, FAVOURITES_PER_CATEGORY)
+    return Tastes((shares * liking) ** MISSION_FLATTENING, adopted_at, favourites)
+
+
 # ----------------------------------------------------------------------------------- orders
 
 
-def _place_orders(rng: np.random.Generator, orders: int, customers: int, start_s: int,
-                  end_s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """When each order was placed (sorted), by whom, and through which channel."""
-    purchased_at = _order_times(rng, orders, start_s, end_s)
+def _order_buyers(rng: np.random.Generator, orders: int, customers: int) -> tuple[np.ndarray, np.ndarray]:
+    """Who placed each order (orders in time order), and through which channel."""
     buyers = max(1, min(orders, round(customers * (1 - NON_BUYER_SHARE))))
     buyer_ids = rng.permutation(customers)[:buyers]
     activity = rng.lognormal(0.0, 1.2, buyers)
@@ -391,7 +464,7 @@ def _place_orders(rng: np.random.Generator, orders: int, customers: int, start_s
     preferred = rng.choice(len(CHANNELS), size=customers, p=CHANNEL_PREFERENCE)
     channel = np.where(rng.random(orders) < PREFERRED_CHANNEL_SHARE, preferred[customer],
                        rng.integers(0, len(CHANNELS), orders))
-    return purchased_at, customer.astype(np.int32), channel.astype(np.int8)
+    return customer.astype(np.int32), channel.astype(np.int8)
 
 
 def _order_times(rng: np.random.Generator, orders: int, start_s: int, end_s: int) -> np.ndarray:
@@ -415,29 +488,65 @@ def _order_times(rng: np.random.Generator, orders: int, start_s: int, end_s: int
     return times
 
 
-def _basket_lines(rng: np.random.Generator, orders: int, catalogue: Catalogue) -> tuple[np.ndarray, np.ndarray]:
+def _basket_lines(rng: np.random.Generator, buyer: np.ndarray, tastes: Tastes,
+                  catalogue: Catalogue) -> tuple[np.ndarray, np.ndarray]:
     """Category-focused baskets, as (order, product) per line, grouped by order, products distinct per order."""
+    order_number = _order_numbers(buyer)
+    chunks = [_chunk_lines(rng, slice(start, start + ORDERS_PER_CHUNK), buyer, order_number, tastes, catalogue)
+              for start in range(0, len(buyer), ORDERS_PER_CHUNK)]
+    return np.concatenate([order for order, _ in chunks]), np.concatenate([product for _, product in chunks])
+
+
+def _chunk_lines(rng: np.random.Generator, chunk: slice, buyer: np.ndarray, order_number: np.ndarray,
+                 tastes: Tastes, catalogue: Catalogue) -> tuple[np.ndarray, np.ndarray]:
+    """_basket_lines for the orders of one chunk."""
+    buyer, order_number = buyer[chunk], order_number[chunk]
+    orders = len(buyer)
     size = np.minimum(1 + rng.negative_binomial(BASKET_SHAPE, BASKET_SHAPE / (BASKET_SHAPE + BASKET_EXTRA_MEAN),
                                                 orders), BASKET_BASE_CAP)
-    shares = np.array([c.share for c in CATEGORIES.values()], dtype=np.float32)
-    race = rng.standard_exponential((orders, len(shares)), dtype=np.float32) / shares ** MISSION_FLATTENING
-    missions = np.argsort(race, axis=1)[:, :MAX_MISSIONS].astype(np.int8)  # weighted draw without replacement
+    adopted = tastes.adopted_at[buyer] <= order_number[:, None]
+    race = rng.standard_exponential(adopted.shape, dtype=np.float32) / tastes.category_weight[buyer]
+    race[~adopted] = np.inf
+    missions = np.argsort(race, axis=1).astype(np.int8)  # the repertoire in a weighted order, without replacement
     del race
-    mission_count = np.minimum(1 + rng.poisson(size / LINES_PER_EXTRA_MISSION), MAX_MISSIONS)
+    repertoire = adopted.sum(axis=1, dtype=np.int8)
+    mission_count = np.minimum(1 + rng.poisson(size / LINES_PER_EXTRA_MISSION),
+                               np.minimum(MAX_MISSIONS, repertoire)).astype(np.int8)
 
     # Draw more candidate lines than the basket holds, then keep the first `size` distinct products,
-    # so basket sizes do not depend on how often a small catalogue repeats itself.
-    line_order = np.repeat(np.arange(orders, dtype=np.int32), size + size // 2 + 2)
-    slot = (rng.random(len(line_order), dtype=np.float32) * mission_count[line_order]).astype(np.int8)
-    impulse = np.searchsorted(np.cumsum(shares) / shares.sum(), rng.random(len(line_order), dtype=np.float32),
-                              side="right").clip(max=len(shares) - 1)
-    on_impulse = rng.random(len(line_order), dtype=np.float32) * size[line_order] < IMPULSE_LINES
-    category = np.where(on_impulse, impulse, missions[line_order, slot]).astype(np.int8)
-    line_product = _draw_products(rng, catalogue, category).astype(np.int32)
-    distinct = pl.Series(line_order.astype(np.int64) * len(catalogue.category) + line_product).is_first_distinct()
-    line_order, line_product = line_order[distinct.to_numpy()], line_product[distinct.to_numpy()]
+    # so basket sizes do not depend on how often a customer's favourites repeat.
+    line_order = np.repeat(np.arange(orders, dtype=np.int32), CANDIDATE_LINES * size + 2)
+    on_impulse = rng.random(len(line_order), dtype=np.float32) * size.astype(np.float32)[line_order] < IMPULSE_LINES
+    slot = rng.random(len(line_order), dtype=np.float32) * np.where(on_impulse, repertoire[line_order],
+                                                                     mission_count[line_order])
+    del on_impulse
+    line_product = _draw_products(rng, catalogue, missions[line_order, slot.astype(np.int8)], buyer[line_order], tastes)
+    del slot
+    line_order, line_product = _first_distinct(line_order, line_product, len(catalogue.category))
     wanted = _line_numbers(line_order, orders) <= size[line_order]
-    return line_order[wanted], line_product[wanted]
+    return chunk.start + line_order[wanted], line_product[wanted]
+
+
+def _first_distinct(line_order: np.ndarray, line_product: np.ndarray, products: int) -> tuple[np.ndarray, np.ndarray]:
+    """The lines whose product is not already in their order, in their order (a stable sort: lines come grouped by order)."""
+    key = line_order.astype(np.int64) * products + line_product
+    by_key = np.argsort(key, kind="stable")
+    key = key[by_key]
+    first = np.empty(len(key), dtype=bool)
+    first[:1] = True
+    np.not_equal(key[1:], key[:-1], out=first[1:])
+    keep = np.zeros(len(key), dtype=bool)
+    keep[by_key[first]] = True
+    return line_order[keep], line_product[keep]
+
+
+def _order_numbers(buyer: np.ndarray) -> np.ndarray:
+    """Each order's number among its buyer's orders (0 = first), for orders in time order."""
+    by_buyer = np.argsort(buyer, kind="stable")
+    counts = np.bincount(buyer)
+    number = np.empty(len(buyer), dtype=np.int32)
+    number[by_buyer] = np.arange(len(buyer)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return number
 
 
 def _line_numbers(line_order: np.ndarray, orders: int) -> np.ndarray:
@@ -446,18 +555,20 @@ def _line_numbers(line_order: np.ndarray, orders: int) -> np.ndarray:
     return (np.arange(1, len(line_order) + 1) - first_line[line_order]).astype(np.int32)
 
 
-def _plant_affinities(rng: np.random.Generator, orders: int, line_order: np.ndarray, line_product: np.ndarray,
-                      catalogue: Catalogue, planted: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Add the consequent of each planted rule to orders holding its antecedent (and not the consequent).
+def _plant_affinities(rng: np.random.Generator, buyer: np.ndarray, tastes: Tastes, line_order: np.ndarray,
+                      line_product: np.ndarray, catalogue: Catalogue, planted: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Add the consequent of each planted rule to some orders holding its antecedent (and not the consequent).
 
     Product rules go first so the category rules see the final basket, then added lines are
-    merged behind their order's own lines, as add-on suggestions would be."""
+    merged behind their order's own lines, as add-on suggestions would be. A consequent category
+    is added as what its buyer would buy there: often a favourite."""
+    orders = len(buyer)
     added_orders, added_products = [], []
     for a, b in planted["product"]:
         has_a, has_b = (np.bincount(line_order[line_product == p], minlength=orders) > 0 for p in (a, b))
         chosen = np.flatnonzero(has_a & ~has_b & (rng.random(orders) < PRODUCT_AFFINITY_PROBABILITY))
         added_orders.append(chosen)
-        added_products.append(np.full(len(chosen), b))
+        added_products.append(np.full(len(chosen), b, dtype=np.int32))
     lines = np.concatenate([line_order, *added_orders]), np.concatenate([line_product, *added_products])
 
     present = np.zeros((orders, len(CATEGORIES)), dtype=bool)
@@ -465,7 +576,8 @@ def _plant_affinities(rng: np.random.Generator, orders: int, line_order: np.ndar
     for a, b in planted["category"]:
         chosen = np.flatnonzero(present[:, a] & ~present[:, b] & (rng.random(orders) < CATEGORY_AFFINITY_PROBABILITY))
         added_orders.append(chosen)
-        added_products.append(_draw_products(rng, catalogue, np.full(len(chosen), b)))
+        added_products.append(_draw_products(rng, catalogue, np.full(len(chosen), b, dtype=np.int8), buyer[chosen],
+                                             tastes))
     line_order = np.concatenate([line_order, *added_orders]).astype(np.int32)
     line_product = np.concatenate([line_product, *added_products]).astype(np.int32)
     by_order = np.argsort(line_order, kind="stable")
