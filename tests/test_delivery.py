@@ -270,3 +270,11 @@ def test_port_pages_by_cursor_cover_the_port_once_in_key_order(api, sql):
     for cursor in ("not-a-cursor", "WzFd", "eyJhIjogMX0"):  # garbage, a key too short, not a list
         response = client.get("/ports/cross_sell_recommendations", params={"after": cursor}, headers=headers)
         assert response.status_code == 400 and "cursor" in response.json()["error"]
+
+
+@pytest.mark.parametrize("query", ["Infinity", '{"measures": ["sales.lines"], "filters": [{"member": "sales.quantity", '
+                                   '"operator": "gt", "values": [Infinity]}]}', "NaN"])
+def test_values_json_cannot_carry_are_refused_not_a_server_error(api, query):
+    client, keys, _ = api
+    response = client.get("/load", params={"query": query}, headers={"Authorization": f"Bearer {keys['marta']}"})
+    assert response.status_code == 422

@@ -99,7 +99,7 @@ def _query(q: QueryInput) -> Query:
     try:
         return Query.model_validate({k: v for k, v in declared.items() if v is not None})
     except ValidationError as error:
-        raise GraphQLError(f"invalid query: {error.errors(include_url=False, include_context=False)}",
+        raise GraphQLError(f"invalid query: {error.errors(include_url=False, include_context=False, include_input=False)}",
                            extensions={"code": "BAD_USER_INPUT"}) from None
 
 

@@ -114,7 +114,7 @@ def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
         try:
             parsed = Query.model_validate_json(query)
         except ValidationError as error:
-            raise HTTPException(422, detail=error.errors(include_url=False, include_context=False)) from None
+            raise HTTPException(422, detail=error.errors(include_url=False, include_context=False, include_input=False)) from None
         return response(service.load(who, parsed, f"rest GET {request.url.path}"))
 
     @app.get("/ports", summary="The output ports, with their columns as the data contract declares them", responses=ERRORS)

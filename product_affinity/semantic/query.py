@@ -12,7 +12,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_LIMIT, MAX_OFFSET = 50_000, 100_000_000
-Value = Annotated[str, Field(max_length=1_000)] | float | bool
+Value = Annotated[str, Field(max_length=1_000)] | Annotated[float, Field(allow_inf_nan=False)] | bool
 MemberName = Annotated[str, Field(min_length=3, max_length=200, examples=["sales.total_spend"])]
 Granularity = Literal["day", "week", "month", "quarter", "year"]
 Operator = Literal[
