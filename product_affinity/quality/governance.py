@@ -72,7 +72,6 @@ def api_latency(conn: duckdb.DuckDBPyConnection, warehouse: Path) -> tuple[float
     """95th percentile, in ms, of the time the API took to answer its last 1,000 successful reads of the recommendations
     (the cross_sell view and its port), from the audit log; None until it has served some."""
     from product_affinity.governance.audit import AuditLog
-    from product_affinity.semantic import model
 
     view = model().port_view(service_level("api_latency").element)
     reads = [e for e in AuditLog(warehouse).entries(last=20_000) if e["outcome"] == "ok" and e["view"] == view.name]
