@@ -28,27 +28,7 @@ from product_affinity.warehouse import typed_columns
 
 RECOMMENDERS = ("cross_sell_score", "most_popular")
 TRAINING, HOLDOUT, TRAINING_RULES, RECOMMENDED = "_backtest_training", "_backtest_holdout", "_backtest_rules", "_backtest_recommended"
-
-
-def _most_popular_sql(level: str, per_customer: int) -> str:
-    """Per customer who bought before the cut-off, the `per_customer` items in most baskets that they had not bought.
-
-    A customer who owns n items needs at most the n + per_customer most popular ones to find per_customer
-    they do not own, so candidates stay linear in the purchases rather than customers x items.
-    """
-    lines = item_lines(level, TRAINING)
-    return f"""
-    WITH owned AS (SELECT DISTINCT p.customer_id, {ITEM[level]} AS item FROM {lines}),
-    ranked AS (
-        SELECT item, row_number() OVER (ORDER BY baskets DESC, item) AS popularity_rank
-        FROM (SELECT {ITEM[level]} AS item, count(DISTINCT p.order_id) AS baskets FROM {lines} GROUP BY ALL)
-    ), buyers AS (SELECT customer_id, count(*) AS owned_items FROM owned GROUP BY customer_id)
-    SELECT b.customer_id, '{level}' AS level,
-           row_number() OVER (PARTITION BY b.customer_id ORDER BY r.popularity_rank) AS rank,
-           CAST(r.item AS VARCHAR) AS recommended_item, 'most_popular' AS recommender
-    FROM buyers AS b JOIN ranked AS r ON r.popularity_rank <= b.owned_items + {per_customer}
-    ANTI JOIN owned AS o ON o.customer_id = b.customer_id AND o.item = r.item
-    QUALIFY rank <= {per_customer}"""
+OWNED, NEW, EVALUATED = "_backtest_owned", "_backtest_new", "_backtest_evaluated"
 
 
 def _items_sql(purchases: str) -> str:
@@ -59,22 +39,38 @@ def _items_sql(purchases: str) -> str:
     )
 
 
+def _most_popular_sql(level: str, per_customer: int) -> str:
+    """Per evaluated customer, the `per_customer` items in most baskets before the cut-off that they had not bought.
+
+    A customer who owns n items needs at most the n + per_customer most popular ones to find per_customer
+    they do not own, so candidates stay linear in the purchases rather than customers x items.
+    """
+    return f"""
+    WITH owned AS (SELECT customer_id, item FROM {OWNED} SEMI JOIN {EVALUATED} USING (level, customer_id) WHERE level = '{level}'),
+    ranked AS (
+        SELECT CAST(native AS VARCHAR) AS item, row_number() OVER (ORDER BY baskets DESC, native) AS popularity_rank
+        FROM (SELECT {ITEM[level]} AS native, count(DISTINCT p.order_id) AS baskets FROM {item_lines(level, TRAINING)} GROUP BY ALL)
+    ), buyers AS (SELECT customer_id, count(*) AS owned_items FROM owned GROUP BY customer_id)
+    SELECT b.customer_id, '{level}' AS level,
+           row_number() OVER (PARTITION BY b.customer_id ORDER BY r.popularity_rank) AS rank,
+           r.item AS recommended_item, 'most_popular' AS recommender
+    FROM buyers AS b JOIN ranked AS r ON r.popularity_rank <= b.owned_items + {per_customer}
+    ANTI JOIN owned AS o ON o.customer_id = b.customer_id AND o.item = r.item
+    QUALIFY rank <= {per_customer}"""
+
+
 def _evaluation_sql(per_customer: int, cutoff: str) -> str:
     recommenders = ", ".join(f"('{r}')" for r in RECOMMENDERS)
     return f"""
-    WITH before AS ({_items_sql(TRAINING)}),
-    new AS (SELECT * FROM ({_items_sql(HOLDOUT)}) ANTI JOIN before USING (level, customer_id, item)),
-    evaluated AS (
-        SELECT DISTINCT level, customer_id FROM new SEMI JOIN (SELECT DISTINCT customer_id FROM {TRAINING}) USING (customer_id)
-    ), grid AS (
+    WITH grid AS (
         SELECT e.level, e.customer_id, m.recommender, k.k
-        FROM evaluated AS e, (VALUES {recommenders}) AS m(recommender), (SELECT unnest(range(1, {per_customer} + 1)) AS k) AS k
+        FROM {EVALUATED} AS e, (VALUES {recommenders}) AS m(recommender), (SELECT unnest(range(1, {per_customer} + 1)) AS k) AS k
     ), per_customer AS (
         SELECT g.level, g.recommender, g.k, g.customer_id, count(r.recommended_item) AS recommended, count(n.item) AS bought
         FROM grid AS g
         LEFT JOIN {RECOMMENDED} AS r
           ON r.level = g.level AND r.customer_id = g.customer_id AND r.recommender = g.recommender AND r.rank <= g.k
-        LEFT JOIN new AS n ON n.level = r.level AND n.customer_id = r.customer_id AND n.item = r.recommended_item
+        LEFT JOIN {NEW} AS n ON n.level = r.level AND n.customer_id = r.customer_id AND n.item = r.recommended_item
         GROUP BY ALL
     )
     SELECT level, recommender, k,
@@ -91,18 +87,25 @@ def _evaluation_sql(per_customer: int, cutoff: str) -> str:
 def backtest_sql(
     conn: duckdb.DuckDBPyConnection, thresholds: dict[str, Thresholds], per_customer: int, holdout_days: int
 ) -> str:
-    """Mine, recommend and recommend the baseline as of the cut-off (temp tables); return the query scoring both."""
+    """Mine, recommend and recommend the baseline as of the cut-off (temp tables); return the query scoring both.
+
+    Only the customers evaluated get recommendations: nobody else's are ever scored.
+    """
     as_of = conn.execute(f"SELECT max(purchased_at) FROM {PURCHASES}").fetchone()[0]
     cutoff = (as_of - timedelta(days=holdout_days)).isoformat(sep=" ") if as_of else "infinity"
     conn.execute(f"CREATE OR REPLACE TEMP VIEW {TRAINING} AS FROM {PURCHASES} WHERE purchased_at < TIMESTAMP '{cutoff}'")
     conn.execute(f"CREATE OR REPLACE TEMP VIEW {HOLDOUT} AS FROM {PURCHASES} WHERE purchased_at >= TIMESTAMP '{cutoff}'")
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE {OWNED} AS {_items_sql(TRAINING)}")
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE {NEW} AS FROM ({_items_sql(HOLDOUT)}) ANTI JOIN {OWNED} USING (level, customer_id, item)")
+    conn.execute(f"""CREATE OR REPLACE TEMP TABLE {EVALUATED} AS  -- bought before the cut-off, and something new after it
+        SELECT DISTINCT level, customer_id FROM {NEW} SEMI JOIN {OWNED} USING (level, customer_id)""")
 
     mined = mine_all_levels(conn, thresholds, TRAINING)
     conn.register("_mined_before_cutoff", mined)
     conn.execute(f"CREATE OR REPLACE TEMP TABLE {TRAINING_RULES} AS SELECT {typed_columns(table('association_rules'))} FROM _mined_before_cutoff")
     conn.unregister("_mined_before_cutoff")
 
-    scored = recommendations.build(conn, per_customer, rules=TRAINING_RULES, purchases=TRAINING)
+    scored = recommendations.build(conn, per_customer, rules=TRAINING_RULES, purchases=TRAINING, customers=EVALUATED)
     conn.execute(
         f"""CREATE OR REPLACE TEMP TABLE {RECOMMENDED} AS
         SELECT customer_id, level, rank, recommended_item, '{RECOMMENDERS[0]}' AS recommender FROM ({scored})

@@ -5,7 +5,8 @@ consequent, and when its lift is above 1. Per customer and item the best applica
 confidence, then lift) gives the score; the top items per customer are kept.
 
 The rules and the purchase lines are the output port and the accepted lines unless given other
-tables of the same columns (the backtest recommends from rules mined before its cut-off).
+tables of the same columns (the backtest recommends from rules mined before its cut-off, and only to
+the customers it evaluates).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from product_affinity.contract import table
 RULES = table("association_rules").physical_name
 
 
-def _prepare(conn: duckdb.DuckDBPyConnection, level: str, rules: str, purchases: str) -> None:
+def _prepare(conn: duckdb.DuckDBPyConnection, level: str, rules: str, purchases: str, customers: str | None) -> None:
     """Temp tables _rules (rules that can be recommended) and _owned (customer, item), for one level.
 
-    Only items that appear in some rule matter, which at product level leaves out most lines.
+    Only items that appear in some rule matter, which at product level leaves out most lines; only the
+    customers in `customers` (level, customer_id) get recommendations, when it is given.
     """
     kind = ITEM_TYPE[level]
     conn.execute(
@@ -35,7 +37,8 @@ def _prepare(conn: duckdb.DuckDBPyConnection, level: str, rules: str, purchases:
     conn.execute(
         f"""CREATE OR REPLACE TEMP TABLE _owned AS
         SELECT DISTINCT p.customer_id, {ITEM[level]} AS item FROM {item_lines(level, purchases)}
-        WHERE {ITEM[level]} IN (SELECT item FROM _rules UNION SELECT unnest(antecedents) FROM _rules)"""
+        WHERE {ITEM[level]} IN (SELECT item FROM _rules UNION SELECT unnest(antecedents) FROM _rules)
+        {f"AND p.customer_id IN (SELECT customer_id FROM {customers} WHERE level = '{level}')" if customers else ""}"""
     )
 
 
@@ -72,9 +75,11 @@ def _level_sql(level: str, per_customer: int, purchases: str) -> str:
     FROM ranked JOIN item_value USING (item) JOIN item_name USING (item)"""
 
 
-def build(conn: duckdb.DuckDBPyConnection, per_customer: int, rules: str = RULES, purchases: str = PURCHASES) -> str:
-    """Materialize each level's recommendations; return the query that unions them."""
+def build(
+    conn: duckdb.DuckDBPyConnection, per_customer: int, rules: str = RULES, purchases: str = PURCHASES, customers: str | None = None
+) -> str:
+    """Materialize each level's recommendations (to every customer, or to those `customers` lists); return the query that unions them."""
     for level in LEVELS:
-        _prepare(conn, level, rules, purchases)
+        _prepare(conn, level, rules, purchases, customers)
         conn.execute(f"CREATE OR REPLACE TEMP TABLE _recommended_{level} AS {_level_sql(level, per_customer, purchases)}")
     return " UNION ALL ".join(f"SELECT * FROM _recommended_{level}" for level in LEVELS)
