@@ -21,10 +21,13 @@ RULES = table("association_rules").physical_name
 
 
 def _prepare(conn: duckdb.DuckDBPyConnection, level: str, rules: str, purchases: str, customers: str | None) -> None:
-    """Temp tables _rules (rules that can be recommended) and _owned (customer, item), for one level.
+    """Temp tables for one level: _rules (rules that can be recommended), _profile (customer -> profile) and
+    _owned (profile, item).
 
     Only items that appear in some rule matter, which at product level leaves out most lines; only the
-    customers in `customers` (level, customer_id) get recommendations, when it is given.
+    customers in `customers` (level, customer_id) get recommendations, when it is given. What a customer
+    is recommended depends only on which of those items they own, their profile, so recommendations are
+    worked out once per profile: with twelve categories, a few thousand profiles stand for 206k customers.
     """
     kind = ITEM_TYPE[level]
     conn.execute(
@@ -35,32 +38,39 @@ def _prepare(conn: duckdb.DuckDBPyConnection, level: str, rules: str, purchases:
         WHERE level = '{level}' AND len(consequents) = 1 AND lift > 1"""
     )
     conn.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _owned AS
-        SELECT DISTINCT p.customer_id, {ITEM[level]} AS item FROM {item_lines(level, purchases)}
-        WHERE {ITEM[level]} IN (SELECT item FROM _rules UNION SELECT unnest(antecedents) FROM _rules)
-        {f"AND p.customer_id IN (SELECT customer_id FROM {customers} WHERE level = '{level}')" if customers else ""}"""
+        f"""CREATE OR REPLACE TEMP TABLE _profile AS
+        SELECT customer_id, items, dense_rank() OVER (ORDER BY items) AS profile_id FROM (
+            SELECT p.customer_id, list_sort(list(DISTINCT {ITEM[level]})) AS items FROM {item_lines(level, purchases)}
+            WHERE {ITEM[level]} IN (SELECT item FROM _rules UNION SELECT unnest(antecedents) FROM _rules)
+            {f"AND p.customer_id IN (SELECT customer_id FROM {customers} WHERE level = '{level}')" if customers else ""}
+            GROUP BY p.customer_id
+        )"""
+    )
+    conn.execute(
+        """CREATE OR REPLACE TEMP TABLE _owned AS
+        SELECT profile_id, unnest(items) AS item FROM (SELECT profile_id, any_value(items) AS items FROM _profile GROUP BY profile_id)"""
     )
 
 
 def _level_sql(level: str, per_customer: int, purchases: str) -> str:
     return f"""
     WITH applicable AS (
-        SELECT o.customer_id, r.rule_id  -- one antecedent: a plain join
+        SELECT o.profile_id, r.rule_id  -- one antecedent: a plain join
         FROM _owned AS o JOIN _rules AS r ON len(r.antecedents) = 1 AND r.antecedents[1] = o.item
         UNION ALL
-        SELECT o.customer_id, a.rule_id  -- several: every antecedent bought
+        SELECT o.profile_id, a.rule_id  -- several: every antecedent bought
         FROM _owned AS o
         JOIN (SELECT rule_id, unnest(antecedents) AS item, len(antecedents) AS needed FROM _rules
               WHERE len(antecedents) > 1) AS a USING (item)
-        GROUP BY o.customer_id, a.rule_id, a.needed HAVING count(*) = a.needed
+        GROUP BY o.profile_id, a.rule_id, a.needed HAVING count(*) = a.needed
     ), best AS (
-        SELECT ap.customer_id, r.item, {metrics.recommendation_score()} AS top
+        SELECT ap.profile_id, r.item, {metrics.recommendation_score()} AS top
         FROM applicable AS ap JOIN _rules AS r USING (rule_id)
-        ANTI JOIN _owned AS o ON o.customer_id = ap.customer_id AND o.item = r.item
-        GROUP BY ap.customer_id, r.item
+        ANTI JOIN _owned AS o ON o.profile_id = ap.profile_id AND o.item = r.item
+        GROUP BY ap.profile_id, r.item
     ), ranked AS (
-        SELECT customer_id, item, top.confidence AS score, top.lift, top.rule_id,
-               row_number() OVER (PARTITION BY customer_id ORDER BY top.confidence DESC, top.lift DESC, item) AS rank
+        SELECT profile_id, item, top.confidence AS score, top.lift, top.rule_id,
+               row_number() OVER (PARTITION BY profile_id ORDER BY top.confidence DESC, top.lift DESC, item) AS rank
         FROM best QUALIFY rank <= {per_customer}
     ), item_value AS (  -- typical spend on the item in an order that contains it
         SELECT item, avg(spend) AS typical_spend FROM (
@@ -72,7 +82,7 @@ def _level_sql(level: str, per_customer: int, purchases: str) -> str:
     )
     SELECT customer_id, '{level}' AS level, rank, CAST(item AS VARCHAR) AS recommended_item,
            name AS recommended_name, score, rule_id, {metrics.expected_value()} AS expected_value
-    FROM ranked JOIN item_value USING (item) JOIN item_name USING (item)"""
+    FROM _profile JOIN ranked USING (profile_id) JOIN item_value USING (item) JOIN item_name USING (item)"""
 
 
 def build(
