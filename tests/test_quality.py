@@ -149,7 +149,12 @@ def test_a_clean_sample_passes_every_check_and_is_published(clean):
     assert "snapshot" in materialized(result)
     accuracy = evaluations(result)[("association_rules", "accuracy_support_count")]
     assert accuracy.metadata["observed"].value == 100 and accuracy.metadata["rows_checked"].value > 0
-    assert (warehouse.parent / "quality_docs" / "index.html").exists()
+    docs = warehouse.parent / "quality_docs"  # the Data Docs: every checked table's suite and validation, linked from the index
+    index = (docs / "index.html").read_text()
+    for t in checked_tables():
+        assert f"expectations/{t.name}.html" in index and (docs / "expectations" / f"{t.name}.html").exists(), t.name
+        pages = list((docs / "validations" / t.name).rglob("*.html"))
+        assert pages and all(p.relative_to(docs).as_posix() in index for p in pages), t.name
 
 
 def test_slo_results_keep_one_row_per_rule_per_run(clean):
