@@ -34,7 +34,7 @@ class Outcome:
 
 @cache
 def _context(docs_dir: str):
-    """An ephemeral GE context writing Data Docs into docs_dir, emptied first so it shows this run only."""
+    """An ephemeral GE context for the Data Docs in docs_dir, emptied first so they show this process's validations only."""
     import great_expectations as gx
 
     shutil.rmtree(docs_dir, ignore_errors=True)
@@ -46,8 +46,8 @@ def _context(docs_dir: str):
 
 @cache
 def _data_docs(docs_dir: str):
-    """The Data Docs site builder, made once per context: it compiles its page templates when made, which
-    context.build_data_docs would do again for every table validated."""
+    """The Data Docs site builder, made once per context (per process): it compiles its page templates when
+    made, which context.build_data_docs would do again for every table validated."""
     from great_expectations.render.renderer.site_builder import SiteBuilder
 
     return SiteBuilder(
