@@ -91,6 +91,7 @@ class AffinitySettings(dg.ConfigurableResource):
     product_min_support: float = 0.002
     product_min_confidence: float = 0.10
     product_max_itemset_size: int = 2
+    multi_item_consequents: bool = False  # arules' convention by default: a rule's consequent is one item
     recommendations_per_customer: int = 3
     frequency_window_days: int = 365
     discount_rate: float = 0.10
@@ -101,6 +102,7 @@ class AffinitySettings(dg.ConfigurableResource):
             min_support=getattr(self, f"{level}_min_support"),
             min_confidence=getattr(self, f"{level}_min_confidence"),
             max_itemset_size=getattr(self, f"{level}_max_itemset_size"),
+            max_consequent_size=None if self.multi_item_consequents else 1,
         )
 
 

@@ -1,6 +1,8 @@
 """The rules engine on baskets small enough to check by hand."""
 
 import math
+import os
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +76,57 @@ def test_an_item_exactly_on_the_support_threshold_is_frequent(conn):
 
 def test_no_baskets_no_rules(conn):
     assert mine_rules(conn, load(conn, {}), LABELS, "category", Thresholds(0.1, 0.1, 2)).empty
+
+
+def test_consequents_hold_one_item_by_default(conn):
+    """arules' convention: {a,b,c} gives a+b->c, a+c->b and b+c->a, never a->b+c."""
+    rules = mine_rules(conn, load(conn, BASKETS), LABELS, "category", Thresholds(0.4, 0.0, 3)).set_index("rule_id")
+    assert set(rules["consequents"].map(len)) == {1}
+    assert {"category:a+b->c", "category:a+c->b", "category:b+c->a"} <= set(rules.index)
+    with_pairs = mine_rules(conn, load(conn, BASKETS), LABELS, "category", Thresholds(0.4, 0.0, 3, max_consequent_size=None))
+    assert "category:a->b+c" in set(with_pairs["rule_id"])
+
+
+@pytest.mark.parametrize("max_consequent_size", [1, None])
+def test_rules_equal_mlxtends_on_random_baskets(conn, max_consequent_size):
+    """mlxtend (fpgrowth and association_rules on a dense one-hot array) is the oracle for every rule and metric."""
+    import numpy as np
+    import pandas as pd
+    from mlxtend.frequent_patterns import association_rules, fpgrowth
+
+    rng = np.random.default_rng(7)
+    items = 12
+    popularity = rng.uniform(0.05, 0.6, items)
+    onehot = rng.uniform(size=(400, items)) < popularity
+    onehot[:, 1] |= onehot[:, 0] & (rng.uniform(size=400) < 0.7)  # a dependent pair, so some rules are strong
+    labels = {i + 1: f"i{i + 1:02d}" for i in range(items)}
+    conn.execute("CREATE OR REPLACE TABLE baskets (basket INTEGER, item INTEGER)")
+    conn.executemany("INSERT INTO baskets VALUES (?, ?)", [(int(b), int(i) + 1) for b, i in zip(*np.nonzero(onehot))])
+    ours = mine_rules(conn, "baskets", labels, "product", Thresholds(0.05, 0.3, 4, max_consequent_size), baskets=len(onehot))
+
+    frequent = fpgrowth(pd.DataFrame(onehot, columns=list(labels.values())), min_support=0.05, use_colnames=True, max_len=4)
+    theirs = association_rules(frequent, num_itemsets=len(onehot), metric="confidence", min_threshold=0.3)
+    if max_consequent_size == 1:
+        theirs = theirs[theirs["consequents"].map(len) == 1]
+    theirs = theirs.assign(rule_id=[f"product:{'+'.join(sorted(a))}->{'+'.join(sorted(c))}" for a, c in zip(theirs["antecedents"], theirs["consequents"])])
+    assert len(ours) > 50 and sorted(ours["rule_id"]) == sorted(theirs["rule_id"])
+    merged = ours.merge(theirs, on="rule_id", suffixes=("", "_mlxtend"))
+    for metric in ("support", "confidence", "lift", "leverage", "conviction"):
+        assert merged[metric].to_numpy() == pytest.approx(merged[f"{metric}_mlxtend"].to_numpy(), rel=1e-9), metric
+
+
+GROCERIES = Path(os.environ.get("GROCERIES_CSV", Path(__file__).resolve().parents[2] / "shared" / "data" / "groceries.csv"))
+
+
+@pytest.mark.skipif(not GROCERIES.exists(), reason=f"the public Groceries data (arules; 9,835 baskets) is not at {GROCERIES}")
+@pytest.mark.parametrize(("min_support", "min_confidence", "expected"), [(0.001, 0.8, 410), (0.006, 0.25, 463)])
+def test_groceries_rules_equal_arules_published_counts(conn, min_support, min_confidence, expected):
+    """arules' apriori (maxlen 10, one-item consequents, rules of two items or more) on Groceries gives 410 and 463 rules."""
+    import csv
+
+    baskets = list(csv.reader(GROCERIES.open(encoding="utf-8")))
+    ids = {name: n + 1 for n, name in enumerate(sorted({i for b in baskets for i in b}))}
+    conn.execute("CREATE OR REPLACE TABLE baskets (basket INTEGER, item INTEGER)")
+    conn.executemany("INSERT INTO baskets VALUES (?, ?)", [(n, ids[i]) for n, b in enumerate(baskets) for i in set(b)])
+    rules = mine_rules(conn, "baskets", {v: k for k, v in ids.items()}, "product", Thresholds(min_support, min_confidence, 10))
+    assert len(rules) == expected

@@ -100,6 +100,8 @@ def mlxtend_reference(conn, level: str, min_confidence: float) -> pd.DataFrame:
     onehot = pd.crosstab(baskets["order_id"], baskets["item"]).astype(bool)
     itemsets = fpgrowth(onehot, min_support=settings.min_support, use_colnames=True, max_len=settings.max_itemset_size)
     rules = association_rules(itemsets, num_itemsets=len(onehot), metric="confidence", min_threshold=min_confidence)
+    if settings.max_consequent_size is not None:  # mlxtend gives every consequent size; ours follows arules by default
+        rules = rules[rules["consequents"].map(len) <= settings.max_consequent_size]
     return keyed(rules)
 
 

@@ -3,8 +3,9 @@
 Frequent itemsets are counted in DuckDB, level by level (Apriori): an itemset of size k is
 counted only where its first k-1 items are already frequent, by joining each basket's frequent
 (k-1)-itemsets with the basket's larger items. Counting scales to Instacart size, where
-mlxtend's dense baskets x items array does not fit in memory. Rule generation and metrics come
-from mlxtend's `association_rules`, fed the counted itemsets, so the formulas are mlxtend's:
+mlxtend's dense baskets x items array does not fit in memory. Rules are generated from the
+counted itemsets in DuckDB, with arules' convention of one item in the consequent unless told
+otherwise, and scored with the formulas mlxtend and arules use (the tests check against mlxtend):
 
 - support(A->C)        = baskets with A and C / baskets
 - confidence(A->C)     = support(A->C) / support(A)
@@ -26,7 +27,6 @@ from fractions import Fraction
 
 import duckdb
 import pandas as pd
-from mlxtend.frequent_patterns import association_rules as mlxtend_rules
 
 from product_affinity.consumer_aligned.baskets import PURCHASES, basket_count, load_basket_items
 from product_affinity.contract import table
@@ -39,6 +39,7 @@ class Thresholds:
     min_support: float
     min_confidence: float
     max_itemset_size: int
+    max_consequent_size: int | None = 1  # arules' convention; None: any size that leaves an antecedent
 
 
 def min_count(min_support: float, baskets: int) -> int:
@@ -87,28 +88,83 @@ def count_itemsets(
 
 
 def rules_from_itemsets(
-    itemsets: pd.DataFrame, baskets: int, min_confidence: float, labels: dict[int, str], level: str
+    itemsets: pd.DataFrame,
+    baskets: int,
+    min_confidence: float,
+    labels: dict[int, str],
+    level: str,
+    max_consequent_size: int | None = 1,
 ) -> pd.DataFrame:
-    """All rules A->C with A and C partitioning a frequent itemset, scored by mlxtend, filtered exactly."""
+    """Rules A->C with A and C partitioning a frequent itemset and confidence at least min_confidence.
+
+    Consequents hold one item by default, arules' convention (the reference implementation), so a
+    three-item set {a,b,c} gives a+b->c, a+c->b and b+c->a. `max_consequent_size=None` lets them
+    grow up to the itemset less one item. Consequents are grown one item at a time from confident
+    ones only: moving an item from A to C can only lower the confidence (support(A) grows as A
+    shrinks), so a consequent whose every prefix is unconfident is never tried. Every candidate is
+    scored in DuckDB, in one pass per consequent size, not one rule at a time in Python.
+    """
     if itemsets.empty or itemsets["items"].map(len).max() < 2:
         return pd.DataFrame(columns=RULE_COLUMNS)
-    counts = {frozenset(items): int(n) for items, n in zip(itemsets["items"], itemsets["baskets"])}
-    frequent = pd.DataFrame({"support": itemsets["baskets"] / baskets, "itemsets": list(map(frozenset, itemsets["items"]))})
-    rules = mlxtend_rules(frequent, num_itemsets=baskets, metric="support", min_threshold=0)
-    rules["antecedent_count"] = [counts[a] for a in rules["antecedents"]]
-    rules["consequent_count"] = [counts[c] for c in rules["consequents"]]
-    rules["support_count"] = [counts[a | c] for a, c in zip(rules["antecedents"], rules["consequents"])]
     confidence = Fraction(str(min_confidence))
-    keep = rules["support_count"] * confidence.denominator >= rules["antecedent_count"] * confidence.numerator
-    rules = rules[keep].copy()
-    rules["antecedents"] = [[labels[i] for i in sorted(a)] for a in rules["antecedents"]]
-    rules["consequents"] = [[labels[i] for i in sorted(c)] for c in rules["consequents"]]
+    largest = int(itemsets["items"].map(len).max()) - 1
+    sizes = range(1, largest + 1 if max_consequent_size is None else min(largest, max_consequent_size) + 1)
+    with duckdb.connect() as conn:
+        conn.register("_counted", itemsets)
+        conn.execute("CREATE TEMP TABLE _itemsets AS SELECT CAST(items AS INTEGER[]) AS items, baskets FROM _counted")
+        conn.execute(
+            """CREATE TEMP TABLE _rules_1 AS
+            SELECT items, [c] AS consequent FROM (SELECT items, unnest(items) AS c FROM _itemsets WHERE len(items) >= 2)"""
+        )
+        found = []
+        for size in sizes:
+            if size > 1:  # grow each confident consequent by one larger item of its itemset, leaving A non-empty
+                conn.execute(
+                    f"""CREATE OR REPLACE TEMP TABLE _rules_{size} AS
+                    SELECT items, list_append(consequent, c) AS consequent
+                    FROM (SELECT items, consequent, unnest(items) AS c FROM _confident_{size - 1}
+                          WHERE len(items) > {size})
+                    WHERE c > consequent[-1]"""
+                )
+            # Every subset of a frequent itemset was counted, so the lookups always match; LEFT JOIN keeps
+            # the optimiser from pairing two lookups in a cross product when few candidates are left.
+            conn.execute(
+                f"""CREATE OR REPLACE TEMP TABLE _confident_{size} AS
+                SELECT r.items, r.antecedent, r.consequent, s.baskets AS support_count, a.baskets AS antecedent_count,
+                       c.baskets AS consequent_count
+                FROM (SELECT *, list_filter(items, lambda x: NOT list_contains(consequent, x)) AS antecedent
+                      FROM _rules_{size}) AS r
+                LEFT JOIN _itemsets AS s ON s.items = r.items
+                LEFT JOIN _itemsets AS a ON a.items = r.antecedent
+                LEFT JOIN _itemsets AS c ON c.items = r.consequent
+                WHERE s.baskets * $den >= a.baskets * $num""",
+                {"num": confidence.numerator, "den": confidence.denominator},
+            )
+            found.append(
+                conn.execute(
+                    f"""SELECT antecedent AS antecedents, consequent AS consequents,
+                           antecedent_count, consequent_count, support_count FROM _confident_{size}"""
+                ).df()
+            )
+    rules = pd.concat(found, ignore_index=True)
+    if rules.empty:
+        return pd.DataFrame(columns=RULE_COLUMNS)
+    n = baskets
+    rules["antecedent_support"] = rules["antecedent_count"] / n
+    rules["consequent_support"] = rules["consequent_count"] / n
+    rules["support"] = rules["support_count"] / n
+    rules["confidence"] = rules["support_count"] / rules["antecedent_count"]
+    rules["lift"] = rules["confidence"] / rules["consequent_support"]
+    rules["leverage"] = rules["support"] - rules["antecedent_support"] * rules["consequent_support"]
+    sure = rules["support_count"] == rules["antecedent_count"]  # confidence exactly 1: conviction is infinite
+    rules["conviction"] = ((1 - rules["consequent_support"]) / (1 - rules["confidence"].where(~sure))).fillna(math.inf)
+    rules["antecedents"] = [[labels[int(i)] for i in a] for a in rules["antecedents"]]
+    rules["consequents"] = [[labels[int(i)] for i in c] for c in rules["consequents"]]
     rules["rule_id"] = [
         f"{level}:{'+'.join(a)}->{'+'.join(c)}" for a, c in zip(rules["antecedents"], rules["consequents"])
     ]
     rules["level"] = level
     rules["basket_count"] = baskets
-    rules = rules.rename(columns={"antecedent support": "antecedent_support", "consequent support": "consequent_support"})
     return rules[RULE_COLUMNS].sort_values(["lift", "rule_id"], ascending=[False, True], ignore_index=True)
 
 
@@ -126,7 +182,7 @@ def mine_rules(
     if baskets == 0:
         return pd.DataFrame(columns=RULE_COLUMNS)
     itemsets = count_itemsets(conn, basket_items, min_count(thresholds.min_support, baskets), thresholds.max_itemset_size)
-    return rules_from_itemsets(itemsets, baskets, thresholds.min_confidence, labels, level)
+    return rules_from_itemsets(itemsets, baskets, thresholds.min_confidence, labels, level, thresholds.max_consequent_size)
 
 
 def mine_all_levels(
