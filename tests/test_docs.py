@@ -124,3 +124,23 @@ def test_the_built_manual_loads_nothing_from_the_network(site):
         if found := re.findall(r"(?:url\(|@import)\s*[\"']?((?:https?:)?//[^\"')\s]+)", path.read_text(encoding="utf-8")):
             offenders[str(path.relative_to(site))] = found[:3]
     assert offenders == {}
+
+
+@pytest.mark.slow
+def test_the_built_manual_works_from_the_file_system_with_search(site, browser):
+    """Opened from file:// with no network: styled, and search answers (its worker runs through the local shim)."""
+    page = browser.new_page()
+    remote, errors = [], []
+    page.on("request", lambda request: None if request.url.startswith(("file:", "data:", "blob:")) else remote.append(request.url))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    try:
+        page.goto((site / "index.html").as_uri())
+        assert page.evaluate("getComputedStyle(document.querySelector('.md-header')).position") == "sticky"
+        page.fill("input.md-search__input", "quarantine")
+        page.wait_for_selector(".md-search-result__item", timeout=20_000)
+        titles = page.locator(".md-search-result__item").all_inner_texts()
+    finally:
+        page.close()
+    assert any("From sources to output ports" in title for title in titles), titles
+    assert remote == [] and errors == []
