@@ -141,10 +141,11 @@ def serve(args: argparse.Namespace) -> int:
     from product_affinity.publication import NothingPublished, published_snapshot
 
     try:
-        print(f"Serving the snapshot {published_snapshot(args.warehouse)}", flush=True)
+        print(f"Serving the snapshot {published_snapshot(args.warehouse)} (a newer publication is served as soon as "
+              "a run makes it)", flush=True)
     except NothingPublished:
-        print(f"WARNING: nothing has been published from {args.warehouse} yet, so the data endpoints will answer "
-              "errors: run `product-affinity run` (it publishes a snapshot, which is then served without a restart).",
+        print(f"WARNING: nothing has been published from {args.warehouse} yet, so the data endpoints answer 503 "
+              "until then: run `product-affinity run` (it publishes a snapshot, which is then served without a restart).",
               file=sys.stderr, flush=True)
     url = f"http://{args.host}:{args.port}"
     print(f"REST API on {url} (docs {url}/docs), GraphQL on {url}/graphql; {args.workers} worker(s). Ctrl+C stops.",

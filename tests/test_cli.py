@@ -184,5 +184,5 @@ def test_a_run_reports_each_step_with_counts_and_serve_names_the_snapshot_it_pub
     finally:
         server.terminate()
         _, err = server.communicate(timeout=60)
-    assert serving == f"Serving the snapshot {published_snapshot(warehouse)}\n"
+    assert serving.startswith(f"Serving the snapshot {published_snapshot(warehouse)} ")
     assert "WARNING" not in err
