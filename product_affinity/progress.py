@@ -22,7 +22,8 @@ class StepProgress:
     `instance.add_event_listener(run_id, progress.on_event)` before the run starts.
     """
 
-    def __init__(self, total_steps: int, stream: TextIO = sys.stderr):
+    def __init__(self, total_steps: int, stream: TextIO | None = None):
+        stream = stream or sys.stderr  # looked up now, so a redirected stderr (a test, a wrapper) gets the progress
         self.total, self.stream, self.done = total_steps, stream, 0
         self.started: dict[str, float] = {}
         self.run_started = time.perf_counter()
