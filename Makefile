@@ -5,35 +5,45 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: run test dev bench bench-api bench-postgres clean
+.PHONY: run test docs dev bench bench-api bench-postgres clean
 
-# The environment is rebuilt only when the declared dependencies change.
-$(BIN)/product-affinity: pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
+# `make run` installs what running needs and nothing else; each target adds the extra it needs on top
+# (pyproject.toml: test, docs, dev). A stamp per extra: the environment is rebuilt only when the declared
+# dependencies change, and a change rebuilds the runtime first, then the extras on it.
+$(VENV)/.installed-run: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e .
 	touch $@
 
-run: $(BIN)/product-affinity
+$(VENV)/.installed-%: $(VENV)/.installed-run
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[$*]'
+	touch $@
+
+run: $(VENV)/.installed-run
 	$(BIN)/product-affinity generate
 	$(BIN)/product-affinity run
 
-test: $(BIN)/product-affinity
+# What CI runs (.ci/run): every test, including the docs site's strict build (tests/test_docs.py).
+test: $(VENV)/.installed-test
 	$(BIN)/pytest
 
-dev: $(BIN)/product-affinity
+docs: $(VENV)/.installed-docs
+	$(BIN)/mkdocs build --strict --site-dir site
+
+dev: $(VENV)/.installed-dev
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg dev
 
-bench: $(BIN)/product-affinity
+bench: $(VENV)/.installed-run
 	$(BIN)/python benchmarks/pipeline.py
 
-# Reuses the Instacart-scale snapshot `make bench` published, or builds it first.
-bench-api: $(BIN)/product-affinity
+# Reuses the Instacart-scale snapshot `make bench` published, or builds it first; its client is httpx (the test extra).
+bench-api: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/api.py --reuse
 
 # Needs the PostgreSQL server; publishes the snapshot `make bench` published (or builds it) into a throwaway database.
-bench-postgres: $(BIN)/product-affinity
+bench-postgres: $(VENV)/.installed-run
 	$(BIN)/python benchmarks/postgres_port.py
 
 clean:
-	rm -rf $(VENV) data/sample data/*.duckdb* data/published dagster_home/storage dagster_home/logs dagster_home/history dagster_home/schedules
+	rm -rf $(VENV) site data/sample data/*.duckdb* data/published dagster_home/storage dagster_home/logs dagster_home/history dagster_home/schedules

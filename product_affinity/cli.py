@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+import traceback
+import uuid
 from pathlib import Path
 
-from product_affinity.quality.suites import EXPECTATIONS_DIR
-from product_affinity.resources import DEFAULT_SOURCES, DEFAULT_WAREHOUSE
+# Only light modules at the top: `--help` must answer at once, so Dagster, DuckDB, pandas, mlxtend and the
+# product's own modules that import them are imported inside the commands (a test holds every command to it).
+from product_affinity.defaults import DEFAULT_SIZE, DEFAULT_SOURCES, DEFAULT_WAREHOUSE
+
+
+EXIT_CODES = """exit codes: 0 done; 1 the run published nothing, or an SLO failed; 2 the command could not do its work
+(bad arguments, missing sources, a warehouse it cannot write, an unexpected error: its message says which)."""
+
+
+class CommandError(Exception):
+    """A command cannot do what was asked, for a reason the user can fix: printed as one message, no trace."""
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive whole number; use a count above 0")
+    return value
 
 
 def generate(args: argparse.Namespace) -> int:
@@ -22,27 +44,59 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_can_run(args.sources, args.warehouse)
     from product_affinity.definitions import build_definitions
 
-    return run_job(build_definitions(args.sources, args.warehouse), args.warehouse)
+    return run_job(build_definitions(args.sources, args.warehouse), args.warehouse, verbose=args.verbose)
 
 
-def run_job(defs, warehouse: Path) -> int:
+def check_can_run(sources: Path, warehouse: Path) -> None:
+    """Refuse before anything is written when the run could not work: no sources folder (a run would otherwise
+    create an empty warehouse and fail in every ingestion step), or a warehouse this user cannot write."""
+    if not sources.is_dir():
+        raise CommandError(
+            f"no sources folder at {sources}{' (it is a file)' if sources.exists() else ''}. "
+            f"Write the sample there with `product-affinity generate --out {sources}`, "
+            "or pass --sources FOLDER holding customer_info.csv, product.csv and purchase.csv."
+        )
+    folder = warehouse.parent
+    if warehouse.exists() and not os.access(warehouse, os.W_OK):
+        raise CommandError(
+            f"the warehouse {warehouse} is read-only for this user. Make it writable "
+            f"(chmod u+w {warehouse}) or pass --warehouse with a file you can write."
+        )
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    if not os.access(existing, os.W_OK | os.X_OK) or not existing.is_dir():
+        raise CommandError(
+            f"cannot write the warehouse's folder {existing} (the run writes {warehouse}, its lock and "
+            f"{folder / 'published'} there). Pass --warehouse with a path in a folder you can write."
+        )
+
+
+def run_job(defs, warehouse: Path, verbose: bool = False) -> int:
     """Run the product_affinity job of `defs` (Definitions) in process: print the summary of the snapshot it
-    published, or why it published nothing."""
+    published, or why it published nothing. Progress goes to stderr, one step at a time; Dagster's own log
+    (with a trace for each failed step) only with `verbose`."""
     import dagster as dg
 
+    from product_affinity.progress import StepProgress
     from product_affinity.publication import failure_report, published_snapshot
     from product_affinity.summary import print_summary
 
-    started, instance = time.perf_counter(), dg.DagsterInstance.ephemeral()
-    result = defs.resolve_job_def("product_affinity").execute_in_process(
-        instance=instance,
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-        raise_on_error=False,
-    )
+    job = defs.resolve_job_def("product_affinity")
+    started, instance, run_id = time.perf_counter(), dg.DagsterInstance.ephemeral(), str(uuid.uuid4())
+    with StepProgress(len(job.graph.nodes)) as progress:
+        instance.add_event_listener(run_id, progress.on_event)
+        result = job.execute_in_process(
+            instance=instance,
+            run_id=run_id,
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}}},
+            raise_on_error=False,
+        )
     if not result.success:
         print(failure_report(result, instance, warehouse), file=sys.stderr)
+        if not verbose:
+            print("Run it again with --verbose to see Dagster's log, with the trace of each failed step.", file=sys.stderr)
         return 1
     snapshot = published_snapshot(warehouse)
     print(f"\nBuilt and audited every asset in {warehouse}, published {snapshot} in {time.perf_counter() - started:.1f}s\n")
@@ -55,8 +109,9 @@ def run_job(defs, warehouse: Path) -> int:
 
 def expectations(args: argparse.Namespace) -> int:
     from product_affinity.contract import checked_tables
-    from product_affinity.quality.suites import write_suites
+    from product_affinity.quality.suites import EXPECTATIONS_DIR, write_suites
 
+    args.out = args.out or EXPECTATIONS_DIR
     written = write_suites(args.out, checked_tables())
     print(f"Wrote {len(written)} Great Expectations suites generated from the contract to {args.out}")
     return 0
@@ -79,12 +134,22 @@ def slo(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import os
-
+    """Serve the APIs; say first where, and on which snapshot, or warn that there is none to serve yet."""
     import uvicorn
 
     from product_affinity.delivery.rest import WAREHOUSE_ENV
+    from product_affinity.publication import NothingPublished, published_snapshot
 
+    try:
+        print(f"Serving the snapshot {published_snapshot(args.warehouse)} (a newer publication is served as soon as "
+              "a run makes it)", flush=True)
+    except NothingPublished:
+        print(f"WARNING: nothing has been published from {args.warehouse} yet, so the data endpoints answer 503 "
+              "until then: run `product-affinity run` (it publishes a snapshot, which is then served without a restart).",
+              file=sys.stderr, flush=True)
+    url = f"http://{args.host}:{args.port}"
+    print(f"REST API on {url} (docs {url}/docs), GraphQL on {url}/graphql; {args.workers} worker(s). Ctrl+C stops.",
+          flush=True)
     os.environ[WAREHOUSE_ENV] = str(args.warehouse.resolve())  # each worker process builds its app from it
     uvicorn.run("product_affinity.delivery.rest:app_from_environment", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level="warning")
@@ -140,36 +205,43 @@ def publish_postgres(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from product_affinity.delivery.postgres import DSN_VARIABLE, FALLBACK_DSN
-    from product_affinity.sources.sample import DEFAULT_SIZE
-
-    parser = argparse.ArgumentParser(prog="product-affinity", description=__doc__)
+    """Parse, run the command; an error the user can fix is one message (exit 2), any other error one line
+    naming it and `--verbose`, which shows the trace (exit 1)."""
+    parser = argparse.ArgumentParser(prog="product-affinity", description=__doc__, epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Dagster's log and the trace of errors")
+    verbose = argparse.ArgumentParser(add_help=False)  # accepted after the command too, as users type it
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="show Dagster's log and the trace of errors")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    gen = commands.add_parser("generate", help="write the seeded sample sources (customer_info, product, purchase)")
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[verbose], **kwargs)
+
+    gen = command("generate", help="write the seeded sample sources (customer_info, product, purchase)")
     gen.add_argument("--out", type=Path, default=DEFAULT_SOURCES, help="folder to write (default: %(default)s)")
     for name, default in DEFAULT_SIZE.items():
-        gen.add_argument(f"--{name}", type=int, default=default, help=f"number of {name} (default: %(default)s)")
+        gen.add_argument(f"--{name}", type=positive_int, default=default, help=f"number of {name} (default: %(default)s)")
     gen.add_argument("--seed", type=int, default=7)
     gen.set_defaults(func=generate)
 
-    run_ = commands.add_parser("run", help="materialize and audit every asset in process, publish a snapshot, print a summary")
+    run_ = command("run", help="materialize and audit every asset in process, publish a snapshot, print a summary")
     run_.add_argument("--sources", type=Path, default=DEFAULT_SOURCES, help="folder with the source files (default: %(default)s)")
     run_.add_argument("--warehouse", type=Path, default=DEFAULT_WAREHOUSE, help="DuckDB file to write (default: %(default)s)")
     run_.set_defaults(func=run)
 
-    exp = commands.add_parser("expectations", help="regenerate the Great Expectations suites from the data contract")
-    exp.add_argument("--out", type=Path, default=EXPECTATIONS_DIR, help="folder to write (default: %(default)s)")
+    exp = command("expectations", help="regenerate the Great Expectations suites from the data contract")
+    exp.add_argument("--out", type=Path, help="folder to write (default: expectations/ in the project)")
     exp.set_defaults(func=expectations)
 
-    slo_ = commands.add_parser("slo", help="print the SLO report: targets, latest observations, attainment, error budget")
+    slo_ = command("slo", help="print the SLO report: targets, latest observations, attainment, error budget")
     slo_.add_argument("--warehouse", type=Path, default=DEFAULT_WAREHOUSE, help="DuckDB file the runs wrote (default: %(default)s)")
     slo_.add_argument("--runs", type=int, default=30, help="attainment over the last N runs (default: %(default)s)")
     slo_.add_argument("--json", type=Path, help="also write the report as JSON to this file")
     slo_.add_argument("--junit", type=Path, help="also write the report as JUnit XML to this file (a failing SLO is a <failure>)")
     slo_.set_defaults(func=slo)
 
-    serve_ = commands.add_parser("serve", help="serve the REST and GraphQL APIs on the published snapshot")
+    serve_ = command("serve", help="serve the REST and GraphQL APIs on the published snapshot")
     serve_.add_argument("--warehouse", type=Path, default=DEFAULT_WAREHOUSE, help="working warehouse whose snapshot to serve (default: %(default)s)")
     serve_.add_argument("--host", default="127.0.0.1")
     serve_.add_argument("--port", type=int, default=8000)
@@ -177,14 +249,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="worker processes (default: %(default)s; one already uses every core, as DuckDB runs each query on all)")
     serve_.set_defaults(func=serve)
 
-    keys_ = commands.add_parser("keys", help="issue, list or revoke API keys (only their digests are stored)")
+    keys_ = command("keys", help="issue, list or revoke API keys (only their digests are stored)")
     keys_.add_argument("action", choices=["issue", "list", "revoke"])
     keys_.add_argument("principal", nargs="?", help="issue: the principal (policies.yaml); revoke: the key id")
     keys_.add_argument("--warehouse", type=Path, default=DEFAULT_WAREHOUSE, help="keys live next to this warehouse (default: %(default)s)")
     keys_.set_defaults(func=keys)
 
-    pg = commands.add_parser("publish-postgres", help="publish the snapshot into PostgreSQL for BI tools, under the same policies as the API")
-    pg.add_argument("--dsn", help=f"database to publish into, created if missing (default: ${DSN_VARIABLE} or {FALLBACK_DSN})")
+    pg = command("publish-postgres", help="publish the snapshot into PostgreSQL for BI tools, under the same policies as the API")
+    pg.add_argument("--dsn", help="database to publish into, created if missing "
+                                  "(default: $PRODUCT_AFFINITY_POSTGRES_DSN, else a local database product_affinity)")
     pg.add_argument("--warehouse", type=Path, default=DEFAULT_WAREHOUSE, help="working warehouse whose snapshot to publish (default: %(default)s)")
     pg.add_argument("--role-prefix", default="pa_", help="prefix of the Postgres roles, which are cluster-wide (default: %(default)s)")
     pg.add_argument("--wait", type=float, default=300.0, help="seconds to wait for readers' open transactions (default: %(default)s)")
@@ -193,7 +266,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "keys" and args.action != "list" and not args.principal:
         parser.error(f"keys {args.action} needs a {'principal' if args.action == 'issue' else 'key id'}")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except CommandError as error:
+        print(f"product-affinity {args.command}: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        if args.verbose:
+            raise
+        cause = "".join(traceback.format_exception_only(error)).strip().splitlines()
+        print(f"product-affinity {args.command} failed: {cause[-1] if cause else type(error).__name__}\n"
+              "Run it again with --verbose to see the trace.", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -13,10 +13,8 @@ from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
 from product_affinity.consumer_aligned.association_rules import Thresholds
+from product_affinity.defaults import DEFAULT_SOURCES, DEFAULT_WAREHOUSE, PROJECT_ROOT  # noqa: F401 (re-exported)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SOURCES = PROJECT_ROOT / "data" / "sample"
-DEFAULT_WAREHOUSE = PROJECT_ROOT / "data" / "warehouse.duckdb"
 
 
 class SourceFiles(dg.ConfigurableResource):

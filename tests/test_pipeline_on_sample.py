@@ -147,7 +147,9 @@ def test_run_prints_a_summary_with_the_strongest_affinities(sample):
 
 
 def test_run_fails_naming_the_missing_source_file(tmp_path, capsys):
-    assert main(["run", "--sources", str(tmp_path / "nowhere"), "--warehouse", str(tmp_path / "w.duckdb")]) == 1
+    """A sources folder without the files (a missing folder is refused before the run: tests/test_cli.py)."""
+    (tmp_path / "empty").mkdir()
+    assert main(["run", "--sources", str(tmp_path / "empty"), "--warehouse", str(tmp_path / "w.duckdb")]) == 1
     err = capsys.readouterr().err
     assert "customer_info.csv: source file not found" in err
     assert f"Nothing from this run was published, and nothing has been published from {tmp_path / 'w.duckdb'} yet." in err

@@ -26,9 +26,9 @@ import numpy as np
 import polars as pl
 
 from product_affinity.contract import table
+from product_affinity.defaults import DEFAULT_SIZE  # noqa: F401 (the sample tests read it from here)
 from product_affinity.reference import COUNTRY_SPELLINGS
 
-DEFAULT_SIZE = dict(customers=2_000, products=400, orders=20_000)
 
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 DAY = 86_400

@@ -1,0 +1,16 @@
+"""Where the product reads and writes when told nothing else, declared once in a module that imports nothing heavy.
+
+The CLI builds its `--help` from these values, so this module must stay cheap to import: no Dagster,
+DuckDB, pandas or mlxtend here (a test runs every command's `--help` and fails if one of them is loaded).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SOURCES = PROJECT_ROOT / "data" / "sample"
+DEFAULT_WAREHOUSE = PROJECT_ROOT / "data" / "warehouse.duckdb"
+
+# The sample generator's default size: a run on it takes about a minute on two cores.
+DEFAULT_SIZE = dict(customers=2_000, products=400, orders=20_000)

@@ -1,0 +1,188 @@
+"""The first hour with the CLI, tried as a new user would, each in its own process as a terminal runs it.
+
+`--help` must not load the heavy libraries (it took 10 s when it imported Dagster to read default paths);
+the errors a newcomer meets first print a short message naming the cause and what to do, not a
+trace, and refuse before writing anything.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from product_affinity.sources.sample import generate_sample
+
+HEAVY = ("dagster", "pandas", "mlxtend", "duckdb")
+SUBCOMMANDS = ("generate", "run", "expectations", "slo", "serve", "keys", "publish-postgres")
+# Runs the CLI as `product-affinity` does, then reports which heavy libraries it had loaded, even after SystemExit.
+PROBE = """
+import atexit, sys
+atexit.register(lambda: print("LOADED:" + ",".join(m for m in {heavy!r} if m in sys.modules), file=sys.stderr))
+from product_affinity.cli import main
+sys.argv = ["product-affinity", *{argv!r}]
+sys.exit(main())
+"""
+
+
+def cli(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "product_affinity.cli", *argv], capture_output=True, text=True,
+                          cwd=cwd, env=os.environ | {"PYTHONUNBUFFERED": "1"}, timeout=300)
+
+
+@pytest.mark.parametrize("argv", [["--help"], *([command, "--help"] for command in SUBCOMMANDS)], ids=" ".join)
+def test_help_loads_none_of_the_heavy_libraries(argv):
+    done = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY, argv=argv)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "usage: product-affinity" in done.stdout
+    loaded = done.stderr.rsplit("LOADED:", 1)[1].strip()
+    assert loaded == "", f"`product-affinity {' '.join(argv)}` imported {loaded}"
+
+
+def test_every_command_is_probed():
+    """A command added to the CLI without being added above would escape the --help test."""
+    usage = cli("--help").stdout
+    assert f"{{{','.join(SUBCOMMANDS)}}}" in usage
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("cli") / "sources"
+    generate_sample(folder, customers=200, products=100, orders=1_000)
+    return folder
+
+
+def assert_short(done: subprocess.CompletedProcess, code: int, *expected: str, most: int = 6) -> None:
+    err = done.stderr
+    assert done.returncode == code, err
+    assert "Traceback" not in err, err
+    assert len(err.strip().splitlines()) <= most, err
+    for text in expected:
+        assert text in err
+
+
+def test_a_missing_sources_folder_is_one_message_and_creates_no_warehouse(tmp_path):
+    warehouse = tmp_path / "out" / "warehouse.duckdb"
+    done = cli("run", "--sources", str(tmp_path / "nowhere"), "--warehouse", str(warehouse))
+    assert_short(done, 2, f"no sources folder at {tmp_path / 'nowhere'}", "product-affinity generate --out", most=1)
+    assert not warehouse.exists() and not (tmp_path / "out").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag", ["--orders", "--customers", "--products"])
+@pytest.mark.parametrize("value", ["-5", "0", "many"])
+def test_generate_refuses_a_count_that_is_not_positive_naming_the_argument(tmp_path, flag, value):
+    done = cli("generate", "--out", str(tmp_path / "sample"), flag, value)
+    assert_short(done, 2, f"argument {flag}: ", value)
+    assert not (tmp_path / "sample").exists()
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A warehouse file this process cannot write: chmod for a user, the immutable attribute for root (who ignores modes)."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    warehouse.write_bytes(b"")
+    if os.geteuid() != 0:
+        warehouse.chmod(0o444)
+        yield warehouse
+        return
+    if subprocess.run(["chattr", "+i", str(warehouse)], capture_output=True).returncode != 0:
+        pytest.skip("running as root on a filesystem without `chattr +i`: no way to make a file read-only for root")
+    try:
+        yield warehouse
+    finally:
+        subprocess.run(["chattr", "-i", str(warehouse)], check=True)
+
+
+def test_a_read_only_warehouse_is_one_message_naming_it(sources, read_only):
+    done = cli("run", "--sources", str(sources), "--warehouse", str(read_only))
+    assert_short(done, 2, f"the warehouse {read_only} is read-only", "--warehouse", most=1)
+    assert read_only.stat().st_size == 0
+    assert not Path(f"{read_only}.lock").exists() and not (read_only.parent / "published").exists()
+
+
+@pytest.mark.slow
+def test_a_run_on_a_locked_warehouse_is_a_short_report_naming_the_holder(sources, tmp_path):
+    """Another run holds the warehouse's lock (here this test process, as a run does): the second run says so in a few lines."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    lock = os.open(f"{warehouse}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)
+        done = cli("run", "--sources", str(sources), "--warehouse", str(warehouse))
+    finally:
+        os.close(lock)
+    assert_short(done, 1, f"is being written by another pipeline run (PID {os.getpid()} holds the lock",
+                 "Nothing from this run was published", "--verbose")
+    verbose = cli("run", "--verbose", "--sources", str(tmp_path / "nowhere"), "--warehouse", str(warehouse))
+    assert verbose.returncode == 2 and "no sources folder" in verbose.stderr
+
+
+@pytest.mark.slow
+def test_verbose_shows_the_trace_of_an_unexpected_error(tmp_path):
+    """An error no message was written for: one line and the hint without --verbose, the trace with it."""
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    argv = ("expectations", "--out", str(not_a_folder / "suites"))
+    assert_short(cli(*argv), 2, "product-affinity expectations failed: ", "--verbose", most=2)
+    verbose = cli(*argv, "--verbose")
+    assert verbose.returncode != 0 and "Traceback (most recent call last)" in verbose.stderr
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_serve_says_where_it_listens_and_warns_when_nothing_is_published(tmp_path):
+    warehouse, port = tmp_path / "warehouse.duckdb", free_port()
+    server = subprocess.Popen([sys.executable, "-m", "product_affinity.cli", "serve", "--warehouse", str(warehouse),
+                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    try:
+        listening = server.stdout.readline()
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=60)
+    assert f"REST API on http://127.0.0.1:{port} (docs http://127.0.0.1:{port}/docs), GraphQL on http://127.0.0.1:{port}/graphql" in listening
+    assert f"WARNING: nothing has been published from {warehouse} yet" in err and "product-affinity run" in err
+
+
+@pytest.mark.slow
+def test_a_run_reports_each_step_with_counts_and_serve_names_the_snapshot_it_published(sources, tmp_path):
+    """Piped (not a terminal), a run prints one line as each step starts and one as it ends, numbered out of all steps."""
+    import re
+
+    from product_affinity.publication import published_snapshot
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    done = cli("run", "--sources", str(sources), "--warehouse", str(warehouse))
+    assert done.returncode == 0, done.stderr
+    ended = re.findall(r"^\[(\d+)/(\d+)\] (\S+) done in \d+\.\ds \(run \d+s\)$", done.stderr, re.MULTILINE)
+    started = re.findall(r"^\[\d+/\d+\] (\S+) \.\.\.$", done.stderr, re.MULTILINE)
+    total = int(ended[0][1])
+    assert [int(n) for n, _, _ in ended] == list(range(1, total + 1)) and {t for _, t, _ in ended} == {str(total)}
+    assert sorted(started) == sorted(step for _, _, step in ended)
+    assert {"source_aligned__purchase", "consumer_aligned__association_rules", "publication__snapshot"} <= set(started)
+    assert "Traceback" not in done.stderr and "DEBUG" not in done.stderr and " - INFO - " not in done.stderr
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "product_affinity.cli", "serve", "--warehouse", str(warehouse),
+                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    try:
+        serving = server.stdout.readline()
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=60)
+    assert serving.startswith(f"Serving the snapshot {published_snapshot(warehouse)} ")
+    assert "WARNING" not in err
