@@ -84,7 +84,10 @@ def run_job(defs, warehouse: Path, verbose: bool = False) -> int:
     from product_affinity.summary import print_summary
 
     job = defs.resolve_job_def("product_affinity")
-    started, instance, run_id = time.perf_counter(), dg.DagsterInstance.ephemeral(), str(uuid.uuid4())
+    # Recorded in the instance under DAGSTER_HOME (make exports dagster_home/), so `make dev` shows every run,
+    # check result and metadata plot of the command line; without DAGSTER_HOME the run leaves no history.
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    started, run_id = time.perf_counter(), str(uuid.uuid4())
     with StepProgress(len(job.graph.nodes)) as progress:
         instance.add_event_listener(run_id, progress.on_event)
         result = job.execute_in_process(

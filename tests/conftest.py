@@ -46,6 +46,16 @@ def conn():
         yield connection
 
 
+@pytest.fixture(scope="session", autouse=True)
+def dagster_home(tmp_path_factory) -> Path:
+    """A Dagster instance of the session's own: runs the tests start are recorded there, never in the project's
+    dagster_home/ (make exports DAGSTER_HOME), configured as the project's is."""
+    home = tmp_path_factory.mktemp("dagster_home")
+    shutil.copy(Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml", home)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
 @pytest.fixture(scope="session")
 def sample_run(tmp_path_factory):
     """The default sample through `product-affinity run`, once per session: (warehouse, ground truth, printed summary)."""
