@@ -66,7 +66,9 @@ class Mask:
 
     redact: replaced ('***' for text, empty otherwise); hash: a keyed SHA-256 (stable, so it still
     groups and joins, but unreadable); partial: the first `show_first` characters and everything
-    from `show_from` on (j***@example.com), or the last `show_last` characters (***0100).
+    from `show_from` on (***@example.com), or the last `show_last` characters (***0100).
+    A mask is chosen for what it hides (docs/governance/access-model.md): what a partial mask
+    leaves must be shared by many values, and a hash suits only values about as many as people.
     """
 
     kind: str

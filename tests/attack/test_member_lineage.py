@@ -1,81 +1,21 @@
 """No member returns what its columns may not: every principal, every member of every view, on REST and GraphQL.
 
-The expectation is derived here, independently of the engine's lineage code, from the model and the policies:
-- the test reads each member's columns from its own SQL ({CUBE}.<column> in sql and filter, a ratio's two measures);
-- a column is as visible to a principal as the plain dimension showing it is (in clear, masked, or refused) in the
-  most open view they read; a column no plain dimension shows anywhere the principal reads is hidden from them;
-- so a member reading a hidden column must be refused; a measure or metric reading a column the principal sees
-  masked must be refused too (an aggregate at customer grain is the value); a dimension reading a masked column
-  must come back masked, unless the model declares it a generalisation of that column (then the generalisation
-  is checked to be coarse on the data).
-Each member is then asked for through the real service, at customer grain and ungrouped (or in total), and as a
+What each principal may get of each member is worked out from the model and the policies by tests.attack.oracle,
+independently of the engine's lineage code (refused, masked, or open); a declared generalisation is checked to be
+coarse on the data. Each member is then asked for through the real service, at customer grain and ungrouped (or in total), and as a
 filter: a restricted one must be refused on both paths, a masked one must never equal the value in clear.
 """
 
-import re
-
 import pytest
 
-from product_affinity.governance import AccessDenied, access, policies
-from product_affinity.semantic import Dimension, model
+from product_affinity.governance import policies, readable_views
+from product_affinity.semantic import model
+from tests.attack.oracle import column_visibility, expectation
 from tests.attack.service import api, sql  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
-COLUMN = re.compile(r"\{CUBE\}\.(\w+)")
 KEY = "customer_id"  # the customer grain: the views that hold it can be read one customer at a time
 LIMIT = 2_000
-ORDER = {"clear": 2, "masked": 1, "hidden": 0}
-
-
-def columns_read(cube: str, member) -> set[str]:
-    """The test's own reading of a member's lineage, from its SQL: cube.column."""
-    if getattr(member, "type", None) == "ratio":
-        measures = model().cubes[cube].measures
-        return columns_read(cube, measures[member.numerator]) | columns_read(cube, measures[member.denominator])
-    text = " ".join(filter(None, [member.sql, getattr(member, "filter", None)]))
-    return {f"{cube}.{column}" for column in COLUMN.findall(text)}
-
-
-def readable(who) -> dict:
-    granted = {}
-    for name in model().views:
-        try:
-            granted[name] = access(who, name)
-        except AccessDenied:
-            continue
-    return granted
-
-
-def column_visibility(who) -> dict[str, str]:
-    """cube.column -> clear, masked or hidden for the principal, from the plain dimensions that show a column."""
-    seen: dict[str, str] = {}
-    for granted in readable(who).values():
-        for name, vm in granted.view.members.items():
-            if not isinstance(vm.member, Dimension) or not re.fullmatch(r"\{CUBE\}\.\w+", vm.member.sql):
-                continue
-            column = f"{vm.cube}.{vm.member.sql.split('.')[1]}"
-            state = "hidden" if name not in granted.members else "masked" if f"{vm.cube}.{name}" in granted.masks else "clear"
-            if ORDER[state] > ORDER[seen.get(column, "hidden")] or column not in seen:
-                seen[column] = state
-    return seen
-
-
-def expectation(who, view, name: str, visibility: dict[str, str]) -> str:
-    """refused, masked or open: what the principal may get of the member, from its columns."""
-    if name in view.metrics:
-        columns = set().union(*(columns_read(view.members[m].cube, view.members[m].member) for m in view.metrics[name].measures))
-        is_measure, generalised = True, set()
-    else:
-        vm = view.members[name]
-        columns, is_measure = columns_read(vm.cube, vm.member), vm.is_measure
-        generalised = {f"{vm.cube}.{c}" for c in getattr(vm.member, "generalises", ())}
-    states = {c: visibility.get(c, "hidden") for c in columns}
-    if "hidden" in states.values():
-        return "refused"
-    masked = {c for c, s in states.items() if s == "masked"}
-    if masked and is_measure:
-        return "refused"
-    return "masked" if masked - generalised else "open"
 
 
 def principals_to_try() -> list[str]:
@@ -128,10 +68,10 @@ def test_nothing_restricted_is_reachable_through_any_member(api, who):  # noqa: 
     principal = policies().principals[who]
     visibility = column_visibility(principal)
     breaks, checked = [], 0
-    for view_name, granted in readable(principal).items():
+    for view_name, granted in readable_views(principal).items():
         view = granted.view
         for name in [*view.members, *view.metrics]:
-            expected = expectation(principal, view, name, visibility)
+            expected = expectation(view, name, visibility)
             is_measure = name in view.metrics or view.members[name].is_measure
             member = f"{view.name}.{name}"
             for query in queries(view, name, is_measure):
