@@ -263,6 +263,7 @@ def markdown_table() -> str:
         views = ", ".join("every view" if v == "*" else f"`{v}`" + ("" if grant.includes == "*" and not grant.excludes else " (some members)")
                           for v, grant in g.views.items())
         personal = "in clear" if g.unmask == "*" else ", ".join(f"{ref.split('.')[1]} {SHOWN[m.kind]}" for ref, m in g.masks.items()) or "masked"
+        personal += "".join(f"; no {column}, nor any member reading it" for column in sorted(g.hides))
         rows = "; ".join(f"{f.cube}.{f.dimension} {f.operator} {', '.join(f.values)}" for f in g.row_filters) or "all"
         lines.append(f"| `{g.name}` | {g.description} | {views} | {personal} | {rows} |")
     return "\n".join(lines)
