@@ -79,7 +79,7 @@ class Group:
     name: str
     description: str
     views: dict[str, Grant]  # "*" for every view
-    unmask: Any  # "*" or a set of cube.dimension
+    unmask: Any  # "*" or a set of cube.column
     masks: dict[str, Mask]  # cube.dimension -> mask
     row_filters: tuple[RowFilter, ...]
     hides: frozenset[str] = frozenset()  # cube.column: columns no member the group reads may read
