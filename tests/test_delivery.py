@@ -118,10 +118,9 @@ def test_personal_data_is_masked_on_rest_and_graphql_alike(api, sql):
     for rows in both(api, "marta", query):
         for row in rows:
             email, phone, first, _ = clear[row["customer_360.customer_id"]]
-            if email:
-                assert row["customer_360.email"] == f"{email[0]}***{email[email.index('@'):]}"
-            if phone:
-                assert row["customer_360.phone"] == f"***{phone[-4:]}"
+            if email and "@" in email:
+                assert row["customer_360.email"] == f"***{email[email.index('@'):]}"  # the domain only
+            assert row["customer_360.phone"] in ("***", None)
             assert row["customer_360.first_name"] in ("***", None) and row["customer_360.birth_year"] is None
     hashed = both(api, "li", query)  # pseudonymised: stable, unreadable, the same on both paths
     assert hashed[0] == hashed[1]

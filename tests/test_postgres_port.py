@@ -182,7 +182,7 @@ def test_personal_data_is_masked_unless_the_group_may_see_it(port, sql):
     query = "SELECT customer_id, email, first_name, birth_year FROM product_affinity.customer_360 WHERE email IS NOT NULL"
     with port.login("marta") as marta, port.login("li") as li, port.login("steward") as steward:
         for customer, email, first_name, birth_year in marta.execute(query):
-            assert email == f"{clear[customer][0]}***{clear[customer][clear[customer].index('@'):]}" != clear[customer]
+            assert email == f"***{clear[customer][clear[customer].index('@'):]}" != clear[customer]  # the domain only
             assert first_name == "***" and birth_year is None
         for customer, email, _, _ in li.execute(query):  # keyed hash: the deployment's key, the API's bytes
             assert email == hashlib.sha256((key + clear[customer]).encode()).hexdigest()[:20]

@@ -62,6 +62,39 @@ def test_a_personal_column_without_a_mask_is_refused(tmp_path):
         model(tmp_path)
 
 
+def _people(tmp_path, dimensions: str, measures: str = "[]"):
+    """A one-cube model on the contract's customer table, loaded from `tmp_path`."""
+    (tmp_path / "cubes").mkdir(exist_ok=True)
+    (tmp_path / "views").mkdir(exist_ok=True)
+    (tmp_path / "cubes" / "people.yaml").write_text(
+        f"name: people\ntable: customer\nprimary_key: [customer_id]\ndimensions: {dimensions}\nmeasures: {measures}\n")
+    return model(tmp_path).cubes["people"]
+
+
+def test_lineage_is_parsed_from_the_sql_and_classification_follows_it(tmp_path):
+    people = _people(tmp_path, """
+      - {name: band, type: string, sql: "CASE WHEN {CUBE}.income > 1 THEN 'income' ELSE {CUBE}.country END"}
+      - {name: initial, type: string, sql: "left({CUBE}.first_name, 1)", mask: redact}
+      - {name: decade, type: number, sql: "{CUBE}.birth_year // 10", generalises: [birth_year]}""",
+                     "[{name: rich, type: count, filter: '{CUBE}.income > 100'}, {name: n, type: count},"
+                     " {name: share, type: ratio, numerator: rich, denominator: n}]")
+    assert people.dimensions["band"].reads == {"income", "country"} and not people.dimensions["band"].pii  # 'income' is a literal
+    assert people.dimensions["initial"].pii and people.dimensions["initial"].personal == {"first_name"}
+    assert not people.dimensions["decade"].pii and people.dimensions["decade"].reads == {"birth_year"}
+    assert people.measures["rich"].reads == people.measures["share"].reads == {"income"}
+
+
+@pytest.mark.parametrize("dimensions, error", [
+    ("[{name: x, type: number, sql: 'income * 2'}]", r"write columns as \{CUBE\}.<column>.*income"),
+    ("[{name: x, type: number, sql: '{CUBE}.salary'}]", "has no columns .'salary'."),
+    ("[{name: x, type: string, sql: 'upper({CUBE}.last_name)'}]", "which the contract classifies as pii, so declare its mask"),
+    ("[{name: x, type: string, sql: '{CUBE}.country', generalises: [country]}]", "generalises .'country'., which it does not read as pii"),
+])
+def test_a_member_whose_lineage_is_unknown_or_unmasked_is_refused(tmp_path, dimensions, error):
+    with pytest.raises(ModelError, match=error):
+        _people(tmp_path, dimensions)
+
+
 def test_measures_by_dimension_equal_hand_written_sql(service, sql):
     got = ask(service, {"measures": ["sales.total_spend", "sales.purchases", "sales.average_spend_per_purchase"],
                         "dimensions": ["sales.channel"]})

@@ -257,8 +257,7 @@ class _Deployment:
             text = f"{member.title}. {member.description}".strip() + note
             statements.append(f"COMMENT ON COLUMN {name}.{self.q(column)} IS {self.literal(text)}")
         for group in policies().groups.values():
-            grant = group.grant(view.name)
-            allowed = [self.q(column) for column in names if grant and grant.allows(column)]
+            allowed = [self.q(column) for column in names if group.may_read(view, column)]  # the engine's rule, lineage included
             if allowed:
                 statements.append(f"GRANT SELECT ({', '.join(allowed)}) ON {name} TO {self.q(self.roles.group(group.name))}")
         return statements
@@ -269,13 +268,13 @@ class _Deployment:
         if not dimension.pii:
             return f"{raw} AS {self.q(name)}"
         ref = f"{vm.cube}.{name}"
-        allowing = [g for g in policies().groups.values() if g.grant(view.name) and g.grant(view.name).allows(name)]
+        allowing = [g for g in policies().groups.values() if g.may_read(view, name)]
         salt = f"(SELECT key FROM {self.q(PRIVATE, 'masking_key')})"
 
         def masked(mask) -> str:
             return mask_sql(raw, mask, dimension.type, salt, "postgres")
 
-        clear = " OR ".join(self.member_of(g) for g in allowing if g.unmasks(ref)) or "false"
+        clear = " OR ".join(self.member_of(g) for g in allowing if g.sees_in_clear(vm)) or "false"
         own = "".join(f" WHEN {self.member_of(g)} THEN {masked(g.masks[ref])}" for g in allowing if ref in g.masks)
         return f"CASE WHEN {clear} THEN {raw}{own} ELSE {masked(dimension.mask)} END AS {self.q(name)}"
 

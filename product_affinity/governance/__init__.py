@@ -6,6 +6,12 @@ and nothing else: the REST and GraphQL APIs compile its answer into their DuckDB
 roles, grants, row-level security and masking views. Combining groups follows Cube: views and
 members are unioned across a principal's groups, row filters intersect, and a personal-data
 dimension the principal may not see in clear comes back masked rather than refused.
+
+Access follows lineage (docs/governance/access-model.md): a group grants a member only if no
+column the member reads (semantic.ViewMember.lineage) is one the group hides, and a measure only
+if the group sees every personal-data column it reads in clear, since an aggregate cannot be
+masked and at customer grain it is the value itself. A derived dimension is masked unless a
+group sees all the personal data it shows in clear. Whatever the grouping, the rule is the same.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from product_affinity.semantic import Dimension, Mask, ModelError, View, model
+from product_affinity.semantic import Dimension, Mask, ModelError, View, ViewMember, model
 
 POLICIES_PATH = Path(__file__).with_name("policies.yaml")
 SHOWN = {"redact": "redacted", "hash": "hashed", "partial": "partly shown"}
@@ -73,15 +79,32 @@ class Group:
     name: str
     description: str
     views: dict[str, Grant]  # "*" for every view
-    unmask: Any  # "*" or a set of cube.dimension
+    unmask: Any  # "*" or a set of cube.column
     masks: dict[str, Mask]  # cube.dimension -> mask
     row_filters: tuple[RowFilter, ...]
+    hides: frozenset[str] = frozenset()  # cube.column: columns no member the group reads may read
 
     def grant(self, view: str) -> Grant | None:
         return self.views.get(view) or self.views.get("*")
 
-    def unmasks(self, dimension: str) -> bool:
-        return self.unmask == "*" or dimension in self.unmask
+    def unmasks(self, column: str) -> bool:
+        return self.unmask == "*" or column in self.unmask
+
+    def sees_in_clear(self, member: ViewMember) -> bool:
+        """Whether the group sees every personal-data column the member shows in clear."""
+        return all(self.unmasks(column) for column in member.personal)
+
+    def may_read(self, view: View, name: str) -> bool:
+        """Whether the group grants member (or metric) `name` of `view`: its grant allows it and, by lineage, the
+        member reads no column the group hides and, if it is a measure, no personal data the group sees masked.
+        (A metric is read through its measures: access() also requires each of them.)"""
+        grant = self.grant(view.name)
+        if grant is None or not grant.allows(name):
+            return False
+        if name in view.metrics:
+            return True
+        member = view.members[name]
+        return not member.lineage & self.hides and (not member.is_measure or self.sees_in_clear(member))
 
 
 @dataclass(frozen=True)
@@ -132,6 +155,15 @@ class Policies:
     principals: dict[str, Principal]
 
 
+def _column(ref: str, where: str) -> str:
+    """A cube.column reference: a column of the contract table a cube of the model reads."""
+    cube, _, name = ref.partition(".")
+    found = model().cubes.get(cube)
+    if found is None or name not in {c for m in (*found.dimensions.values(), *found.measures.values()) for c in m.reads}:
+        raise PolicyError(f"{where}: {ref!r} is not a cube.column the semantic model reads")
+    return ref
+
+
 def _dimension(ref: str, where: str) -> tuple[str, Dimension]:
     cube, _, name = ref.partition(".")
     found = model().cubes.get(cube)
@@ -157,9 +189,8 @@ def _group(name: str, entry: dict) -> Group:
     views = {view: _grant(view, declared, where) for view, declared in entry.get("views", {}).items()}
     unmask = entry.get("unmask", [])
     if unmask != "*":
-        unmask = frozenset(unmask)
-        for ref in unmask:
-            _dimension(ref, where)
+        unmask = frozenset(_column(ref, f"{where} unmask") for ref in unmask)
+    hides = frozenset(_column(ref, f"{where} hide") for ref in entry.get("hide", []))
     masks = {}
     for ref, declared in entry.get("masks", {}).items():
         _, dimension = _dimension(ref, where)
@@ -170,7 +201,7 @@ def _group(name: str, entry: dict) -> Group:
     for f in entry.get("row_filters", []):
         cube, dimension = _dimension(f["member"], where)
         filters.append(RowFilter(name, cube, dimension.name, f["operator"], tuple(map(str, f.get("values", [])))))
-    return Group(name, entry.get("description", ""), views, unmask, masks, tuple(filters))
+    return Group(name, entry.get("description", ""), views, unmask, masks, tuple(filters), hides)
 
 
 @cache
@@ -199,16 +230,16 @@ def access(who: Principal, view_name: str) -> Access:
     granting = [(g, g.grant(view_name)) for g in groups if view is not None and g.grant(view_name)]
     if not granting:
         raise AccessDenied(f"{who.name} may not read the view {view_name!r}")
-    members = frozenset(m for m in view.members if any(grant.allows(m) for _, grant in granting))
+    members = frozenset(m for m in view.members if any(g.may_read(view, m) for g, _ in granting))
     members |= {name for name, metric in view.metrics.items()
-                if any(grant.allows(name) for _, grant in granting) and set(metric.measures) <= members}
+                if any(g.may_read(view, name) for g, _ in granting) and set(metric.measures) <= members}
     masks = {}
     for name in members & view.members.keys():
         vm = view.members[name]
         ref = f"{vm.cube}.{name}"
         if isinstance(vm.member, Dimension) and vm.member.pii:
-            allowing = [g for g, grant in granting if grant.allows(name)]
-            if not any(g.unmasks(ref) for g in allowing):
+            allowing = [g for g, _ in granting if g.may_read(view, name)]
+            if not any(g.sees_in_clear(vm) for g in allowing):
                 masks[ref] = next((g.masks[ref] for g in allowing if ref in g.masks), vm.member.mask)
     filters = tuple(AppliedFilter(f, f.resolve(who.attributes)) for g in groups for f in g.row_filters)
     return Access(who, view, tuple(g.name for g, _ in granting), members, masks, filters)
@@ -232,6 +263,7 @@ def markdown_table() -> str:
         views = ", ".join("every view" if v == "*" else f"`{v}`" + ("" if grant.includes == "*" and not grant.excludes else " (some members)")
                           for v, grant in g.views.items())
         personal = "in clear" if g.unmask == "*" else ", ".join(f"{ref.split('.')[1]} {SHOWN[m.kind]}" for ref, m in g.masks.items()) or "masked"
+        personal += "".join(f"; no {column}, nor any member reading it" for column in sorted(g.hides))
         rows = "; ".join(f"{f.cube}.{f.dimension} {f.operator} {', '.join(f.values)}" for f in g.row_filters) or "all"
         lines.append(f"| `{g.name}` | {g.description} | {views} | {personal} | {rows} |")
     return "\n".join(lines)

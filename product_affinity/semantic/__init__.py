@@ -6,6 +6,14 @@ consumer can ask for, assembled from cubes along join paths. Column types and pe
 classification come from the data contract, never restated: a dimension names its contract
 column, and a pii column must declare how it is masked.
 
+Every member knows its lineage: the contract columns its SQL reads (`reads`), taken from its
+`column`, or parsed once from its `sql` and `filter` (`{CUBE}.<column>`, checked against the
+contract; a bare column name is refused, so nothing is read unseen). Classification follows
+lineage: a derived dimension reading a pii column is pii itself (it must declare a mask) unless
+it declares that it `generalises` that column (a coarser value, such as age bands of a birth
+year, reviewed as fit to show where the column is masked). The policy engine decides access on
+lineage (product_affinity.governance), so a measure can never return what its columns may not.
+
 Every identifier here is checked at load time, so a query can only ever name members the model
 declares (product_affinity.semantic.compiler refuses anything else).
 """
@@ -30,6 +38,8 @@ GRAINS = ("day", "week", "month", "quarter", "year")
 FINER_OR_EQUAL = {"day": set(GRAINS), "week": {"week"}, "month": {"month", "quarter", "year"}, "quarter": {"quarter", "year"},
                   "year": {"year"}}  # the grains a rollup at each grain can answer (weeks straddle months)
 MASKS = {"redact", "hash", "partial"}
+COLUMN_REFERENCE = re.compile(r"\{CUBE\}\.(\w+)")
+STRING_LITERAL = re.compile(r"'(?:[^']|'')*'")
 
 
 class ModelError(ContractError):
@@ -56,7 +66,9 @@ class Mask:
 
     redact: replaced ('***' for text, empty otherwise); hash: a keyed SHA-256 (stable, so it still
     groups and joins, but unreadable); partial: the first `show_first` characters and everything
-    from `show_from` on (j***@example.com), or the last `show_last` characters (***0100).
+    from `show_from` on (***@example.com), or the last `show_last` characters (***0100).
+    A mask is chosen for what it hides (docs/governance/access-model.md): what a partial mask
+    leaves must be shared by many values, and a hash suits only values about as many as people.
     """
 
     kind: str
@@ -82,8 +94,11 @@ class Dimension:
     description: str
     type: str
     sql: str  # with {CUBE} standing for the cube's alias; runs on DuckDB and PostgreSQL alike (the Postgres port reads it too)
-    pii: bool = False
+    pii: bool = False  # it shows personal data: it reads a pii column it does not generalise
     mask: Mask | None = None
+    reads: frozenset[str] = frozenset()  # its lineage: the contract columns of its cube's table its SQL reads
+    generalises: frozenset[str] = frozenset()  # pii columns it reads but shows only coarsened (declared in the model)
+    personal: frozenset[str] = frozenset()  # the pii columns it shows: those it reads, less those it generalises
 
 
 @dataclass(frozen=True)
@@ -96,6 +111,8 @@ class Measure:
     filter: str | None = None
     numerator: str | None = None
     denominator: str | None = None
+    reads: frozenset[str] = frozenset()  # its lineage: the columns its sql and filter read (a ratio: both its measures')
+    personal: frozenset[str] = frozenset()  # the pii columns among them (an aggregate generalises nothing)
 
 
 @dataclass(frozen=True)
@@ -135,6 +152,17 @@ class ViewMember:
     @property
     def is_measure(self) -> bool:
         return isinstance(self.member, Measure)
+
+    @property
+    def lineage(self) -> frozenset[str]:
+        """The columns the member reads, as cube.column (the names policies use)."""
+        return frozenset(f"{self.cube}.{column}" for column in self.member.reads)
+
+    @property
+    def personal(self) -> frozenset[str]:
+        """The personal-data columns the member shows, as cube.column: a group must see them all in clear to read
+        the member in clear (a dimension), or at all (a measure: an aggregate cannot be masked)."""
+        return frozenset(f"{self.cube}.{column}" for column in self.member.personal)
 
 
 @dataclass(frozen=True)
@@ -234,6 +262,20 @@ def _checked_name(name: Any, where: str) -> str:
     return name
 
 
+def reads(sql: str | None, columns: dict, where: str) -> frozenset[str]:
+    """The contract columns an SQL fragment reads: every {CUBE}.<column>. A column of the table named without
+    {CUBE}. (outside a string literal) is refused, so lineage can never miss a column the SQL reads."""
+    if not sql:
+        return frozenset()
+    found = COLUMN_REFERENCE.findall(sql)
+    if unknown := sorted({c for c in found if c not in columns}):
+        raise ModelError(f"{where}: the contract table has no columns {unknown}")
+    rest = set(re.findall(r"\b\w+\b", COLUMN_REFERENCE.sub(" ", STRING_LITERAL.sub(" ", sql))))
+    if bare := sorted(rest & columns.keys()):
+        raise ModelError(f"{where}: write columns as {{CUBE}}.<column> so their lineage is known; found {bare}")
+    return frozenset(found)
+
+
 def _dimension(entry: dict, columns: dict, where: str) -> Dimension:
     name = _checked_name(entry["name"], where)
     where = f"{where} dimension {name}"
@@ -241,17 +283,24 @@ def _dimension(entry: dict, columns: dict, where: str) -> Dimension:
         column = columns.get(entry["column"])
         if column is None:
             raise ModelError(f"{where}: the contract table has no column {entry['column']!r}")
-        kind, sql, pii = semantic_type(column.type), f"{{CUBE}}.{column.name}", column.pii
-        if "type" in entry:
-            raise ModelError(f"{where}: the type of a contract column comes from the contract; don't restate it")
+        kind, sql = semantic_type(column.type), f"{{CUBE}}.{column.name}"
+        if "type" in entry or "generalises" in entry:
+            raise ModelError(f"{where}: a contract column's type and classification come from the contract; don't restate them")
     else:
-        kind, sql, pii = entry.get("type"), entry.get("sql"), False
+        kind, sql = entry.get("type"), entry.get("sql")
         if kind not in {"string", "number", "time", "boolean"} or not sql:
             raise ModelError(f"{where}: a dimension without a column needs sql and a type")
+    read = reads(sql, columns, where)
+    generalises = frozenset(entry.get("generalises", []))
+    personal = {c for c in read if columns[c].pii}
+    if stray := sorted(generalises - personal):
+        raise ModelError(f"{where}: generalises {stray}, which it does not read as pii columns")
+    shown = frozenset(personal - generalises)
     mask = Mask.parse(entry["mask"], where) if "mask" in entry else None
-    if pii and mask is None:
-        raise ModelError(f"{where}: the contract classifies {entry['column']} as pii, so declare its mask")
-    return Dimension(name, entry.get("title", name), entry.get("description", ""), kind, sql, pii, mask)
+    if shown and mask is None:
+        raise ModelError(f"{where}: it reads {sorted(shown)}, which the contract classifies as pii, so declare its mask")
+    return Dimension(name, entry.get("title", name), entry.get("description", ""), kind, sql, bool(shown), mask, read, generalises,
+                     shown)
 
 
 def _measure(entry: dict, columns: dict, where: str) -> Measure:
@@ -271,7 +320,9 @@ def _measure(entry: dict, columns: dict, where: str) -> Measure:
         sql = entry.get("sql")
     if sql is None and kind != "count":
         raise ModelError(f"{where}: a {kind} measure needs a column or sql")
-    return Measure(name, entry.get("title", name), entry.get("description", ""), kind, sql, entry.get("filter"))
+    read = reads(sql, columns, where) | reads(entry.get("filter"), columns, f"{where} filter")
+    return Measure(name, entry.get("title", name), entry.get("description", ""), kind, sql, entry.get("filter"), reads=read,
+                   personal=frozenset(c for c in read if columns[c].pii))
 
 
 def _cube(entry: dict, where: str) -> Cube:
@@ -282,9 +333,12 @@ def _cube(entry: dict, where: str) -> Cube:
     measures = {m.name: m for m in (_measure(e, columns, where) for e in entry.get("measures", []))}
     if overlap := dimensions.keys() & measures.keys():
         raise ModelError(f"{where}: {sorted(overlap)} are both dimensions and measures")
-    for m in measures.values():
-        if m.type == "ratio" and not {m.numerator, m.denominator} <= {k for k, v in measures.items() if v.type != "ratio"}:
-            raise ModelError(f"{where} measure {m.name}: numerator and denominator must be aggregate measures of {name}")
+    for m in list(measures.values()):
+        if m.type == "ratio":
+            if not {m.numerator, m.denominator} <= {k for k, v in measures.items() if v.type != "ratio"}:
+                raise ModelError(f"{where} measure {m.name}: numerator and denominator must be aggregate measures of {name}")
+            parts = measures[m.numerator], measures[m.denominator]
+            measures[m.name] = replace(m, reads=parts[0].reads | parts[1].reads, personal=parts[0].personal | parts[1].personal)
     unknown_key = [k for k in entry["primary_key"] if k not in columns]
     if unknown_key:
         raise ModelError(f"{where}: primary key columns {unknown_key} are not in the contract table")
