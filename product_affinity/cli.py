@@ -128,7 +128,7 @@ def publish_postgres(args: argparse.Namespace) -> int:
             print(f"Waiting for readers to end their transactions: {'; '.join(map(str, readers))}", file=sys.stderr)
 
     try:
-        done = postgres.publish(args.warehouse, args.dsn, args.role_prefix, args.wait, busy)
+        done = postgres.publish(args.warehouse, args.dsn, args.role_prefix, args.wait, busy, args.statement_timeout)
     except postgres.ReadersBusy as error:
         print(f"Not published: {error}", file=sys.stderr)
         return 1
@@ -140,7 +140,7 @@ def publish_postgres(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from product_affinity.delivery.postgres import DSN_VARIABLE, FALLBACK_DSN
+    from product_affinity.delivery.postgres import DSN_VARIABLE, FALLBACK_DSN, STATEMENT_TIMEOUT
     from product_affinity.sources.sample import DEFAULT_SIZE
 
     parser = argparse.ArgumentParser(prog="product-affinity", description=__doc__)
@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     pg.add_argument("--warehouse", type=Path, default=DEFAULT_WAREHOUSE, help="working warehouse whose snapshot to publish (default: %(default)s)")
     pg.add_argument("--role-prefix", default="pa_", help="prefix of the Postgres roles, which are cluster-wide (default: %(default)s)")
     pg.add_argument("--wait", type=float, default=300.0, help="seconds to wait for readers' open transactions (default: %(default)s)")
+    pg.add_argument("--statement-timeout", type=float, default=STATEMENT_TIMEOUT,
+                    help="seconds a login's statement may run before the server cancels it (default: %(default)s)")
     pg.set_defaults(func=publish_postgres)
 
     args = parser.parse_args(argv)
