@@ -73,9 +73,9 @@ BATCH_ROWS = 100_000
 TYPES = {"DOUBLE": "double precision", "VARCHAR": "text", "VARCHAR[]": "text[]"}  # the contract's other types are Postgres's too
 ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 STATEMENT_TIMEOUT = 60.0  # seconds a login's statement may run by default
-# A row filter's value, kept as text in the owner-only table: the Postgres type it is cast back to, by the type
-# the compiler gives it (bool before int: a bool is an int in Python).
-FILTER_VALUE_TYPES = [(bool, "boolean"), (int, "bigint"), (float, "double precision"), (datetime, "timestamp"), (str, "text")]
+# A row filter's value, kept as text in the owner-only table: the Postgres type it is cast back to, by the Python
+# type the compiler gives it (semantic.compiler._typed: a number is a float).
+FILTER_VALUE_TYPES = [(bool, "boolean"), (float, "double precision"), (datetime, "timestamp"), (str, "text")]
 APPLICATION = "product-affinity publish-postgres"
 
 
@@ -270,7 +270,8 @@ class _Deployment:
             where = f"group {group.name}, row filter {n} ({member}), for {who.name}"
             compiled = condition(expr, dimension.type, f.operator, list(f.resolve(who.attributes)), member,
                                  partial(_looked_up, lookup, found, where), "postgres")
-            branches[len(found)] = compiled
+            if branches.setdefault(len(found), compiled) != compiled:  # the compiler typed two members' values differently
+                raise PublishError(f"{where}: the condition differs from another member's with as many values: {compiled}")
             self.filter_values[(self.roles.principal(who.name), group.name, n)] = found
         whens = " ".join(f"WHEN {count} THEN {compiled}" for count, compiled in sorted(branches.items()))
         # A login with no values (an undeclared member of the group) sees nothing. coalesce: set/notSet have no values.
@@ -461,18 +462,19 @@ def _private() -> list[str]:
             LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
             DECLARE
               published {PRIVATE}.publication;
-              timeout bigint := (SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout');
+              timeout interval := current_setting('statement_timeout')::interval;  -- as SHOW spells it: 0, 1500ms, 1min
             BEGIN
               SELECT * INTO published FROM {PRIVATE}.publication;
               IF publication IS DISTINCT FROM published.id THEN
                 RAISE EXCEPTION 'the Product Affinity views were republished after this transaction took its snapshot'
                   USING ERRCODE = 'serialization_failure', HINT = 'Start a new transaction to read them.';
               END IF;
-              IF (timeout = 0 OR timeout > published.statement_timeout_ms)
-                 AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
-                RAISE EXCEPTION 'statement_timeout is %ms: the Product Affinity views are read with at most %ms',
-                  timeout, published.statement_timeout_ms
-                  USING ERRCODE = 'configuration_limit_exceeded', HINT = 'RESET statement_timeout, or set it lower.';
+              IF timeout = interval '0' OR timeout > published.statement_timeout_ms * interval '1ms' THEN
+                IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
+                  RAISE EXCEPTION 'statement_timeout is %: the Product Affinity views are read with at most %',
+                    current_setting('statement_timeout'), published.statement_timeout_ms * interval '1ms'
+                    USING ERRCODE = 'configuration_limit_exceeded', HINT = 'RESET statement_timeout, or set it lower.';
+                END IF;
               END IF;
               RETURN true;
             END $$""",
