@@ -223,3 +223,10 @@ def test_a_logins_statement_is_cancelled_at_the_timeout_and_cannot_lift_it(port)
             conn.execute("SELECT count(*) FROM product_affinity.customer_360")
     with port.admin() as admin:
         admin.execute(sql.SQL("ALTER ROLE {} SET statement_timeout = {}").format(sql.Identifier(f"{PREFIX}steward"), sql.Literal(int(TIMEOUT * 1000))))
+
+
+def test_turning_row_security_off_refuses_the_read_instead_of_skipping_the_filter(port):
+    with port.login("jon") as conn:
+        conn.execute("SET row_security = off")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            conn.execute("SELECT count(*) FROM product_affinity.sales")
