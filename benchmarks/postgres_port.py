@@ -8,7 +8,9 @@ the end, and prints, against baselines measured in the same run:
   PostgreSQL's own bulk path for the same rows (DuckDB writes CSV files, the server COPYs them in: no
   keys, no statistics, no policies, no atomic swap);
 - the median time of a few reads through the views as principals (row-level security, masks) against
-  the same read on the tables as a superuser.
+  the same read on the tables as a superuser;
+- the worst read a login can send (every sales line against every other), and when the server cancelled
+  it: the logins' statement timeout (`--statement-timeout`) bounds what one BI query costs.
 
     python benchmarks/postgres_port.py                                  # Instacart scale (3.4M orders, about 32M lines)
     python benchmarks/postgres_port.py --warehouse data/warehouse.duckdb   # the sample
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from pipeline import OUT, generate, isolated, pipeline
 
+from product_affinity.defaults import POSTGRES_STATEMENT_TIMEOUT
 from product_affinity.delivery import postgres
 from product_affinity.publication import NothingPublished, published_snapshot
 
@@ -45,9 +48,12 @@ READS = [  # what is read, by whom through the views, and the same read on the t
 ]
 
 
-def publish(warehouse: Path, dsn: str, prefix: str) -> dict:
+WORST = "SELECT count(*) FROM product_affinity.sales a, product_affinity.sales b WHERE a.quantity + b.quantity < 0"
+
+
+def publish(warehouse: Path, dsn: str, prefix: str, statement_timeout: float) -> dict:
     try:
-        done = postgres.publish(warehouse, dsn, prefix)
+        done = postgres.publish(warehouse, dsn, prefix, statement_timeout=statement_timeout)
     except Exception as error:  # noqa: BLE001 (a child that raises would leave the parent waiting for its result)
         return {"error": f"{type(error).__name__}: {error}"}
     return {"rows": sum(done.rows.values()), "load_seconds": done.load_seconds, "attempts": done.attempts}
@@ -88,6 +94,19 @@ def median_seconds(dsn: str, statement: str, runs: int = 3) -> float:
     return statistics.median(times)
 
 
+def cancelled_after(dsn: str, statement: str) -> float | None:
+    """Seconds until the server cancelled `statement` for the statement timeout; None if it finished."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        started = time.perf_counter()
+        try:
+            conn.execute(statement).fetchall()
+        except psycopg.errors.QueryCanceled:
+            return time.perf_counter() - started
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orders", type=int, default=3_400_000)
@@ -97,6 +116,8 @@ def main() -> None:
                         help="a warehouse that has published a snapshot; built at the scale above if it has not (default: the one "
                              "`make bench` publishes, %(default)s)")
     parser.add_argument("--dsn", default=postgres.default_dsn(), help="server to publish into; a throwaway database is used (default: %(default)s)")
+    parser.add_argument("--statement-timeout", type=float, default=POSTGRES_STATEMENT_TIMEOUT,
+                        help="the logins' statement timeout, in seconds (default: %(default)s)")
     args = parser.parse_args()
 
     from psycopg.conninfo import make_conninfo
@@ -113,7 +134,7 @@ def main() -> None:
     database, prefix = f"product_affinity_bench_{suffix}", f"pa_b{suffix}_"
     dsn, admin = make_conninfo(args.dsn, dbname=database), make_conninfo(args.dsn, dbname="postgres")
     try:
-        ours = isolated(publish, warehouse, dsn, prefix)
+        ours = isolated(publish, warehouse, dsn, prefix, args.statement_timeout)
         if "error" in ours["result"]:
             sys.exit(f"publish-postgres failed: {ours['result']['error']}")
         baseline = isolated(raw_copy, warehouse, dsn)
@@ -129,6 +150,10 @@ def main() -> None:
         for label, who, through_view, on_table in READS:
             took, base = median_seconds(make_conninfo(dsn, user=f"{prefix}{who}"), through_view), median_seconds(dsn, on_table)
             print(f"{label:<42} {who:<10} {took * 1000:7.1f} ms {base * 1000:7.1f} ms  {took / base:5.2f}x")
+        worst = cancelled_after(make_conninfo(dsn, user=f"{prefix}marta"), WORST)
+        print(f"\nworst read (every sales line against every other), as marta: "
+              + (f"cancelled after {worst:.1f} s (statement timeout {args.statement_timeout:g} s)" if worst is not None
+                 else f"finished within the statement timeout of {args.statement_timeout:g} s"))
     finally:
         import psycopg
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 # Only light modules at the top: `--help` must answer at once, so Dagster, DuckDB, pandas, mlxtend and the
 # product's own modules that import them are imported inside the commands (a test holds every command to it).
-from product_affinity.defaults import DEFAULT_SIZE, DEFAULT_SOURCES, DEFAULT_WAREHOUSE
+from product_affinity.defaults import DEFAULT_SIZE, DEFAULT_SOURCES, DEFAULT_WAREHOUSE, POSTGRES_STATEMENT_TIMEOUT
 
 
 EXIT_CODES = """exit codes: 0 done; 1 the run published nothing, or an SLO failed; 2 the command could not do its work
@@ -196,7 +196,7 @@ def publish_postgres(args: argparse.Namespace) -> int:
             print(f"Waiting for readers to end their transactions: {'; '.join(map(str, readers))}", file=sys.stderr)
 
     try:
-        done = postgres.publish(args.warehouse, args.dsn, args.role_prefix, args.wait, busy)
+        done = postgres.publish(args.warehouse, args.dsn, args.role_prefix, args.wait, busy, args.statement_timeout)
     except postgres.ReadersBusy as error:
         print(f"Not published: {error}", file=sys.stderr)
         return 1
@@ -264,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     pg.add_argument("--warehouse", type=Path, default=DEFAULT_WAREHOUSE, help="working warehouse whose snapshot to publish (default: %(default)s)")
     pg.add_argument("--role-prefix", default="pa_", help="prefix of the Postgres roles, which are cluster-wide (default: %(default)s)")
     pg.add_argument("--wait", type=float, default=300.0, help="seconds to wait for readers' open transactions (default: %(default)s)")
+    pg.add_argument("--statement-timeout", type=float, default=POSTGRES_STATEMENT_TIMEOUT,
+                    help="seconds a login's statement may run before the server cancels it (default: %(default)s)")
     pg.set_defaults(func=publish_postgres)
 
     args = parser.parse_args(argv)

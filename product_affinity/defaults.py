@@ -14,3 +14,6 @@ DEFAULT_WAREHOUSE = PROJECT_ROOT / "data" / "warehouse.duckdb"
 
 # The sample generator's default size: a run on it takes about a minute on two cores.
 DEFAULT_SIZE = dict(customers=2_000, products=400, orders=20_000)
+
+# How long a BI tool's statement may run on the Postgres port before the server cancels it (seconds).
+POSTGRES_STATEMENT_TIMEOUT = 60.0

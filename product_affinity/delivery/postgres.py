@@ -19,8 +19,16 @@ grants; `pa_<principal>` logs in, and is a member of its groups' roles and of no
   group that allows it unmasks it, else the first such group's own mask, else the model's; the SQL is the
   compiler's mask_sql, so masked values are the API's byte for byte. The hash key stays in an owner-only table.
 - Row filters: restrictive row-level security on every table whose rows belong to a filtered row (through
-  the model's many-to-one joins, as the compiler joins), one policy per group and filter, holding each
-  member's attribute values; the policies of all a reader's groups apply, so filters intersect.
+  the model's many-to-one joins, as the compiler joins), one policy per group and filter; the policies of all
+  a reader's groups apply, so filters intersect. Each member's attribute values are kept in an owner-only
+  table and looked up by a SECURITY DEFINER function, so the policy text (pg_policies, EXPLAIN) holds none.
+- Who reads is the login, `session_user`, never `current_user`: masks and filters are decided on the login's
+  groups, so `SET ROLE` to one of its group roles (which drops the other groups' filters from
+  `current_user`) changes nothing but the column grants, which only shrink. `SET SESSION AUTHORIZATION`
+  needs a superuser login, and no principal is one.
+- Statement timeout: every login has `statement_timeout` set on its role, and a read of the published
+  tables is refused while the session has lifted it (0) or raised it above that, so a BI query cannot run
+  for longer than the publisher allowed.
 - One transaction loads the new tables into staging schemas, then takes every lock readers hold (NOWAIT,
   retried, so readers never queue behind it), swaps the tables in and recreates views, policies and grants.
   A statement sees one publication whole; a transaction that has read the views keeps its publication until
@@ -38,6 +46,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import duckdb
@@ -46,6 +55,7 @@ import pyarrow.csv as arrow_csv
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from product_affinity.defaults import POSTGRES_STATEMENT_TIMEOUT
 from product_affinity.contract import Column, Table, table
 from product_affinity.governance import AccessDenied, Group, Principal, RowFilter, policies
 from product_affinity.governance.audit import AuditLog
@@ -63,6 +73,9 @@ PUBLICATION_VIEW = "publication"
 BATCH_ROWS = 100_000
 TYPES = {"DOUBLE": "double precision", "VARCHAR": "text", "VARCHAR[]": "text[]"}  # the contract's other types are Postgres's too
 ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# A row filter's value, kept as text in the owner-only table: the Postgres type it is cast back to, by the Python
+# type the compiler gives it (semantic.compiler._typed: a number is a float).
+FILTER_VALUE_TYPES = [(bool, "boolean"), (float, "double precision"), (datetime, "timestamp"), (str, "text")]
 APPLICATION = "product-affinity publish-postgres"
 
 
@@ -164,8 +177,11 @@ class _Deployment:
     """What one publication creates in the database once its tables are loaded: schemas, views, row-level
     security, grants and memberships, compiled from the model and policies.yaml."""
 
-    def __init__(self, conn: psycopg.Connection, roles: Roles, cleared: list[Principal], publication_id: str) -> None:
+    def __init__(self, conn: psycopg.Connection, roles: Roles, cleared: list[Principal], publication_id: str,
+                 statement_timeout_ms: int) -> None:
         self.conn, self.roles, self.cleared, self.publication_id = conn, roles, cleared, publication_id
+        self.statement_timeout_ms = statement_timeout_ms
+        self.filter_values: dict[tuple[str, str, int], list[str]] = {}  # (login, group, filter) -> its values as text
 
     def install(self, data_schemas: list[str], key: str, snapshot: str) -> dict[str, list[str]]:
         """Swap the staged tables in and recreate everything readers use; the logins and their groups."""
@@ -179,10 +195,13 @@ class _Deployment:
         for statement in _private():
             pg.execute(statement)
         pg.execute(f"INSERT INTO {PRIVATE}.masking_key VALUES (%s)", [key])
-        pg.execute(f"INSERT INTO {PRIVATE}.publication VALUES (%s, %s, now())", [self.publication_id, snapshot])
+        pg.execute(f"INSERT INTO {PRIVATE}.publication VALUES (%s, %s, now(), %s)", [self.publication_id, snapshot, self.statement_timeout_ms])
         for cube in dict.fromkeys(c for v in model().views.values() for c in v.paths):
             for statement in self.row_security(cube):
                 pg.execute(statement)
+        with pg.cursor() as cursor:  # the values the policies just compiled look up, never in their text
+            cursor.executemany(f"INSERT INTO {PRIVATE}.row_filter VALUES (%s, %s, %s, %s)",
+                               [(*key, values) for key, values in self.filter_values.items()])
         for view in model().views.values():
             for statement in self.view(view):
                 pg.execute(statement)
@@ -191,8 +210,11 @@ class _Deployment:
         pg.execute(sql.SQL("CREATE VIEW {} AS SELECT snapshot, published_at FROM {}").format(publication, sql.Identifier(PRIVATE, "publication")))
         pg.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(publication, groups))
         pg.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(VIEWS), groups))
+        for function in ("is_current(text)", "row_filter_values(text, integer)"):  # called by the policies as the reader
+            pg.execute(sql.SQL("REVOKE EXECUTE ON FUNCTION {}.{} FROM PUBLIC").format(sql.Identifier(PRIVATE), sql.SQL(function)))
+            pg.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {}.{} TO {}").format(sql.Identifier(PRIVATE), sql.SQL(function), groups))
         pg.execute("RESET ROLE")
-        return _sync_roles(pg, self.roles, self.cleared)
+        return _sync_roles(pg, self.roles, self.cleared, self.statement_timeout_ms)
 
     def q(self, *names: str) -> str:
         return sql.Identifier(*names).as_string(self.conn)
@@ -201,8 +223,9 @@ class _Deployment:
         return sql.Literal(value).as_string(self.conn)
 
     def member_of(self, group: Group) -> str:
-        """True when the reader belongs to the group (evaluated once per statement)."""
-        return f"(SELECT pg_has_role(current_user, {self.literal(self.roles.group(group.name))}, 'MEMBER'))"
+        """True when the login reading belongs to the group (evaluated once per statement). The login, session_user,
+        not current_user: SET ROLE to one group's role would otherwise shed the other groups' filters and masks."""
+        return f"(SELECT pg_has_role(session_user, {self.literal(self.roles.group(group.name))}, 'MEMBER'))"
 
     # -- row-level security ----------------------------------------------------------------------
     def row_security(self, cube_name: str) -> list[str]:
@@ -218,7 +241,7 @@ class _Deployment:
                 if path is None:  # no row of this table belongs to a filtered row
                     continue
                 alias = target.split(".")[-1]
-                using = f"NOT {self.member_of(group)} OR {self._belongs(alias, path, lambda a: self._holds(group, f, a))}"
+                using = f"NOT {self.member_of(group)} OR {self._belongs(alias, path, lambda a: self._holds(group, f, n, a))}"
                 statements.append(f"CREATE POLICY {self.q(f'{group.name} row filter {n}')} ON {target} AS RESTRICTIVE FOR SELECT USING ({using})")
         return statements
 
@@ -232,15 +255,27 @@ class _Deployment:
         rest = self._belongs(inner, joins[1:], holds, depth + 1)
         return f"({mine}) IN (SELECT {theirs} FROM {model().cubes[join.cube].table} AS {self.q(inner)} WHERE {rest})"
 
-    def _holds(self, group: Group, f: RowFilter, alias: str) -> str:
-        """The filter for the reader, with the values of the member reading (the compiler's condition, as literals)."""
+    def _holds(self, group: Group, f: RowFilter, n: int, alias: str) -> str:
+        """The filter for the login reading: the compiler's condition over the values the owner-only table holds for
+        that login, looked up once per statement. The condition's shape depends only on how many values a member
+        has, so there is one branch per count, and no value or login name in the policy's text."""
         dimension = model().cubes[f.cube].dimensions[f.dimension]
-        expr = dimension.sql.replace("{CUBE}", self.q(alias))
-        whens = [f"WHEN current_user = {self.literal(self.roles.principal(who.name))} THEN "
-                 + condition(expr, dimension.type, f.operator, list(f.resolve(who.attributes)), f"{f.cube}.{f.dimension}",
-                             self.literal, "postgres")
-                 for who in self.cleared if group.name in who.groups]
-        return f"CASE {' '.join(whens)} ELSE false END" if whens else "false"  # a member nobody declared sees nothing
+        expr, member = dimension.sql.replace("{CUBE}", self.q(alias)), f"{f.cube}.{f.dimension}"
+        lookup = f"(SELECT {self.q(PRIVATE, 'row_filter_values')}({self.literal(group.name)}, {n}))"
+        branches = {}
+        for who in self.cleared:
+            if group.name not in who.groups:
+                continue
+            found: list[str] = []
+            where = f"group {group.name}, row filter {n} ({member}), for {who.name}"
+            compiled = condition(expr, dimension.type, f.operator, list(f.resolve(who.attributes)), member,
+                                 partial(_looked_up, lookup, found, where), "postgres")
+            if branches.setdefault(len(found), compiled) != compiled:  # the compiler typed two members' values differently
+                raise PublishError(f"{where}: the condition differs from another member's with as many values: {compiled}")
+            self.filter_values[(self.roles.principal(who.name), group.name, n)] = found
+        whens = " ".join(f"WHEN {count} THEN {compiled}" for count, compiled in sorted(branches.items()))
+        # A login with no values (an undeclared member of the group) sees nothing. coalesce: set/notSet have no values.
+        return f"CASE coalesce(cardinality({lookup}), -1) {whens} ELSE false END" if whens else "false"
 
     # -- views -----------------------------------------------------------------------------------
     def view(self, view: View) -> list[str]:
@@ -277,6 +312,16 @@ class _Deployment:
         clear = " OR ".join(self.member_of(g) for g in allowing if g.sees_in_clear(vm)) or "false"
         own = "".join(f" WHEN {self.member_of(g)} THEN {masked(g.masks[ref])}" for g in allowing if ref in g.masks)
         return f"CASE WHEN {clear} THEN {raw}{own} ELSE {masked(dimension.mask)} END AS {self.q(name)}"
+
+
+def _looked_up(lookup: str, found: list[str], where: str, value) -> str:
+    """A row filter's value as the policy reads it: appended, as text, to the login's values in the owner-only
+    table (`found`), and read back from `lookup` cast to its type."""
+    cast = next((t for kind, t in FILTER_VALUE_TYPES if isinstance(value, kind)), None)
+    if cast is None:
+        raise PublishError(f"{where}: {value!r} is not a text, number, boolean or time")
+    found.append(value.isoformat(" ") if isinstance(value, datetime) else str(value).lower() if isinstance(value, bool) else str(value))
+    return f"CAST({lookup}[{len(found)}] AS {cast})"
 
 
 def _copied(column: Column) -> str:
@@ -359,9 +404,10 @@ def _swap(pg: psycopg.Connection, schemas: list[str], apply: Callable[[], None],
             pause = min(pause * 2, 2.0)
 
 
-def _sync_roles(pg: psycopg.Connection, roles: Roles, cleared: list[Principal]) -> dict[str, list[str]]:
+def _sync_roles(pg: psycopg.Connection, roles: Roles, cleared: list[Principal], statement_timeout_ms: int) -> dict[str, list[str]]:
     """Memberships exactly as policies.yaml declares them: each login in its groups and nothing else, nobody else
-    in the groups or the owner. Statement logging on for every login; the database open to the groups alone."""
+    in the groups or the owner. Statement logging and the statement timeout on for every login; the database open
+    to the groups alone."""
     declared, database = roles.declared(), pg.info.dbname
     desired = {(roles.group(g), roles.principal(who.name)) for who in cleared for g in who.groups}
     current = set(pg.execute(
@@ -375,6 +421,8 @@ def _sync_roles(pg: psycopg.Connection, roles: Roles, cleared: list[Principal]) 
     for role, login in declared.items():
         if login:  # the API's audit log cannot see psql: Postgres logs every statement a principal runs
             pg.execute(sql.SQL("ALTER ROLE {} SET log_statement = 'all'").format(sql.Identifier(role)))
+            # A default the login could lift with SET; is_current() refuses reads while it is lifted or raised.
+            pg.execute(sql.SQL("ALTER ROLE {} SET statement_timeout = {}").format(sql.Identifier(role), sql.Literal(statement_timeout_ms)))
     groups = sql.SQL(", ").join(sql.Identifier(roles.group(g)) for g in policies().groups)
     pg.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(database)))
     pg.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), groups))
@@ -395,36 +443,63 @@ def _create_database(dsn: str) -> str:
 
 
 def _private() -> list[str]:
-    """The owner-only schema's objects: the hash mask's key, the publication record, and the check every table's
-    policy makes that the reader's snapshot sees this publication (a REPEATABLE READ transaction that began
-    before it would otherwise find the new tables empty)."""
+    """The owner-only schema's objects: the hash mask's key, the publication record, the row filters' values, and
+    the functions the policies call as the owner (SECURITY DEFINER, a fixed search_path):
+
+    - is_current: every table's policy checks that the reader's snapshot sees this publication (a REPEATABLE READ
+      transaction that began before it would otherwise find the new tables empty), and that a login has not
+      lifted or raised its statement timeout (a superuser is trusted with its own);
+    - row_filter_values: the values of one group's row filter for the login reading, by session_user, which
+      neither SET ROLE nor a SECURITY DEFINER function changes; NULL for a login with none."""
     return [
         f"CREATE TABLE {PRIVATE}.masking_key (key text NOT NULL)",
-        f"CREATE TABLE {PRIVATE}.publication (id text NOT NULL, snapshot text NOT NULL, published_at timestamptz NOT NULL)",
+        f"""CREATE TABLE {PRIVATE}.publication (id text NOT NULL, snapshot text NOT NULL, published_at timestamptz NOT NULL,
+            statement_timeout_ms integer NOT NULL)""",
+        f"""CREATE TABLE {PRIVATE}.row_filter (login name NOT NULL, "group" text NOT NULL, filter integer NOT NULL,
+            "values" text[] NOT NULL, PRIMARY KEY (login, "group", filter))""",
         f"""CREATE FUNCTION {PRIVATE}.is_current(publication text) RETURNS boolean
             LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+            DECLARE
+              published {PRIVATE}.publication;
+              timeout interval := current_setting('statement_timeout')::interval;  -- as SHOW spells it: 0, 1500ms, 1min
             BEGIN
-              IF publication IS DISTINCT FROM (SELECT id FROM {PRIVATE}.publication) THEN
+              SELECT * INTO published FROM {PRIVATE}.publication;
+              IF publication IS DISTINCT FROM published.id THEN
                 RAISE EXCEPTION 'the Product Affinity views were republished after this transaction took its snapshot'
                   USING ERRCODE = 'serialization_failure', HINT = 'Start a new transaction to read them.';
               END IF;
+              IF timeout = interval '0' OR timeout > published.statement_timeout_ms * interval '1ms' THEN
+                IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
+                  RAISE EXCEPTION 'statement_timeout is %: the Product Affinity views are read with at most %',
+                    current_setting('statement_timeout'), published.statement_timeout_ms * interval '1ms'
+                    USING ERRCODE = 'configuration_limit_exceeded', HINT = 'RESET statement_timeout, or set it lower.';
+                END IF;
+              END IF;
               RETURN true;
             END $$""",
+        f"""CREATE FUNCTION {PRIVATE}.row_filter_values("group" text, filter integer) RETURNS text[]
+            LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+              SELECT f."values" FROM {PRIVATE}.row_filter AS f WHERE f.login = session_user AND f."group" = $1 AND f.filter = $2
+            $$""",
     ]
 
 
 def publish(warehouse: Path, dsn: str | None = None, prefix: str = "pa_", wait: float = 300.0,
-            on_busy: Callable[[list[Reader]], None] | None = None) -> PostgresPublication:
+            on_busy: Callable[[list[Reader]], None] | None = None,
+            statement_timeout: float = POSTGRES_STATEMENT_TIMEOUT) -> PostgresPublication:
     """Publish the published snapshot of `warehouse` into the database of `dsn` (created if missing), as one transaction.
 
-    Needs a superuser: it manages roles and their statement logging. Appends one line to the audit log.
+    Needs a superuser: it manages roles, their statement logging and timeout. A login's statements are cancelled
+    after `statement_timeout` seconds. Appends one line to the audit log.
     """
+    if not 0.001 <= statement_timeout < 2**31 / 1000:  # Postgres keeps it in whole milliseconds, an int; 0 means none
+        raise PublishError(f"statement_timeout: {statement_timeout!r} s is not between 1 ms and 24 days")
     started, dsn = time.perf_counter(), dsn or default_dsn()
     audit, snapshot = AuditLog(warehouse), None
     entry = dict(principal=None, key_id=None, path="postgres publish", request={"dsn": safe_dsn(dsn), "role_prefix": prefix})
     try:
         snapshot = published_snapshot(warehouse)
-        done = _publish(snapshot, dsn, Roles(prefix), masking_key(warehouse), wait, on_busy, started)
+        done = _publish(snapshot, dsn, Roles(prefix), masking_key(warehouse), wait, on_busy, started, round(statement_timeout * 1000))
     except Exception as error:
         audit.record(**entry, outcome="error", detail=f"{type(error).__name__}: {error}", snapshot=snapshot and snapshot.name,
                      duration_ms=(time.perf_counter() - started) * 1000)
@@ -435,7 +510,8 @@ def publish(warehouse: Path, dsn: str | None = None, prefix: str = "pa_", wait: 
     return done
 
 
-def _publish(snapshot: Path, dsn: str, roles: Roles, key: str, wait: float, on_busy, started: float) -> PostgresPublication:
+def _publish(snapshot: Path, dsn: str, roles: Roles, key: str, wait: float, on_busy, started: float,
+             statement_timeout_ms: int) -> PostgresPublication:
     declared = roles.declared()
     if PUBLICATION_VIEW in model().views:
         raise PublishError(f"a semantic view may not be called {PUBLICATION_VIEW!r}: the port's own view has that name")
@@ -460,7 +536,7 @@ def _publish(snapshot: Path, dsn: str, roles: Roles, key: str, wait: float, on_b
             rows = _load(pg, duck, tables, roles.owner)
             load_seconds = time.perf_counter() - loading
             publication_id = str(pg.execute("SELECT pg_current_xact_id()").fetchone()[0])
-            deployment, logins = _Deployment(pg, roles, cleared, publication_id), {}
+            deployment, logins = _Deployment(pg, roles, cleared, publication_id, statement_timeout_ms), {}
             attempts = _swap(pg, [VIEWS, PRIVATE, *data_schemas],
                              lambda: logins.update(deployment.install(data_schemas, key, snapshot.name)), wait, on_busy)
     return PostgresPublication(safe_dsn(dsn), snapshot.name, rows, [f"{VIEWS}.{v}" for v in model().views], logins, refused,
