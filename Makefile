@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: run test dev bench bench-api bench-postgres clean
+.PHONY: run test test-fast dev bench bench-api bench-postgres clean
 
 # The environment is rebuilt only when the declared dependencies change.
 $(BIN)/product-affinity: pyproject.toml constraints.txt
@@ -20,6 +20,10 @@ run: $(BIN)/product-affinity
 
 test: $(BIN)/product-affinity
 	$(BIN)/pytest
+
+# The fast tier: every module, none of the whole-pipeline runs (see docs/operations/testing.md).
+test-fast: $(BIN)/product-affinity
+	$(BIN)/pytest -m "not slow"
 
 dev: $(BIN)/product-affinity
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg dev

@@ -72,6 +72,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_dagster_asset_graph_shows_every_asset(browser, tmp_path):
     """`dagster dev`'s webserver on a free port with a throw-away instance: the asset graph lists every asset of the definitions."""
     home, port = tmp_path / "dagster_home", _free_port()
