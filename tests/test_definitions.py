@@ -2,9 +2,10 @@
 
 import dagster as dg
 
-from product_affinity.contract import tables
+from product_affinity.contract import table, tables
 from product_affinity.definitions import defs
 from product_affinity.product import owners
+from product_affinity.warehouse import profile, replace_table
 
 
 def test_definitions_load():
@@ -35,3 +36,15 @@ def test_lineage_runs_from_source_files_to_output_ports():
         dg.AssetKey(["source_aligned", "customer"]),
         dg.AssetKey(["source_aligned", "product"]),
     }
+
+
+def test_a_profiles_distinct_count_never_exceeds_the_rows(conn):
+    """HyperLogLog estimates 102 distinct values among 100 unique ones: the profile says at most 100."""
+    t = table("product")
+    replace_table(conn, t, "SELECT range AS product_id, 'p' || range AS product_name, 'c' || range AS category, "
+                           "'s' || range AS subcategory, range AS list_price FROM range(100)")
+    assert conn.execute("SELECT approx_count_distinct(product_id) FROM source_aligned.product").fetchone()[0] > 100
+    header, _, *rows = profile(conn, t).splitlines()
+    distinct = header.split(" | ").index("distinct (approx.)")
+    counts = {row.split(" | ")[0].strip("| "): int(row.split(" | ")[distinct]) for row in rows}
+    assert counts["product_id"] == 100 and all(count <= 100 for count in counts.values())
