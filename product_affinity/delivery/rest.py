@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Query as Param, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ValidationError
 
 from product_affinity.delivery.service import DeliveryService, Result, Unauthenticated
@@ -62,7 +63,7 @@ def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
     from product_affinity.delivery.graphql import graphql_router
 
     service = DeliveryService(warehouse)
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc load Swagger UI and ReDoc from the installed package, not a CDN
         title="Product Affinity",
         version="1.0",
         description="Cross-sell insight for an online retailer: the semantic model's views, queried under the product's "

@@ -1,0 +1,82 @@
+"""The product's own pages work with no network: Swagger UI, ReDoc and GraphiQL, in headless Chromium that is
+refused every request not to the local server (or the local file system), and must still render and run."""
+
+import socket
+import threading
+import time
+from urllib.parse import urlparse
+
+import pytest
+import uvicorn
+
+from product_affinity.delivery.rest import create_app
+
+pytestmark = pytest.mark.slow  # a browser, and a server in a thread
+
+LOCAL = {"127.0.0.1", "localhost"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The REST and GraphQL app on a free local port. Nothing is published: the docs pages need no data."""
+    warehouse = tmp_path_factory.mktemp("offline") / "warehouse.duckdb"
+    port = _free_port()
+    running = uvicorn.Server(uvicorn.Config(create_app(warehouse), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not running.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the API server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    running.should_exit = True
+    thread.join(timeout=30)
+
+
+def offline_page(browser):
+    """A page whose every request off this machine is aborted, as with no network; returns (page, refused URLs, errors)."""
+    opened, refused, errors = browser.new_page(viewport={"width": 1280, "height": 900}), [], []
+
+    def route(request_route):
+        url = urlparse(request_route.request.url)
+        if url.scheme in ("http", "https", "ws", "wss") and url.hostname not in LOCAL:
+            refused.append(request_route.request.url)
+            request_route.abort("internetdisconnected")
+        else:
+            request_route.continue_()
+
+    opened.route("**/*", route)
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    return opened, refused, errors
+
+
+def test_swagger_ui_renders_every_operation_with_no_network(server, browser):
+    opened, refused, errors = offline_page(browser)
+    opened.goto(f"{server}/docs")
+    opened.locator(".swagger-ui .opblock").first.wait_for(timeout=30_000)  # drawn by Swagger UI's script from the spec
+    assert "Product Affinity" in opened.locator(".swagger-ui .info .title").inner_text()
+    assert opened.locator(".swagger-ui .opblock-summary-path", has_text="/load").count() >= 2  # GET and POST
+    # styled by swagger-ui.css: a GET operation's method label is filled, not the browser's transparent default
+    background = opened.locator(".opblock-get .opblock-summary-method").first.evaluate("e => getComputedStyle(e).backgroundColor")
+    assert background not in ("rgba(0, 0, 0, 0)", "transparent")
+    assert refused == [] and errors == []
+    opened.close()
+
+
+# ReDoc's bundle draws its "powered by" badge from its maker's site: decoration, the one request it makes off the machine.
+REDOC_BADGE = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+
+
+def test_redoc_renders_with_no_network(server, browser):
+    opened, refused, errors = offline_page(browser)
+    opened.goto(f"{server}/redoc")
+    opened.locator("h1", has_text="Product Affinity").first.wait_for(timeout=30_000)  # rendered by ReDoc's script
+    assert opened.get_by_text("Run a semantic query").first.is_visible()
+    assert set(refused) <= {REDOC_BADGE} and errors == []
+    opened.close()
