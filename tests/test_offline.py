@@ -80,3 +80,24 @@ def test_redoc_renders_with_no_network(server, browser):
     assert opened.get_by_text("Run a semantic query").first.is_visible()
     assert set(refused) <= {REDOC_BADGE} and errors == []
     opened.close()
+
+
+def test_graphiql_renders_and_runs_a_query_with_no_network(server, browser):
+    """GraphiQL draws its editor, fetches the schema (introspection) and runs a query, all from this server."""
+    opened, refused, errors = offline_page(browser)
+    opened.goto(f"{server}/graphql")
+    opened.locator(".graphiql-container .graphiql-editor").first.wait_for(timeout=30_000)  # drawn by GraphiQL's script
+    # styled by graphiql.min.css: the editor area is laid out as a flex container, not a plain block
+    assert opened.locator(".graphiql-container").first.evaluate("e => getComputedStyle(e).display") == "flex"
+    with opened.expect_response(lambda r: r.url.startswith(f"{server}/graphql") and r.request.method == "POST") as answered:
+        opened.locator(".graphiql-execute-button").click()
+    assert answered.value.status in (200, 401)  # the example query reaches this API (no key: refused, as it should be)
+    assert refused == [] and errors == []
+    opened.close()
+
+
+def test_a_graphiql_page_loading_a_file_with_no_local_copy_is_refused_by_name():
+    from product_affinity.delivery.offline import UnknownAsset, offline_graphiql_html
+
+    with pytest.raises(UnknownAsset, match="https://unpkg.com/left-pad@1.0.0/index.js, which has no local copy"):
+        offline_graphiql_html('<script src="https://unpkg.com/left-pad@1.0.0/index.js"></script>')

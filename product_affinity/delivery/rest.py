@@ -61,6 +61,7 @@ def response(result: Result) -> LoadResponse:
 
 def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
     from product_affinity.delivery.graphql import graphql_router
+    from product_affinity.delivery.offline import GRAPHIQL_URL, graphiql_files
 
     service = DeliveryService(warehouse)
     app = FastAPIOffline(  # /docs and /redoc load Swagger UI and ReDoc from the installed package, not a CDN
@@ -140,6 +141,7 @@ def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
     def slo(who: Authenticated, request: Request, runs: Annotated[int, Param(ge=1, le=1_000)] = 30) -> dict[str, Any]:
         return service.slo(who, runs, f"rest GET {request.url.path}")
 
+    app.mount(GRAPHIQL_URL, graphiql_files(), name="graphiql")  # the files GraphiQL's page loads, with no network
     app.include_router(graphql_router(service), prefix="/graphql", include_in_schema=False)  # its own schema: GraphQL introspection
     return app
 
