@@ -1,9 +1,10 @@
-"""The product's own pages work with no network: Swagger UI, ReDoc and GraphiQL, in headless Chromium that is
-refused every request not to the local server (or the local file system), and must still render and run."""
+"""The product's own pages work with no network: Swagger UI, ReDoc, GraphiQL and the Data Docs, in headless Chromium
+that is refused every request not to the local server (or the local file system), and must still render and run."""
 
 import socket
 import threading
 import time
+from datetime import UTC, datetime
 from urllib.parse import urlparse
 
 import pytest
@@ -101,3 +102,40 @@ def test_a_graphiql_page_loading_a_file_with_no_local_copy_is_refused_by_name():
 
     with pytest.raises(UnknownAsset, match="https://unpkg.com/left-pad@1.0.0/index.js, which has no local copy"):
         offline_graphiql_html('<script src="https://unpkg.com/left-pad@1.0.0/index.js"></script>')
+
+
+@pytest.fixture(scope="module")
+def data_docs(tmp_path_factory):
+    """The Data Docs a run writes: the job's source-aligned assets and their checks on a small fresh sample."""
+    import dagster as dg
+
+    from product_affinity.definitions import build_definitions
+    from product_affinity.source_aligned.assets import source_aligned_assets
+    from product_affinity.sources.sample import generate_sample
+
+    root = tmp_path_factory.mktemp("data_docs")
+    generate_sample(root / "sources", customers=200, products=60, orders=1_000,
+                    end=datetime.now(UTC).replace(tzinfo=None))
+    job = build_definitions(root / "sources", root / "warehouse.duckdb").resolve_job_def("product_affinity")
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), asset_selection=[a.key for a in source_aligned_assets])
+    assert result.success
+    return root / "quality_docs", [a.key.path[-1] for a in source_aligned_assets]
+
+
+def test_data_docs_index_lists_every_suite_and_validation_styled_with_no_network(data_docs, browser):
+    docs, tables = data_docs
+    opened, refused, errors = offline_page(browser)
+    opened.goto((docs / "index.html").as_uri())
+    validations = opened.locator(".ge-index-page-validation-results-table tbody tr")  # drawn by script from the page's data
+    validations.first.wait_for(timeout=30_000)
+    assert validations.count() == len(tables)
+    suites = {link.inner_text().strip() for link in opened.locator("a.ge-index-page-table-expectation-suite-link").all()}
+    assert suites == set(tables)
+    # styled by Bootstrap: its reboot sets the body's font stack, the navbar is laid out as flex
+    assert "apple-system" in opened.evaluate("getComputedStyle(document.body).fontFamily")
+    assert opened.locator("nav.navbar").first.evaluate("e => getComputedStyle(e).display") == "flex"
+    validations.first.click()  # a row opens its validation page
+    opened.wait_for_url("**/validations/**")
+    assert opened.get_by_text("Overview").first.is_visible()
+    assert refused == [] and errors == []
+    opened.close()
