@@ -7,8 +7,9 @@ stay exactly as they were (the run is refused) or hold none of the bad rows (the
 Where the whole job adds nothing, a case runs only the job's source-aligned assets and their checks
 (the same job, a subset of its assets: a second or two instead of a whole run). The rows that are
 quarantined go into one broken copy of the sources, each on its own line with its own order id, so
-one subset run serves every quarantine case; each case still asserts its own line, reason and
-column. Two cases run the whole job through the CLI (marked slow), to show a refused run leaves the
+one subset run serves every quarantine case (and the extra column); each case still asserts its own
+line, reason and column. The two refused files share a second subset run, each step failing on its
+own. Two cases run the whole job through the CLI (marked slow), to show a refused run leaves the
 published snapshot untouched.
 """
 
@@ -141,6 +142,10 @@ def break_in_every_way(sources: Path) -> dict[str, Bad]:
     with customers.open("ab") as handle:  # one line written in Latin-1, not UTF-8
         handle.write((",".join(fields) + "\n").encode("latin-1"))
     cases["wrong encoding of a line"] = Bad("customer_info.csv", data_lines(customers) + 1, "invalid_encoding", "country", "")
+
+    products = sources / "product.csv"  # and a column the contract does not know, ignored and named
+    lines = products.read_text().splitlines()
+    products.write_text("\n".join(f"{line},{'shelf' if i == 0 else 'A3'}" for i, line in enumerate(lines)) + "\n")
     return cases
 
 
@@ -183,31 +188,31 @@ def test_rows_in_are_accepted_plus_quarantined_and_no_bad_row_is_accepted(catalo
         assert conn.execute("SELECT count(*) FROM source_aligned.purchase WHERE order_id = ?", [oversized]).fetchone() == (0,)
 
 
-def test_extra_column_is_ignored_and_named(clean_sources, tmp_path):
-    sources = copy_of(clean_sources, tmp_path / "sources")
-    path = sources / "product.csv"
-    lines = path.read_text().splitlines()
-    path.write_text("\n".join(f"{line},{'shelf' if i == 0 else 'A3'}" for i, line in enumerate(lines)) + "\n")
-    outcome = run_source_aligned(sources, tmp_path / "warehouse.duckdb")
+def test_extra_column_is_ignored_and_named(catalogue):
+    outcome, _, _ = catalogue
     assert outcome.success, outcome.log
     assert "product.csv: ignored column(s) not in the contract: ('shelf',)" in outcome.log
 
 
-def test_empty_file_is_refused_naming_it(clean_sources, tmp_path):
-    sources = copy_of(clean_sources, tmp_path / "sources")
+@pytest.fixture(scope="module")
+def refused(clean_sources, tmp_path_factory) -> Subset:
+    """An empty customer file and a product file in UTF-16, through one source-aligned run: each step fails on its own."""
+    root = tmp_path_factory.mktemp("refused")
+    sources = copy_of(clean_sources, root / "sources")
     (sources / "customer_info.csv").write_bytes(b"")
-    outcome = run_source_aligned(sources, tmp_path / "warehouse.duckdb")
-    assert not outcome.success
-    assert "customer_info.csv: file is empty" in outcome.log
-
-
-def test_wrong_encoding_of_the_whole_file_is_refused_naming_it(clean_sources, tmp_path):
-    sources = copy_of(clean_sources, tmp_path / "sources")
     path = sources / "product.csv"
     path.write_bytes(path.read_text().encode("utf-16"))
-    outcome = run_source_aligned(sources, tmp_path / "warehouse.duckdb")
-    assert not outcome.success
-    assert "product.csv: line 1 (header) is not valid UTF-8" in outcome.log
+    return run_source_aligned(sources, root / "warehouse.duckdb")
+
+
+def test_empty_file_is_refused_naming_it(refused):
+    assert not refused.success
+    assert "customer_info.csv: file is empty" in refused.log
+
+
+def test_wrong_encoding_of_the_whole_file_is_refused_naming_it(refused):
+    assert not refused.success
+    assert "product.csv: line 1 (header) is not valid UTF-8" in refused.log
 
 
 # ---- the whole job, through the CLI: a refused run leaves the published snapshot untouched --------
