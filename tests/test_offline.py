@@ -57,7 +57,7 @@ def offline_page(browser):
     return opened, refused, errors
 
 
-def test_swagger_ui_renders_every_operation_with_no_network(server, browser):
+def test_swagger_ui_renders_every_operation_with_no_network(browser, server):
     opened, refused, errors = offline_page(browser)
     opened.goto(f"{server}/docs")
     opened.locator(".swagger-ui .opblock").first.wait_for(timeout=30_000)  # drawn by Swagger UI's script from the spec
@@ -74,7 +74,7 @@ def test_swagger_ui_renders_every_operation_with_no_network(server, browser):
 REDOC_BADGE = "https://cdn.redoc.ly/redoc/logo-mini.svg"
 
 
-def test_redoc_renders_with_no_network(server, browser):
+def test_redoc_renders_with_no_network(browser, server):
     opened, refused, errors = offline_page(browser)
     opened.goto(f"{server}/redoc")
     opened.locator("h1", has_text="Product Affinity").first.wait_for(timeout=30_000)  # rendered by ReDoc's script
@@ -83,7 +83,7 @@ def test_redoc_renders_with_no_network(server, browser):
     opened.close()
 
 
-def test_graphiql_renders_and_runs_a_query_with_no_network(server, browser):
+def test_graphiql_renders_and_runs_a_query_with_no_network(browser, server):
     """GraphiQL draws its editor, fetches the schema (introspection) and runs a query, all from this server."""
     opened, refused, errors = offline_page(browser)
     opened.goto(f"{server}/graphql")
@@ -122,7 +122,7 @@ def data_docs(tmp_path_factory):
     return root / "quality_docs", [a.key.path[-1] for a in source_aligned_assets]
 
 
-def test_data_docs_index_lists_every_suite_and_validation_styled_with_no_network(data_docs, browser):
+def test_data_docs_index_lists_every_suite_and_validation_styled_with_no_network(browser, data_docs):
     docs, tables = data_docs
     opened, refused, errors = offline_page(browser)
     opened.goto((docs / "index.html").as_uri())
