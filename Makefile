@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: run test docs dev bench bench-api bench-postgres clean
+.PHONY: run test test-fast docs dev bench bench-api bench-postgres clean
 
 # `make run` installs what running needs and nothing else; each target adds the extra it needs on top
 # (pyproject.toml: test, docs, dev). A stamp per extra: the environment is rebuilt only when the declared
@@ -27,6 +27,10 @@ run: $(VENV)/.installed-run
 # What CI runs (.ci/run): every test, including the docs site's strict build (tests/test_docs.py).
 test: $(VENV)/.installed-test
 	$(BIN)/pytest
+
+# The fast tier: every module, none of the whole-pipeline runs (see docs/operations/testing.md).
+test-fast: $(VENV)/.installed-test
+	$(BIN)/pytest -m "not slow"
 
 docs: $(VENV)/.installed-docs
 	$(BIN)/mkdocs build --strict --site-dir site

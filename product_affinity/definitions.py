@@ -1,4 +1,10 @@
-"""All of Product Affinity's Dagster definitions, assembled in one place from the per-layer modules."""
+"""All of Product Affinity's Dagster definitions, assembled in one place from the per-layer modules.
+
+Every job, the UI's implicit `__ASSET_JOB` ("Materialize all", "Materialize selected") included, runs its steps in
+one process (the Definitions' executor): DuckDB lets one process write the warehouse. The `product_affinity` job is
+what the CLI and the schedule run; "Materialize all" builds the same assets, but a run of a selection (or of checks
+only) is a run too.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +14,21 @@ import dagster as dg
 
 from product_affinity.business.assets import business_assets
 from product_affinity.consumer_aligned.assets import consumer_aligned_assets
-from product_affinity.page.assets import product_page
+from product_affinity.contract import checked_tables
+from product_affinity.page.assets import page_path, product_page
 from product_affinity.publication import snapshot
-from product_affinity.quality.checks import quality_checks
+from product_affinity.quality.assets import slo_results
+from product_affinity.quality.checks import asset_key, docs_dir, quality_checks
 from product_affinity.semantic.rollups import rollup_assets, rollup_checks
 from product_affinity.resources import DEFAULT_SOURCES, DEFAULT_WAREHOUSE, resources
-from product_affinity.source_aligned.assets import source_aligned_assets, source_files
+from product_affinity.source_aligned.assets import quarantine, source_aligned_assets, source_files
+
+# Tables in the catalogue that no step of their own builds (Dagster cannot run them): shown, never selected.
+WRITTEN_ALONGSIDE = [quarantine, slo_results]
 
 everything = dg.define_asset_job(
     "product_affinity",
-    selection=dg.AssetSelection.all() - dg.AssetSelection.groups("sources"),
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups("sources") - dg.AssetSelection.assets(*(spec.key for spec in WRITTEN_ALONGSIDE)),
     description="Materialize every asset: sources -> source-aligned -> consumer-aligned, audit them, then publish a snapshot.",
 )
 
@@ -30,11 +41,27 @@ daily = dg.ScheduleDefinition(
 )
 
 
+def links(warehouse: Path):
+    """Adds to an asset's metadata links to the product page and to the Data Docs (a checked table's own expectation
+    suite page, else the index). Both are files next to the warehouse, written by the first run."""
+    docs = docs_dir(resources(DEFAULT_SOURCES, warehouse)["warehouse"])
+    suites = {asset_key(t): docs / "expectations" / f"{t.name}.html" for t in checked_tables()}
+
+    def link(spec: dg.AssetSpec) -> dg.AssetSpec:
+        return spec.merge_attributes(metadata={
+            "product_page": dg.MetadataValue.url(page_path(warehouse).resolve().as_uri()),
+            "data_docs": dg.MetadataValue.url(suites.get(spec.key, docs / "index.html").resolve().as_uri()),
+        })
+
+    return link
+
+
 def build_definitions(sources: Path = DEFAULT_SOURCES, warehouse: Path = DEFAULT_WAREHOUSE) -> dg.Definitions:
     # One DuckDB writer at a time: DuckDB locks the file per process, so steps run in one process.
+    assets = [*source_files, *source_aligned_assets, quarantine, *consumer_aligned_assets, *business_assets, *rollup_assets,
+              snapshot, product_page, slo_results]
     return dg.Definitions(
-        assets=[*source_files, *source_aligned_assets, *consumer_aligned_assets, *business_assets, *rollup_assets, snapshot,
-                product_page],
+        assets=dg.map_asset_specs(links(warehouse), assets),
         asset_checks=[*quality_checks, *rollup_checks],
         jobs=[everything],
         schedules=[daily],

@@ -63,13 +63,17 @@ def column_schema(t: Table) -> dg.TableSchema:
 
 
 def profile(conn: duckdb.DuckDBPyConnection, t: Table) -> str:
-    """Markdown column profile: nulls, distinct values (approximate), min and max, in one scan."""
+    """Markdown column profile: nulls, distinct values (approximate), min and max, in one scan.
+
+    The distinct count is HyperLogLog's estimate (an exact count(DISTINCT) of every column of a port with tens of
+    millions of rows costs a sort or hash per column); the estimate can exceed the values there are, so it is
+    capped at the column's non-null count, which it can never truly exceed."""
     scalar = [c for c in t.columns if not c.type.endswith("[]")]
     parts = []
     for c in t.columns:
         parts.append(f"count(*) - count({c.name})")
         if c in scalar:
-            parts += [f"approx_count_distinct({c.name})", f"min({c.name})::VARCHAR", f"max({c.name})::VARCHAR"]
+            parts += [f"least(approx_count_distinct({c.name}), count({c.name}))", f"min({c.name})::VARCHAR", f"max({c.name})::VARCHAR"]
     values = iter(conn.execute(f"SELECT {', '.join(parts)} FROM {t.physical_name}").fetchone())
     lines = ["| column | type | nulls | distinct (approx.) | min | max |", "|---|---|---|---|---|---|"]
     for c in t.columns:

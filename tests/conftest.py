@@ -40,6 +40,13 @@ PRODUCTS = [
 ]
 
 
+def pytest_collection_modifyitems(items):
+    """A test that needs the sample pipeline run (directly or through a fixture) is slow: `pytest -m "not slow"` leaves it out."""
+    for item in items:
+        if "sample_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def conn():
     with duckdb.connect() as connection:

@@ -1,10 +1,17 @@
 """The Dagster definitions load, and the catalogue they show is complete."""
 
+from pathlib import Path
+
 import dagster as dg
 
-from product_affinity.contract import tables
-from product_affinity.definitions import defs
+from product_affinity.contract import checked_tables, table, tables
+from product_affinity.definitions import build_definitions, defs
+from product_affinity.page.assets import page_path
+from product_affinity.publication import open_published
+from product_affinity.quality.results import COLUMNS, SLO_RESULTS
+from product_affinity.semantic import model
 from product_affinity.product import owners
+from product_affinity.warehouse import profile, replace_table
 
 
 def test_definitions_load():
@@ -13,11 +20,9 @@ def test_definitions_load():
     assert [s.name for s in defs.schedules] == ["daily_product_affinity"]
 
 
-def test_every_contract_table_but_quarantine_is_an_asset_with_owner_description_and_schema():
+def test_every_contract_table_is_an_asset_with_owner_description_and_schema():
     graph = defs.resolve_asset_graph()
     for t in tables().values():
-        if t.name == "quarantine":  # written alongside each source-aligned table
-            continue
         node = graph.get(dg.AssetKey([t.schema, t.name]))
         assert node.owners == owners()  # the descriptor's owning team
         assert node.description.startswith(t.description)
@@ -35,3 +40,77 @@ def test_lineage_runs_from_source_files_to_output_ports():
         dg.AssetKey(["source_aligned", "customer"]),
         dg.AssetKey(["source_aligned", "product"]),
     }
+
+
+def test_a_profiles_distinct_count_never_exceeds_the_rows(conn):
+    """HyperLogLog estimates 102 distinct values among 100 unique ones: the profile says at most 100."""
+    t = table("product")
+    replace_table(conn, t, "SELECT range AS product_id, 'p' || range AS product_name, 'c' || range AS category, "
+                           "'s' || range AS subcategory, range AS list_price FROM range(100)")
+    assert conn.execute("SELECT approx_count_distinct(product_id) FROM source_aligned.product").fetchone()[0] > 100
+    header, _, *rows = profile(conn, t).splitlines()
+    distinct = header.split(" | ").index("distinct (approx.)")
+    counts = {row.split(" | ")[0].strip("| "): int(row.split(" | ")[distinct]) for row in rows}
+    assert counts["product_id"] == 100 and all(count <= 100 for count in counts.values())
+
+
+def test_tables_written_alongside_are_assets_with_schema_and_lineage_that_no_job_runs():
+    """quarantine is written by the source-aligned steps, slo_results by the checks: shown downstream of them, never run."""
+    graph, job = defs.resolve_asset_graph(), defs.resolve_job_def("product_affinity")
+    quarantine, results = dg.AssetKey(["source_aligned", "quarantine"]), dg.AssetKey(SLO_RESULTS.split("."))
+    assert graph.get(quarantine).parent_keys == {dg.AssetKey(["source_aligned", n]) for n in ("customer", "product", "purchase")}
+    assert graph.get(results).parent_keys == {dg.AssetKey([t.schema, t.name]) for t in checked_tables()}
+    schema = graph.get(results).metadata["dagster/column_schema"]
+    assert [(c.name, c.type) for c in schema.columns] == list(COLUMNS.items())
+    for key in (quarantine, results):
+        assert not graph.get(key).is_executable and key not in job.asset_layer.executable_asset_keys
+
+
+def rollup_schemas() -> dict[str, dg.TableSchema]:
+    graph = defs.resolve_asset_graph()
+    return {
+        graph.get(dg.AssetKey(["semantic", f"{r.view}_{r.name}"])).metadata["dagster/table_name"]:
+        graph.get(dg.AssetKey(["semantic", f"{r.view}_{r.name}"])).metadata["dagster/column_schema"]
+        for v in model().views.values() for r in v.rollups
+    }
+
+
+def test_every_rollup_declares_its_columns_dimensions_first():
+    rollups = {r.table: r for v in model().views.values() for r in v.rollups}
+    schemas = rollup_schemas()
+    assert set(schemas) == set(rollups)
+    for name, schema in schemas.items():
+        dimensions = list(rollups[name].columns())
+        assert [c.name for c in schema.columns][: len(dimensions)] == dimensions
+        assert len(schema.columns) > len(dimensions) and all(c.type for c in schema.columns)
+
+
+def test_the_declared_rollup_schemas_are_what_the_pipeline_builds(published_sample):
+    with open_published(published_sample) as conn:
+        for name, schema in rollup_schemas().items():
+            built = [(row[0], row[1]) for row in conn.execute(f"DESCRIBE {name}").fetchall()]
+            assert built == [(c.name, c.type) for c in schema.columns], name
+
+
+def test_every_asset_links_to_the_product_page_and_its_data_docs(tmp_path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    graph = build_definitions(tmp_path / "sources", warehouse).resolve_asset_graph()
+    checked = {dg.AssetKey([t.schema, t.name]): t.name for t in checked_tables()}
+    for key in graph.get_all_asset_keys():
+        metadata = graph.get(key).metadata
+        assert metadata["product_page"].url == page_path(warehouse).resolve().as_uri()
+        page = f"expectations/{checked[key]}.html" if key in checked else "index.html"
+        assert metadata["data_docs"].url == (tmp_path / "quality_docs" / page).resolve().as_uri(), key
+
+
+def test_the_links_point_at_files_a_run_wrote(published_sample):
+    graph = build_definitions(published_sample.parent / "sources", published_sample).resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        for link in ("product_page", "data_docs"):
+            assert Path(graph.get(key).metadata[link].url.removeprefix("file://")).is_file(), (key, link)
+
+
+def test_every_job_the_ui_can_launch_runs_in_one_process():
+    """DuckDB has one writer: "Materialize all" (the implicit __ASSET_JOB) runs in process like the product_affinity job."""
+    for job in (defs.resolve_implicit_global_asset_job_def(), defs.resolve_job_def("product_affinity")):
+        assert job.executor_def is dg.in_process_executor, job.name

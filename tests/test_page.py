@@ -1,6 +1,7 @@
 """The data product page in a real headless browser, and the Dagster UI's asset graph with every asset."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -8,12 +9,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from product_affinity.definitions import defs
 from product_affinity.page.assets import page_path
+from product_affinity.page.render import write_page
 from product_affinity.product import alignment, owners
-from product_affinity.publication import open_published
+from product_affinity.publication import open_published, published_snapshot
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +58,11 @@ def test_page_shows_the_published_numbers(page):
         rows = {t: conn.execute(f"SELECT count(*) FROM consumer_aligned.{t}").fetchall()[0][0] for t in ("customer_metrics", "kpi_tree")}
     assert opened.locator("#north-star-value").inner_text() == f"{expected:,}"
     assert month in opened.locator("#kpi-tree h2").inner_text()
-    node = opened.locator(f"#kpi-table tr[data-node='{alignment()['northStar']['id']}'] td.value")
-    assert node.inner_text() == f"{expected:,}"
+    node = opened.locator(f"#kpi-table tr[data-node='{alignment()['northStar']['id']}'] td.value")  # folded: text, not rendered
+    assert node.text_content() == f"{expected:,}"
     for level, recommender, k, hit_rate, precision in backtest:
         row = opened.locator(f"#backtest-table tr[data-level='{level}'][data-recommender='{recommender}'][data-k='{k}']")
-        assert (row.locator(".hit-rate").inner_text(), row.locator(".precision").inner_text()) == (f"{hit_rate:.1%}", f"{precision:.1%}")
+        assert (row.locator(".hit-rate").text_content(), row.locator(".precision").text_content()) == (f"{hit_rate:.1%}", f"{precision:.1%}")
     for port, count in rows.items():
         assert opened.locator(f"tr[data-port='{port}'] td.num").inner_text() == f"{count:,}"
     assert opened.locator("#owner").inner_text() == ", ".join(owners())
@@ -72,6 +75,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_dagster_asset_graph_shows_every_asset(browser, tmp_path):
     """`dagster dev`'s webserver on a free port with a throw-away instance: the asset graph lists every asset of the definitions."""
     home, port = tmp_path / "dagster_home", _free_port()
@@ -111,3 +115,62 @@ def test_dagster_asset_graph_shows_every_asset(browser, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# What a marketer acts on comes first; the long tables fold away. The page was 12,764 px tall, most of it SLO rows.
+PAGE_HEIGHT_BOUND = 6_000
+LEADING = ["opportunities", "kpi-tree", "backtest"]
+
+
+def test_the_page_leads_with_what_a_marketer_acts_on_and_stays_short(page):
+    opened, _, _ = page
+    order = opened.locator("main > section").evaluate_all("sections => sections.map(s => s.id)")
+    assert order[:3] == LEADING
+    assert order.index("slos") < order.index("alignment") < order.index("ports") and order[-1] == "links"
+    height = opened.evaluate("document.documentElement.scrollHeight")
+    assert height < PAGE_HEIGHT_BOUND, height
+    assert opened.locator("#slo-details").get_attribute("open") is None  # the full SLO table is folded
+
+
+def test_top_opportunities_are_the_published_first_recommendations(page):
+    opened, _, warehouse = page
+    with open_published(warehouse) as conn:
+        expected = conn.execute(
+            """SELECT recommended_name, count(*) FROM consumer_aligned.cross_sell_recommendations
+               WHERE level = 'category' AND rank = 1 GROUP BY ALL ORDER BY sum(expected_value) DESC, count(*) DESC, 1 LIMIT 8"""
+        ).fetchall()
+    shown = opened.locator("#opportunities-table tr[data-item]")
+    assert expected and shown.count() == len(expected)
+    for i, (item, customers) in enumerate(expected):
+        assert shown.nth(i).get_attribute("data-item") == item
+        assert shown.nth(i).locator("td").nth(1).inner_text() == f"{customers:,}"
+
+
+def test_the_page_links_the_data_docs_the_api_docs_and_the_dagster_ui(page):
+    opened, _, warehouse = page
+    docs = opened.locator("#link-data-docs").get_attribute("href")
+    assert (page_path(warehouse).parent / docs).resolve() == (warehouse.parent / "quality_docs" / "index.html").resolve()
+    assert (page_path(warehouse).parent / docs).is_file()
+    assert opened.locator("#link-api-docs").get_attribute("href").endswith("/docs")
+    assert opened.locator("#link-graphiql").get_attribute("href").endswith("/graphql")
+    assert opened.locator("#link-dagster").get_attribute("href").startswith("http")
+
+
+def test_failed_slos_come_first_outside_the_fold(sample_run, browser, tmp_path):
+    """One rule of the latest run made to fail in a copy of the snapshot: it is listed above the fold and heads the full table."""
+    warehouse, _, _ = sample_run
+    snapshot = tmp_path / "snapshot.duckdb"
+    shutil.copyfile(published_snapshot(warehouse), snapshot)
+    snapshot.chmod(0o644)
+    with duckdb.connect(str(snapshot)) as conn:
+        conn.execute("""UPDATE quality.slo_results SET passed = false WHERE rule_id = 'validity_email'
+                        AND run_id = (SELECT run_id FROM quality.slo_results GROUP BY run_id ORDER BY max(checked_at) DESC LIMIT 1)""")
+    written = write_page(snapshot, tmp_path / "page", warehouse.parent / "quality_docs")
+    opened = browser.new_page()
+    opened.goto(written.as_uri())
+    failures = opened.locator("#slo-failures tr:has(td)")
+    assert failures.count() == 1 and "validity_email" in failures.first.inner_text()
+    first = opened.locator("#slo-table tr:has(td)").first  # folded: its text, not what is drawn
+    assert "validity_email" in first.text_content() and first.locator("td.fail").count() == 1
+    assert "1 failed" in opened.locator("#slo-line").inner_text()
+    opened.close()

@@ -1,7 +1,9 @@
 """Write-audit-publish: consumers read a published snapshot that no run, failed, concurrent or killed, can damage.
 
 The runs here are real `product-affinity run` processes on a generated sample large enough to take
-a few seconds, so readers, a second run and kill -9 can meet a run in the middle of its writes.
+a few seconds, so readers, a second run and kill -9 can meet a run in the middle of its writes (each
+kill waits for the log line of the step it is meant to interrupt, so a smaller sample still kills
+mid-run; it only shortens the steps). The tests that run the pipeline are marked slow.
 """
 
 import hashlib
@@ -59,10 +61,10 @@ def run_to_completion(sources: Path, warehouse: Path) -> None:
 
 @pytest.fixture(scope="module")
 def product(tmp_path_factory):
-    """A sample of 120,000 orders (a run takes several seconds), built and published once."""
+    """A sample of 30,000 orders (a run takes several seconds), built and published once."""
     root = tmp_path_factory.mktemp("publication")
     sources, warehouse = root / "sources", root / "warehouse" / "warehouse.duckdb"
-    generate_sample(sources, orders=120_000, customers=12_000, products=1_500)
+    generate_sample(sources, orders=30_000, customers=3_000, products=1_500)
     run_to_completion(sources, warehouse)
     return sources, warehouse
 
@@ -91,6 +93,7 @@ def test_publication_waits_for_every_table_and_is_part_of_the_job():
     assert SNAPSHOT_KEY in defs.resolve_job_def("product_affinity").asset_layer.executable_asset_keys
 
 
+@pytest.mark.slow
 def test_a_run_publishes_every_table_in_a_read_only_snapshot(product):
     _, warehouse = product
     snapshot = published_snapshot(warehouse)
@@ -128,6 +131,7 @@ def test_publication_keeps_the_last_snapshots_and_removes_what_a_killed_run_left
         assert conn.execute("SELECT sum(i) FROM t").fetchall() == [(499500,)]
 
 
+@pytest.mark.slow
 def test_readers_are_never_blocked_while_a_run_writes_and_a_second_run_is_refused(product, capsys):
     sources, warehouse = product
     before = published_state(warehouse)
@@ -154,6 +158,7 @@ def test_readers_are_never_blocked_while_a_run_writes_and_a_second_run_is_refuse
     assert len(seen) > 1 and set(seen) <= {before[0].name, after.name}
 
 
+@pytest.mark.slow
 def test_a_session_left_open_on_the_working_warehouse_fails_the_run_at_once_naming_it(product, capsys):
     sources, warehouse = product
     before = published_state(warehouse)
@@ -182,6 +187,7 @@ KILL_POINTS = {
 }
 
 
+@pytest.mark.slow
 def test_a_run_killed_at_any_point_leaves_the_published_data_intact_and_the_next_run_recovers(product):
     sources, warehouse = product
     before = published_state(warehouse)
@@ -207,6 +213,7 @@ def test_a_run_killed_at_any_point_leaves_the_published_data_intact_and_the_next
         assert row_counts(conn) == before[2]
 
 
+@pytest.mark.slow
 def test_a_failing_blocking_check_blocks_publication_and_the_run_says_what(product, capsys):
     sources, warehouse = product
     before = published_state(warehouse)

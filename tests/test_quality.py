@@ -140,6 +140,7 @@ def test_readme_slo_table_is_generated_from_the_contract():
 # ---- the checks on real runs -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_clean_sample_passes_every_check_and_is_published(clean):
     _, warehouse, result = clean
     assert result.success
@@ -157,6 +158,7 @@ def test_a_clean_sample_passes_every_check_and_is_published(clean):
         assert pages and all(p.relative_to(docs).as_posix() in index for p in pages), t.name
 
 
+@pytest.mark.slow
 def test_slo_results_keep_one_row_per_rule_per_run(clean):
     _, warehouse, result = clean
     rows = [r for r in slo_results(warehouse) if r["run_id"] == result.run_id]
@@ -167,6 +169,7 @@ def test_slo_results_keep_one_row_per_rule_per_run(clean):
     assert all(r["rows_checked"] <= r["rows_in_table"] for r in rows)
 
 
+@pytest.mark.slow
 def test_warnings_fail_without_blocking_anything(tmp_path):
     """Missing, malformed and shared e-mails and unknown categories are WARN failures: everything is still built and published."""
     sources, warehouse = tmp_path / "sources", tmp_path / "warehouse.duckdb"
@@ -192,6 +195,7 @@ def test_warnings_fail_without_blocking_anything(tmp_path):
     assert missing["observed"].value == pytest.approx(5, abs=0.5) and missing["slo_target"].value == "<= 1 % missing"
 
 
+@pytest.mark.slow
 def test_stale_purchases_fail_freshness_and_block_every_output(tmp_path):
     sources, warehouse = tmp_path / "sources", tmp_path / "warehouse.duckdb"
     generate_sample(sources, **SMALL, end=now() - timedelta(days=3))
@@ -203,6 +207,7 @@ def test_stale_purchases_fail_freshness_and_block_every_output(tmp_path):
     assert not fresh["passed"] and fresh["observed"] > 48
 
 
+@pytest.mark.slow
 def test_a_wrong_type_or_a_figure_that_does_not_reconcile_fails_blocking(clean, tmp_path):
     """Tamper with built output ports, then run their checks again (the job's checks, without rebuilding)."""
     sources, built, _ = clean
@@ -232,6 +237,7 @@ def test_a_wrong_type_or_a_figure_that_does_not_reconcile_fails_blocking(clean, 
 # ---- the SLO report ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_slo_report_prints_and_writes_json_and_junit(clean, tmp_path):
     _, warehouse, result = clean
     out, junit = tmp_path / "slo.json", tmp_path / "slo.xml"
@@ -258,6 +264,7 @@ def test_slo_report_prints_and_writes_json_and_junit(clean, tmp_path):
     assert len(suites.findall(".//skipped")) == 1
 
 
+@pytest.mark.slow
 def test_slo_report_counts_a_failing_slo_as_junit_failure_and_spends_the_error_budget(tmp_path):
     sources, warehouse = tmp_path / "sources", tmp_path / "warehouse.duckdb"
     generate_sample(sources, **SMALL, end=now() - timedelta(days=3))
@@ -272,6 +279,7 @@ def test_slo_report_counts_a_failing_slo_as_junit_failure_and_spends_the_error_b
     assert slos[("consumer_aligned/customer_metrics", "accuracy_total_spend")]["status"] == "not run"
 
 
+@pytest.mark.slow
 def test_slo_report_says_so_when_a_running_pipeline_locks_the_warehouse(clean, tmp_path, capsys):
     _, warehouse, _ = clean
     holder = subprocess.Popen(

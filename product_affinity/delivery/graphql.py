@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from strawberry.fastapi import GraphQLRouter
 from strawberry.scalars import JSON
 
+from product_affinity.delivery.offline import OfflineGraphQLRouter
 from product_affinity.delivery.service import DeliveryService, Result
 from product_affinity.governance import AccessDenied
 from product_affinity.governance.credentials import Caller
@@ -169,4 +170,4 @@ def graphql_router(service: DeliveryService) -> GraphQLRouter:
         caller: Caller = service.authenticate(key, "graphql")
         return {"service": service, "caller": caller}
 
-    return GraphQLRouter(schema, context_getter=context)
+    return OfflineGraphQLRouter(schema, context_getter=context)  # GraphiQL's files from this app, not unpkg

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Query as Param, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ValidationError
 
 from product_affinity.delivery.service import DeliveryService, Result, Unauthenticated
@@ -60,9 +61,10 @@ def response(result: Result) -> LoadResponse:
 
 def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
     from product_affinity.delivery.graphql import graphql_router
+    from product_affinity.delivery.offline import GRAPHIQL_URL, graphiql_files
 
     service = DeliveryService(warehouse)
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc load Swagger UI and ReDoc from the installed package, not a CDN
         title="Product Affinity",
         version="1.0",
         description="Cross-sell insight for an online retailer: the semantic model's views, queried under the product's "
@@ -139,6 +141,7 @@ def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
     def slo(who: Authenticated, request: Request, runs: Annotated[int, Param(ge=1, le=1_000)] = 30) -> dict[str, Any]:
         return service.slo(who, runs, f"rest GET {request.url.path}")
 
+    app.mount(GRAPHIQL_URL, graphiql_files(), name="graphiql")  # the files GraphiQL's page loads, with no network
     app.include_router(graphql_router(service), prefix="/graphql", include_in_schema=False)  # its own schema: GraphQL introspection
     return app
 

@@ -8,6 +8,7 @@ from dagster_duckdb import DuckDBResource
 from product_affinity.page.render import write_page
 from product_affinity.product import asset_tags, delivery_port, owners
 from product_affinity.publication import SNAPSHOT_KEY, published_snapshot
+from product_affinity.quality.checks import docs_dir
 
 PAGE = delivery_port("product-page")
 
@@ -30,7 +31,7 @@ def page_path(warehouse: Path) -> Path:
 )
 def product_page(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
     snapshot = published_snapshot(Path(warehouse.database))
-    page = write_page(snapshot, page_path(Path(warehouse.database)).parent)
+    page = write_page(snapshot, page_path(Path(warehouse.database)).parent, docs_dir(warehouse))
     context.log.info(f"wrote {page} from {snapshot}")
     return dg.MaterializeResult(metadata={"page": dg.MetadataValue.path(str(page)), "snapshot": snapshot.name,
                                           "bytes": page.stat().st_size})

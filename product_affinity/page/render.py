@@ -20,6 +20,10 @@ from product_affinity.quality import report
 
 SLO_RUNS = 30
 TOP_RULES = 8
+TOP_OPPORTUNITIES = 8
+# Where the product's other pages are when they run with their defaults (`product-affinity serve`, `make dev`).
+API_ADDRESS = "http://127.0.0.1:8000"
+DAGSTER_UI = "http://127.0.0.1:3000"
 
 
 def number(value: float | None, unit: str) -> str:
@@ -45,8 +49,8 @@ def signed(value: float | None, unit: str) -> str:
     return ("+" if value >= 0 else "-") + number(abs(value), unit)
 
 
-def _rows(conn: duckdb.DuckDBPyConnection, sql: str) -> list[dict]:
-    result = conn.execute(sql)
+def _rows(conn: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> list[dict]:
+    result = conn.execute(sql, params)
     names = [d[0] for d in result.description]
     return [dict(zip(names, row)) for row in result.fetchall()]
 
@@ -84,7 +88,18 @@ def _backtest(conn: duckdb.DuckDBPyConnection) -> tuple[list[dict], list[dict], 
     return rows, headline, verdict
 
 
-def context(snapshot: Path) -> dict:
+def _opportunities(conn: duckdb.DuckDBPyConnection) -> list[dict]:
+    """What a marketer acts on first: the categories most worth recommending, by the value expected from the customers
+    whose first recommendation they are (cross_sell_recommendations, category level, rank 1)."""
+    rows = _rows(conn, f"""SELECT recommended_name AS item, count(*) AS customers, sum(expected_value) AS expected_value,
+               avg(score) AS score FROM {table('cross_sell_recommendations').physical_name}
+        WHERE level = 'category' AND rank = 1 GROUP BY recommended_name
+        ORDER BY expected_value DESC NULLS LAST, customers DESC, item LIMIT ?""", [TOP_OPPORTUNITIES])
+    return [{**r, "customers": f"{r['customers']:,}", "expected_value": number(r["expected_value"], "money"),
+             "score": number(r["score"], "score")} for r in rows]
+
+
+def context(snapshot: Path, docs: Path | None = None, out_dir: Path | None = None) -> dict:
     """Everything the template shows, read from the snapshot and the product's declarations."""
     from product_affinity.definitions import defs  # the page asset is one of the definitions: import when building
 
@@ -92,6 +107,7 @@ def context(snapshot: Path) -> dict:
     with duckdb.connect(str(snapshot), read_only=True) as conn:
         month, kpi_nodes, north_star, trend = _kpi(conn)
         backtest, headline, verdict = _backtest(conn)
+        opportunities = _opportunities(conn)
         matrix = _rows(conn, f"SELECT category_1, category_2, lift FROM {table('product_affinity_matrix').physical_name}")
         top_rules = {
             level: _rows(conn, f"""SELECT array_to_string(antecedents, ' + ') AS antecedents, array_to_string(consequents, ' + ') AS consequents,
@@ -107,7 +123,13 @@ def context(snapshot: Path) -> dict:
     slo = report.build(snapshot, SLO_RUNS)
     categories = sorted({r["category_1"] for r in matrix})
     graph = defs.resolve_asset_graph()
+    slos = sorted(slo.slos, key=lambda s: s.status != report.FAIL)  # failures first, otherwise the report's order
     return {
+        "opportunities": opportunities,
+        "links": {
+            "data_docs": os.path.relpath(docs / "index.html", out_dir) if docs and out_dir else None,
+            "api_docs": f"{API_ADDRESS}/docs", "graphiql": f"{API_ADDRESS}/graphql", "dagster": DAGSTER_UI,
+        },
         "product": product, "owners": owners(), "snapshot": snapshot.name, "alignment": alignment(), "month": month,
         "use_cases": custom(product)["useCases"],
         "north_star": north_star, "kpi_nodes": kpi_nodes,
@@ -134,16 +156,17 @@ def context(snapshot: Path) -> dict:
         "slo_run": slo.run_ids[0] if slo.run_ids else "(none yet)", "slo_runs": len(slo.run_ids), "slo_objective": f"{slo.objective:.0%}",
         "slos": [{"group": s.group, "id": s.id, "target": s.target, "observed": "–" if s.observed is None else f"{s.observed:,.4g}",
                   "status": s.status, "css": {report.PASS: "pass", report.FAIL: "fail"}.get(s.status, "other"),
-                  "attainment": "–" if s.attainment is None else f"{s.attainment:.0%} of {s.runs}"} for s in slo.slos],
+                  "attainment": "–" if s.attainment is None else f"{s.attainment:.0%} of {s.runs}"} for s in slos],
         "slo_summary": {"passed": sum(s.status == report.PASS for s in slo.slos), "failed": len(slo.failed), "total": len(slo.slos),
                         "other": sum(s.status not in (report.PASS, report.FAIL) for s in slo.slos)},
     }
 
 
-def write_page(snapshot: Path, out_dir: Path) -> Path:
-    """Render the page into out_dir/index.html, written aside and renamed so a reader never sees half a page."""
+def write_page(snapshot: Path, out_dir: Path, docs: Path | None = None) -> Path:
+    """Render the page into out_dir/index.html, written aside and renamed so a reader never sees half a page.
+    `docs`: the Great Expectations Data Docs folder, linked from the page by a relative path."""
     environment = Environment(loader=PackageLoader("product_affinity", "page"), autoescape=True, undefined=StrictUndefined)
-    html = environment.get_template("template.html.j2").render(**context(snapshot))
+    html = environment.get_template("template.html.j2").render(**context(snapshot, docs, out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     staged, page = out_dir / "index.html.partial", out_dir / "index.html"
     staged.write_text(html, encoding="utf-8")

@@ -19,6 +19,7 @@ import pandas as pd
 
 from product_affinity.contract import Rule, Table, quality_rules, table
 from product_affinity.quality.frames import Frame
+from product_affinity.quality.offline_docs import make_offline
 from product_affinity.quality.suites import freshness_parameter, suite
 
 
@@ -91,6 +92,7 @@ def validate(t: Table, frame: Frame, now: datetime, docs_dir: Path) -> dict[str,
     )
     _context(docs).validation_results_store.set(key, result)
     _data_docs(docs).build(resource_identifiers=[key, key.expectation_suite_identifier])
+    make_offline(Path(docs))  # the pages load their scripts and styles from the folder, not from CDNs
     by_rule: dict[str, list] = {}
     for r in result.results:  # not in suite order
         by_rule.setdefault(r.expectation_config.meta["rule_id"], []).append(r)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 
 import dagster as dg
+import duckdb
 from dagster_duckdb import DuckDBResource
 
-from product_affinity.contract import table
+from product_affinity.contract import table, tables
 from product_affinity.product import asset_tags, owners
 from product_affinity.semantic import Rollup, model
 from product_affinity.semantic.compiler import rollup_sql
@@ -28,6 +29,24 @@ def _upstream(rollup: Rollup) -> list[dg.AssetKey]:
     """The tables of every cube the rollup's view joins, as assets."""
     view = model().views[rollup.view]
     return [dg.AssetKey([t.schema, t.name]) for t in (table(model().cubes[c].contract_table) for c in view.paths)]
+
+
+def column_schemas(rollups: list[Rollup]) -> dict[str, dg.TableSchema]:
+    """Each rollup's columns and types exactly as DuckDB will build them: its SELECT described over empty copies of the
+    contract's tables in memory. Known before the first run, so the UI shows a rollup's schema as it does a port's."""
+    with duckdb.connect() as conn:
+        for t in tables().values():
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {t.schema}")
+            conn.execute(f"CREATE TABLE {t.physical_name} ({', '.join(f'{c.name} {c.type}' for c in t.columns)})")
+        schemas = {}
+        for rollup in rollups:
+            described = conn.execute(f"DESCRIBE ({rollup_sql(rollup)})").fetchall()
+            dimensions = len(rollup.columns())
+            schemas[rollup.table] = dg.TableSchema(columns=[
+                dg.TableColumn(name, type_, description="dimension" if i < dimensions else "additive part of a measure")
+                for i, (name, type_, *_) in enumerate(described)
+            ])
+        return schemas
 
 
 def _totals(conn, rollup: Rollup) -> dict[str, object]:
@@ -53,7 +72,7 @@ def _same(kept, detail) -> bool:
     return kept == detail
 
 
-def rollup_asset(rollup: Rollup) -> dg.AssetsDefinition:
+def rollup_asset(rollup: Rollup, schema: dg.TableSchema) -> dg.AssetsDefinition:
     @dg.asset(
         key=_key(rollup),
         group_name="semantic",
@@ -62,6 +81,7 @@ def rollup_asset(rollup: Rollup) -> dg.AssetsDefinition:
         owners=owners(),
         kinds={"duckdb", "table"},
         tags=asset_tags(layer="semantic"),
+        metadata={"dagster/column_schema": schema, "dagster/table_name": rollup.table},
     )
     def _asset(warehouse: DuckDBResource) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
@@ -83,6 +103,8 @@ def rollup_asset(rollup: Rollup) -> dg.AssetsDefinition:
     return _asset, _check
 
 
-_built = [rollup_asset(r) for v in model().views.values() for r in v.rollups]
+_rollups = [r for v in model().views.values() for r in v.rollups]
+_schemas = column_schemas(_rollups)
+_built = [rollup_asset(r, _schemas[r.table]) for r in _rollups]
 rollup_assets = [asset for asset, _ in _built]
 rollup_checks = [check for _, check in _built]
