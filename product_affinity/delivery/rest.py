@@ -3,7 +3,8 @@
 Every data endpoint authenticates with an API key (`Authorization: Bearer <key>` or `X-API-Key`)
 and goes through DeliveryService, the one place access is decided: 401 without a valid key, 403
 when the principal's groups do not allow what was asked, 400 for a query the model cannot
-answer, 503 while nothing is published yet.
+answer or one that costs more than delivery.limits allows (413 for a body too big), 503 while
+nothing is published yet.
 """
 
 
@@ -16,13 +17,15 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
+from product_affinity.delivery.bounds import RequestLimits
 from product_affinity.delivery.service import DeliveryService, Result, Unauthenticated
 from product_affinity.governance import AccessDenied
 from product_affinity.governance.credentials import Caller
 from product_affinity.publication import NothingPublished
 from product_affinity.resources import DEFAULT_WAREHOUSE
 from product_affinity.semantic.compiler import QueryError
-from product_affinity.semantic.query import MAX_LIMIT, MAX_OFFSET, Query
+from product_affinity.delivery.limits import MAX_LIMIT, MAX_OFFSET
+from product_affinity.semantic.query import Query
 
 WAREHOUSE_ENV = "PRODUCT_AFFINITY_WAREHOUSE"
 bearer = HTTPBearer(auto_error=False, description="An API key issued with `product-affinity keys issue <principal>`.")
@@ -50,7 +53,7 @@ class Error(BaseModel):
     error: str
 
 
-ERRORS = {400: {"model": Error}, 401: {"model": Error}, 403: {"model": Error}, 503: {"model": Error}}
+ERRORS = {400: {"model": Error}, 401: {"model": Error}, 403: {"model": Error}, 413: {"model": Error}, 503: {"model": Error}}
 
 
 def response(result: Result) -> LoadResponse:
@@ -69,6 +72,7 @@ def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
         "access policies, and the output ports read directly. Every request needs an API key.",
     )
     app.state.service = service
+    app.add_middleware(RequestLimits)  # a body too big or too deep is refused before anything parses it
 
     async def caller(request: Request,
                bearer_key: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
@@ -95,7 +99,7 @@ def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
         return JSONResponse({"error": str(error)}, status_code=503)
 
     @app.get("/health", summary="Is the API up, and which snapshot does it serve (no key needed)")
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:  # on the event loop: it never waits behind requests in the thread pool
         return {"status": "ok", "snapshot": service.published().name}
 
     @app.get("/meta", summary="The views you may query, their members, and the policies applied to you", responses=ERRORS)
