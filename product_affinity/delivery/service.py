@@ -155,8 +155,9 @@ class DeliveryService:
             if after:
                 if len(key) < len(model().cubes[granted.view.root].primary_key):
                     raise QueryError(f"paging with after needs the whole key of {port}, which you may not read: use offset")
-                filters = [{"member": key[0], "operator": "gte", "values": [_cursor_values(after, len(key))[0]]},
-                           _rows_after(key, _cursor_values(after, len(key)))]
+                numeric = [granted.view.members[k.split(".", 1)[1]].member.type == "number" for k in key]
+                values = _cursor_values(after, numeric)
+                filters = [{"member": key[0], "operator": "gte", "values": [values[0]]}, _rows_after(key, values)]
             return Query.model_validate({"dimensions": [f"{granted.view.name}.{c}" for c in columns], "ungrouped": True,
                                          "order": [[k, "asc"] for k in key], "filters": filters, "limit": limit,
                                          "offset": offset})
@@ -256,20 +257,21 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not a value a cursor holds")
 
 
-def _cursor_values(cursor: str, size: int) -> list:
-    """The key values a cursor holds; QueryError naming `after` for anything this API does not write (NaN,
-    Infinity, numbers no column holds, values longer than a filter value may be)."""
+def _cursor_values(cursor: str, numeric: list[bool]) -> list:
+    """The key values a cursor holds, one for each key column (`numeric` says which are numbers); QueryError naming
+    `after` for anything this API does not write (NaN, Infinity, numbers no column holds, a string for a number,
+    values longer than a filter value may be)."""
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)), parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError):
         raise QueryError("after: not a cursor this API returned") from None
-    if not isinstance(values, list) or len(values) != size or not all(_cursor_value(v) for v in values):
+    if not isinstance(values, list) or len(values) != len(numeric) or not all(map(_cursor_value, values, numeric)):
         raise QueryError("after: not a cursor this API returned")
     return values
 
 
-def _cursor_value(value: Any) -> bool:
-    if isinstance(value, bool):
+def _cursor_value(value: Any, numeric: bool) -> bool:
+    if isinstance(value, bool) or isinstance(value, str) == numeric:
         return False
     if isinstance(value, str):
         return len(value) <= MAX_VALUE_CHARS
