@@ -339,13 +339,14 @@ def worst_requests(url: str, key: str) -> list[dict]:
     for label, path, body in ADVERSARIAL:
         done, health = threading.Event(), []
 
-        def poll() -> None:
+        def poll() -> None:  # at least once, even when the request is refused before the first answer
             with httpx.Client(base_url=url, timeout=30) as client:
-                while not done.is_set():
+                while True:
                     started = time.perf_counter()
                     client.get("/health")
                     health.append((time.perf_counter() - started) * 1000)
-                    done.wait(0.02)
+                    if done.wait(0.02):
+                        return
 
         poller = threading.Thread(target=poll)
         poller.start()
@@ -359,7 +360,7 @@ def worst_requests(url: str, key: str) -> list[dict]:
         if answer.headers.get("content-type", "").startswith("application/json"):
             error = answer.json().get("error") or "; ".join(e["message"] for e in answer.json().get("errors") or [])
         found.append({"label": label, "status": answer.status_code, "held_s": held, "bytes": len(answer.content),
-                      "health_ms": max(health, default=float("nan")), "error": str(error or "")[:90]})
+                      "health_ms": max(health), "error": str(error or "")[:90]})
     return found
 
 
