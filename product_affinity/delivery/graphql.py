@@ -18,7 +18,7 @@ from strawberry.fastapi import GraphQLRouter
 from strawberry.scalars import JSON
 
 from product_affinity.delivery.bounds import GRAPHQL_LIMITS
-from product_affinity.delivery.limits import MAX_LIMIT, MAX_OFFSET
+from product_affinity.delivery.limits import MAX_CURSOR_CHARS, MAX_LIMIT, MAX_OFFSET
 from product_affinity.delivery.service import DeliveryService, Result
 from product_affinity.governance import AccessDenied
 from product_affinity.governance.credentials import Caller
@@ -146,6 +146,8 @@ class Queries:
         service, caller = info.context["service"], info.context["caller"]
         if not (1 <= limit <= MAX_LIMIT and 0 <= offset <= MAX_OFFSET):
             raise GraphQLError(f"limit must be 1..{MAX_LIMIT} and offset 0..{MAX_OFFSET}", extensions={"code": "BAD_USER_INPUT"})
+        if after is not None and len(after) > MAX_CURSOR_CHARS:
+            raise GraphQLError(f"after: longer than max_cursor_chars = {MAX_CURSOR_CHARS} allows", extensions={"code": "BAD_USER_INPUT"})
         return _result(await _served(lambda: service.read_port(caller, name, limit, offset, "graphql port", after)))
 
 

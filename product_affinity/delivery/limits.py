@@ -23,6 +23,8 @@ MAX_FILTER_VALUES = 1_000  # values in all conditions together
 MAX_VALUE_CHARS = 1_000  # characters in one filter value or cursor value
 MAX_LIMIT = 50_000  # rows in one answer (a query's limit, a port page)
 MAX_OFFSET = 100_000_000
+MAX_QUERY_PARAM_CHARS = 20_000  # GET /load?query=, the query as JSON
+MAX_CURSOR_CHARS = 2_000  # an `after` cursor
 
 # What the answer may cost while it is worked out.
 MAX_RESULT_BYTES = 4 * 1024 * 1024  # the rows as JSON (estimated), per load or port read: about 1 s of work

@@ -24,7 +24,7 @@ from product_affinity.governance.credentials import Caller
 from product_affinity.publication import NothingPublished
 from product_affinity.resources import DEFAULT_WAREHOUSE
 from product_affinity.semantic.compiler import QueryError
-from product_affinity.delivery.limits import MAX_LIMIT, MAX_OFFSET
+from product_affinity.delivery.limits import MAX_CURSOR_CHARS, MAX_LIMIT, MAX_OFFSET, MAX_QUERY_PARAM_CHARS
 from product_affinity.semantic.query import Query
 
 WAREHOUSE_ENV = "PRODUCT_AFFINITY_WAREHOUSE"
@@ -114,7 +114,7 @@ def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
     @app.get("/load", summary="The same as POST /load, with the query as JSON in ?query=", responses=ERRORS,
              response_model=LoadResponse)
     def load_get(who: Authenticated, request: Request,
-                 query: Annotated[str, Param(description="The query as JSON", max_length=20_000)]) -> LoadResponse:
+                 query: Annotated[str, Param(description="The query as JSON", max_length=MAX_QUERY_PARAM_CHARS)]) -> LoadResponse:
         try:
             parsed = Query.model_validate_json(query)
         except ValidationError as error:
@@ -130,7 +130,7 @@ def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
     def read_port(port: str, who: Authenticated, request: Request,
                   limit: Annotated[int, Param(ge=1, le=MAX_LIMIT)] = 100,
                   offset: Annotated[int, Param(ge=0, le=MAX_OFFSET)] = 0,
-                  after: Annotated[str | None, Param(max_length=2_000, description="The `next` cursor of the page before")] = None,
+                  after: Annotated[str | None, Param(max_length=MAX_CURSOR_CHARS, description="The `next` cursor of the page before")] = None,
                   ) -> LoadResponse:
         return response(service.read_port(who, port, limit, offset, f"rest GET {request.url.path}", after))
 
