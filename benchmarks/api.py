@@ -12,6 +12,12 @@ is printed too: on a machine shared with other work it moves far less than wall 
 is the server's peak RSS, every process of it summed. Targets (issue 4): p95 under 50 ms for a
 grouped measure query (judged one request at a time) and 200 requests/s on 2 cores (at --concurrency).
 
+Then the worst requests (issue 10): adversarial requests, valid or not (a body nested 480 deep,
+100 filters of 1,000 values, ten GraphQL aliases of an ungrouped load, a huge ungrouped result,
+the costliest grouped query), each sent alone while /health is asked every 20 ms; for each, how long
+it held the server, the bytes it returned and the slowest /health meanwhile, against the targets
+in product_affinity/delivery/limits.py: no request holds a worker more than 2 s, /health within 100 ms.
+
     python benchmarks/api.py --reuse     # the snapshot benchmarks/pipeline.py published, if there is one
     python benchmarks/api.py --orders 200000 --customers 20000 --products 5000 --seconds 3
 """
@@ -307,6 +313,72 @@ def http_sender(url: str, key: str, shape: Shape):
     return open_sender
 
 
+LEAF = {"member": "sales.quantity", "operator": "gt", "values": [1]}
+UNGROUPED = {"dimensions": ["sales.customer_id", "sales.product_name", "sales.purchased_at", "sales.country",
+                            "sales.category", "sales.channel"], "ungrouped": True, "limit": 50_000}
+ADVERSARIAL = [  # label, path, JSON body as text (json.dumps recurses too deep for the first)
+    ("body nested 480 deep", "/load",
+     '{"measures": ["sales.lines"], "filters": [' + '{"or": [' * 480 + json.dumps(LEAF) + "]}" * 480 + "]}"),
+    ("100 filters x 1,000 values", "/load", json.dumps({"measures": ["sales.lines"], "filters": [
+        {"member": "sales.customer_id", "operator": "equals", "values": list(range(1_000))} for _ in range(100)]})),
+    ("GraphQL: 10 aliases of an ungrouped load", "/graphql", json.dumps({
+        "query": "query($q: QueryInput!) { " + " ".join(f"a{i}: load(query: $q) {{ rows }}" for i in range(10)) + " }",
+        "variables": {"q": UNGROUPED}})),
+    ("ungrouped: 50,000 rows x 6 columns", "/load", json.dumps(UNGROUPED)),
+    ("every customer by every product", "/load", json.dumps({
+        "measures": ["sales.purchases", "sales.buyers", "sales.spend_per_customer"],
+        "dimensions": ["sales.customer_id", "sales.product_name"], "limit": 50_000})),
+]
+
+
+def worst_requests(url: str, key: str) -> list[dict]:
+    """Each adversarial request alone, with /health asked every 20 ms from another connection while it runs."""
+    import httpx
+
+    found = []
+    for label, path, body in ADVERSARIAL:
+        done, health = threading.Event(), []
+
+        def poll() -> None:  # at least once, even when the request is refused before the first answer
+            with httpx.Client(base_url=url, timeout=30) as client:
+                while True:
+                    started = time.perf_counter()
+                    client.get("/health")
+                    health.append((time.perf_counter() - started) * 1000)
+                    if done.wait(0.02):
+                        return
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        started = time.perf_counter()
+        answer = httpx.post(url + path, content=body, timeout=300,
+                            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        held = time.perf_counter() - started
+        done.set()
+        poller.join()
+        error = answer.text
+        if answer.headers.get("content-type", "").startswith("application/json"):
+            error = answer.json().get("error") or "; ".join(e["message"] for e in answer.json().get("errors") or [])
+        found.append({"label": label, "status": answer.status_code, "held_s": held, "bytes": len(answer.content),
+                      "health_ms": max(health), "error": str(error or "")[:90]})
+    return found
+
+
+def _worst_report(worst: list[dict]) -> str:
+    from product_affinity.delivery.limits import TARGET_HEALTH_MS, TARGET_HELD_S
+
+    lines = [f"{'worst requests (adversarial)':<42} {'status':>6} {'held s':>7} {'bytes':>11} {'/health max ms':>14}  verdict"]
+    for w in worst:
+        verdict = [f"held {'ok' if w['held_s'] <= TARGET_HELD_S else 'MISSED'}",
+                   f"/health {'ok' if w['health_ms'] <= TARGET_HEALTH_MS else 'MISSED'}"]
+        lines.append(f"{w['label']:<42} {w['status']:>6} {w['held_s']:7.2f} {w['bytes']:>11,} {w['health_ms']:14.1f}  "
+                     f"{', '.join(verdict)}  {w['error']}")
+    top = max(worst, key=lambda w: w["held_s"])
+    lines.append(f"worst: {top['label']} held the server {top['held_s']:.2f} s (target {TARGET_HELD_S:g} s); slowest /health "
+                 f"meanwhile {max(w['health_ms'] for w in worst):.1f} ms (target {TARGET_HEALTH_MS} ms)")
+    return "\n".join(lines)
+
+
 def benchmark_server(warehouse: Path, workers: int, keys: dict[str, str], shapes: list[Shape], args) -> dict:
     """Every shape against one server; per shape its timings and the server's CPU use, then its peak memory."""
     import httpx
@@ -319,6 +391,7 @@ def benchmark_server(warehouse: Path, workers: int, keys: dict[str, str], shapes
                                    timeout=300)
             timing = measured(http_sender(url, keys[shape.principal], shape), args.seconds, args.warmup, args.concurrency, pid)
             found[shape.label] = {**timing, "rows": shape.rows(answer.json()) if answer.status_code == 200 else None}
+        found["worst"] = worst_requests(url, keys["steward"])
         found["peak_gb"] = _peak_rss_gb(_tree(pid))
     return found
 
@@ -405,7 +478,7 @@ def main() -> None:
 
     store, audit = KeyStore(warehouse), AuditLog(warehouse)
     earlier = {issued.key_id for issued in store.issued()}
-    keys = {name: store.issue(name) for name in sorted({s.principal for s in cases})}
+    keys = {name: store.issue(name) for name in sorted({s.principal for s in cases} | {"steward"})}  # steward: worst requests
     try:
         for workers in args.workers:
             audited = len(audit.entries())
@@ -422,12 +495,17 @@ def main() -> None:
             written = len(audit.entries()) - audited
             print(f"same rows as the service in process: {', '.join(identical) or 'none'} of {len(cases)} shapes; "
                   f"audit log: {written:,} entries for {sent:,} measured requests (plus warm-up)")
+            print(_worst_report(found["worst"]), flush=True)
     finally:
         for issued in store.issued():
             if issued.key_id not in earlier:
                 store.revoke(issued.key_id)
+    from product_affinity.delivery.limits import TARGET_HEALTH_MS, TARGET_HELD_S
+
     print(f"\nTargets: p95 < {TARGET_P95_MS} ms one at a time, {TARGET_RPS} req/s at concurrency {args.concurrency} on "
-          f"{os.cpu_count()} cores. API / baseline: p50 one at a time, req/s (x fewer), CPU per request.")
+          f"{os.cpu_count()} cores. API / baseline: p50 one at a time, req/s (x fewer), CPU per request. "
+          f"Worst requests: none holds a worker more than {TARGET_HELD_S:g} s, valid or not; /health answers within "
+          f"{TARGET_HEALTH_MS} ms while each runs.")
 
 
 if __name__ == "__main__":

@@ -17,13 +17,15 @@ from starlette.concurrency import run_in_threadpool
 from strawberry.fastapi import GraphQLRouter
 from strawberry.scalars import JSON
 
+from product_affinity.delivery.bounds import GRAPHQL_LIMITS
+from product_affinity.delivery.limits import MAX_CURSOR_CHARS, MAX_LIMIT, MAX_OFFSET
 from product_affinity.delivery.offline import OfflineGraphQLRouter
 from product_affinity.delivery.service import DeliveryService, Result
 from product_affinity.governance import AccessDenied
 from product_affinity.governance.credentials import Caller
 from product_affinity.publication import NothingPublished
 from product_affinity.semantic.compiler import QueryError
-from product_affinity.semantic.query import MAX_LIMIT, MAX_OFFSET, Query
+from product_affinity.semantic.query import Query
 
 IDE_REQUEST = "GET without a query: the GraphiQL page"
 
@@ -136,8 +138,8 @@ class Queries:
 
     @strawberry.field(description="Run a semantic query.")
     async def load(self, info: strawberry.Info, query: QueryInput) -> LoadResult:
-        service, caller, parsed = info.context["service"], info.context["caller"], _query(query)
-        return _result(await _served(lambda: service.load(caller, parsed, "graphql load")))
+        service, caller = info.context["service"], info.context["caller"]
+        return _result(await _served(lambda: service.load(caller, _query(query), "graphql load")))  # validated off the loop
 
     @strawberry.field(description="Rows of an output port, a page at a time.")
     async def port(self, info: strawberry.Info, name: str, limit: int = 100, offset: int = 0,
@@ -145,6 +147,8 @@ class Queries:
         service, caller = info.context["service"], info.context["caller"]
         if not (1 <= limit <= MAX_LIMIT and 0 <= offset <= MAX_OFFSET):
             raise GraphQLError(f"limit must be 1..{MAX_LIMIT} and offset 0..{MAX_OFFSET}", extensions={"code": "BAD_USER_INPUT"})
+        if after is not None and len(after) > MAX_CURSOR_CHARS:
+            raise GraphQLError(f"after: longer than max_cursor_chars = {MAX_CURSOR_CHARS} allows", extensions={"code": "BAD_USER_INPUT"})
         return _result(await _served(lambda: service.read_port(caller, name, limit, offset, "graphql port", after)))
 
 
@@ -153,12 +157,13 @@ REFUSALS = {"FORBIDDEN", "BAD_USER_INPUT", "UNAVAILABLE"}
 
 class Schema(strawberry.Schema):
     def process_errors(self, errors, execution_context=None) -> None:
-        """Log only what went wrong on our side: a refusal is the client's answer, not a server error."""
-        unexpected = [e for e in errors if (e.extensions or {}).get("code") not in REFUSALS]
+        """Log only what went wrong on our side: a refusal is the client's answer, not a server error, and so is an
+        error without a path (the document did not parse or validate, or broke a limit, before any resolver ran)."""
+        unexpected = [e for e in errors if e.path and (e.extensions or {}).get("code") not in REFUSALS]
         super().process_errors(unexpected, execution_context)
 
 
-schema = Schema(query=Queries)
+schema = Schema(query=Queries, extensions=GRAPHQL_LIMITS)
 
 
 def graphql_router(service: DeliveryService) -> GraphQLRouter:

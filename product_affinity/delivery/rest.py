@@ -3,7 +3,8 @@
 Every data endpoint authenticates with an API key (`Authorization: Bearer <key>` or `X-API-Key`)
 and goes through DeliveryService, the one place access is decided: 401 without a valid key, 403
 when the principal's groups do not allow what was asked, 400 for a query the model cannot
-answer, 503 while nothing is published yet.
+answer or one that costs more than delivery.limits allows (413 for a body too big), 503 while
+nothing is published yet.
 """
 
 
@@ -17,13 +18,15 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ValidationError
 
+from product_affinity.delivery.bounds import RequestLimits
 from product_affinity.delivery.service import DeliveryService, Result, Unauthenticated
 from product_affinity.governance import AccessDenied
 from product_affinity.governance.credentials import Caller
 from product_affinity.publication import NothingPublished
 from product_affinity.resources import DEFAULT_WAREHOUSE
 from product_affinity.semantic.compiler import QueryError
-from product_affinity.semantic.query import MAX_LIMIT, MAX_OFFSET, Query
+from product_affinity.delivery.limits import MAX_CURSOR_CHARS, MAX_LIMIT, MAX_OFFSET, MAX_QUERY_PARAM_CHARS
+from product_affinity.semantic.query import Query
 
 WAREHOUSE_ENV = "PRODUCT_AFFINITY_WAREHOUSE"
 bearer = HTTPBearer(auto_error=False, description="An API key issued with `product-affinity keys issue <principal>`.")
@@ -51,7 +54,7 @@ class Error(BaseModel):
     error: str
 
 
-ERRORS = {400: {"model": Error}, 401: {"model": Error}, 403: {"model": Error}, 503: {"model": Error}}
+ERRORS = {400: {"model": Error}, 401: {"model": Error}, 403: {"model": Error}, 413: {"model": Error}, 503: {"model": Error}}
 
 
 def response(result: Result) -> LoadResponse:
@@ -71,6 +74,7 @@ def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
         "access policies, and the output ports read directly. Every request needs an API key.",
     )
     app.state.service = service
+    app.add_middleware(RequestLimits)  # a body too big or too deep is refused before anything parses it
 
     async def caller(request: Request,
                bearer_key: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
@@ -97,7 +101,7 @@ def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
         return JSONResponse({"error": str(error)}, status_code=503)
 
     @app.get("/health", summary="Is the API up, and which snapshot does it serve (no key needed)")
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:  # on the event loop: it never waits behind requests in the thread pool
         return {"status": "ok", "snapshot": service.published().name}
 
     @app.get("/meta", summary="The views you may query, their members, and the policies applied to you", responses=ERRORS)
@@ -112,7 +116,7 @@ def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
     @app.get("/load", summary="The same as POST /load, with the query as JSON in ?query=", responses=ERRORS,
              response_model=LoadResponse)
     def load_get(who: Authenticated, request: Request,
-                 query: Annotated[str, Param(description="The query as JSON", max_length=20_000)]) -> LoadResponse:
+                 query: Annotated[str, Param(description="The query as JSON", max_length=MAX_QUERY_PARAM_CHARS)]) -> LoadResponse:
         try:
             parsed = Query.model_validate_json(query)
         except ValidationError as error:
@@ -128,7 +132,7 @@ def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
     def read_port(port: str, who: Authenticated, request: Request,
                   limit: Annotated[int, Param(ge=1, le=MAX_LIMIT)] = 100,
                   offset: Annotated[int, Param(ge=0, le=MAX_OFFSET)] = 0,
-                  after: Annotated[str | None, Param(max_length=2_000, description="The `next` cursor of the page before")] = None,
+                  after: Annotated[str | None, Param(max_length=MAX_CURSOR_CHARS, description="The `next` cursor of the page before")] = None,
                   ) -> LoadResponse:
         return response(service.read_port(who, port, limit, offset, f"rest GET {request.url.path}", after))
 

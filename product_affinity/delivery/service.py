@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -21,6 +22,7 @@ from typing import Any
 import duckdb
 
 from product_affinity.contract import table
+from product_affinity.delivery.limits import MAX_RESULT_BYTES, MAX_VALUE_CHARS, statement_timeout_s
 from product_affinity.governance import Access, AccessDenied, access, readable_views
 from product_affinity.governance.audit import AuditLog
 from product_affinity.governance.credentials import Caller, KeyStore, masking_key
@@ -32,6 +34,11 @@ from product_affinity.semantic.query import Query
 
 class Unauthenticated(PermissionError):
     """No key, or a key nobody holds (HTTP 401)."""
+
+
+class TooCostly(QueryError):
+    """A query that ran past the statement timeout or whose rows outgrew the result bytes (HTTP 400, like any
+    query the API will not answer: the caller can narrow it)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,7 @@ class DeliveryService:
         self.audit = AuditLog(self.warehouse)
         self.snapshots = _Snapshots(self.warehouse)
         self._masking_key = masking_key(self.warehouse)
+        self.statement_timeout_s = statement_timeout_s()
 
     def authenticate(self, key: str | None, path: str) -> Caller:
         caller = self.keys.authenticate(key) if key else None
@@ -147,8 +155,9 @@ class DeliveryService:
             if after:
                 if len(key) < len(model().cubes[granted.view.root].primary_key):
                     raise QueryError(f"paging with after needs the whole key of {port}, which you may not read: use offset")
-                filters = [{"member": key[0], "operator": "gte", "values": [_cursor_values(after, len(key))[0]]},
-                           _rows_after(key, _cursor_values(after, len(key)))]
+                numeric = [granted.view.members[k.split(".", 1)[1]].member.type == "number" for k in key]
+                values = _cursor_values(after, numeric)
+                filters = [{"member": key[0], "operator": "gte", "values": [values[0]]}, _rows_after(key, values)]
             return Query.model_validate({"dimensions": [f"{granted.view.name}.{c}" for c in columns], "ungrouped": True,
                                          "order": [[k, "asc"] for k in key], "filters": filters, "limit": limit,
                                          "offset": offset})
@@ -167,9 +176,11 @@ class DeliveryService:
             snapshot, cursor, held = self.snapshots.cursor()
             try:
                 compiled = compile_query(query, granted, self._masking_key, rollups=held)
-                values = cursor.execute(compiled.sql, compiled.params).fetchall()
+                values = self._run(cursor, compiled.sql, compiled.params)
             finally:
                 cursor.close()
+            names = [c.name for c in compiled.columns]
+            rows = _bounded_rows(names, values)
         except (QueryError, AccessDenied) as refused:
             outcome = "denied" if isinstance(refused, AccessDenied) else "invalid"
             self.audit.record(**audit, view=view, outcome=outcome, detail=str(refused),
@@ -179,13 +190,24 @@ class DeliveryService:
             self.audit.record(**audit, view=view, outcome="error", detail=f"{type(error).__name__}: {error}",
                               policies=granted.describe() if granted else None, duration_ms=_ms(started))
             raise
-        names = [c.name for c in compiled.columns]
-        rows = [{name: _json_value(v) for name, v in zip(names, row)} for row in values]
         policies = granted.describe()
         self.audit.record(**audit, view=view, outcome="ok", rows=len(rows), policies=policies, snapshot=snapshot,
                           duration_ms=_ms(started), detail=f"answered from {compiled.rollup}" if compiled.rollup else None)
         return Result(query.model_dump(by_alias=True, exclude_defaults=True), compiled.columns, rows, policies, snapshot,
                       compiled.rollup)
+
+    def _run(self, cursor: duckdb.DuckDBPyConnection, sql: str, params: dict) -> list[tuple]:
+        """Run a statement, interrupted after the statement timeout (DuckDB has no statement_timeout setting: a timer
+        thread interrupts the cursor, which only this request uses)."""
+        timer = threading.Timer(self.statement_timeout_s, cursor.interrupt)
+        timer.start()
+        try:
+            return cursor.execute(sql, params).fetchall()
+        except duckdb.InterruptException:
+            raise TooCostly(f"the query ran longer than statement_timeout_s = {self.statement_timeout_s:g} s and was "
+                            "stopped: filter it more, or ask for fewer rows or dimensions") from None
+        finally:
+            timer.cancel()
 
     def ports(self) -> list[dict]:
         """The output ports a direct read serves, with their columns as the contract declares them."""
@@ -218,14 +240,44 @@ def _cursor(values: list) -> str:
     return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode().rstrip("=")
 
 
-def _cursor_values(cursor: str, size: int) -> list:
+def _bounded_rows(names: list[str], values: list[tuple]) -> list[dict[str, Any]]:
+    """The rows as JSON-ready dicts, refused once their estimated JSON size passes MAX_RESULT_BYTES (a name, a value
+    and their quotes per cell; numbers and dates counted at their usual width)."""
+    rows, size, keys = [], 0, sum(len(name) + 6 for name in names)
+    for row in values:
+        size += keys + sum(len(v) if isinstance(v, str) else 12 for v in row)
+        if size > MAX_RESULT_BYTES:
+            raise TooCostly(f"the rows pass max_result_bytes = {MAX_RESULT_BYTES:,} bytes after {len(rows):,} rows: "
+                            "ask for fewer rows (limit) or fewer dimensions")
+        rows.append({name: _json_value(v) for name, v in zip(names, row)})
+    return rows
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a value a cursor holds")
+
+
+def _cursor_values(cursor: str, numeric: list[bool]) -> list:
+    """The key values a cursor holds, one for each key column (`numeric` says which are numbers); QueryError naming
+    `after` for anything this API does not write (NaN, Infinity, numbers no column holds, a string for a number,
+    values longer than a filter value may be)."""
     try:
-        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)), parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError):
         raise QueryError("after: not a cursor this API returned") from None
-    if not isinstance(values, list) or len(values) != size or not all(isinstance(v, (str, int, float)) for v in values):
+    if not isinstance(values, list) or len(values) != len(numeric) or not all(map(_cursor_value, values, numeric)):
         raise QueryError("after: not a cursor this API returned")
     return values
+
+
+def _cursor_value(value: Any, numeric: bool) -> bool:
+    if isinstance(value, bool) or isinstance(value, str) == numeric:
+        return False
+    if isinstance(value, str):
+        return len(value) <= MAX_VALUE_CHARS
+    if isinstance(value, int):
+        return abs(value) < 2**63
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _rows_after(key: list[str], values: list) -> dict:

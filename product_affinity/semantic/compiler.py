@@ -17,6 +17,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -89,15 +90,20 @@ class _Params:
 def _time_value(value: Any, member: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(str(value))
+        return parsed if parsed.tzinfo is None else parsed.astimezone(UTC).replace(tzinfo=None)  # the warehouse keeps UTC
     except ValueError:
         raise QueryError(f"{member}: {value!r} is not an ISO date or timestamp") from None
-    return parsed if parsed.tzinfo is None else parsed.astimezone(UTC).replace(tzinfo=None)  # the warehouse keeps UTC
+    except OverflowError:  # a zone offset moving it past year 9999 or before year 1
+        raise QueryError(f"{member}: {value!r} is outside the years 1 to 9999 in UTC") from None
 
 
 def _end_of(value: Any, member: str) -> datetime:
     """The exclusive end of a range's last day ('2026-03-31' means up to the end of that day)."""
     end = _time_value(value, member)
-    return end + timedelta(days=1) if len(str(value)) <= 10 else end
+    try:
+        return end + timedelta(days=1) if len(str(value)) <= 10 else end
+    except OverflowError:
+        raise QueryError(f"{member}: a range cannot end on {value!r}, the last day there is (end it by 9999-12-30)") from None
 
 
 def _typed(value: Any, kind: str, member: str) -> Any:
@@ -105,9 +111,12 @@ def _typed(value: Any, kind: str, member: str) -> Any:
         if isinstance(value, bool):
             raise QueryError(f"{member}: {value!r} is not a number")
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             raise QueryError(f"{member}: {value!r} is not a number") from None
+        if not math.isfinite(number):  # 'NaN', 'inf', '1e999': float() reads them, no column holds them
+            raise QueryError(f"{member}: {value!r} is not a finite number")
+        return number
     if kind == "time":
         return _time_value(value, member)
     if kind == "boolean":

@@ -7,12 +7,14 @@ engine. Filter values are data: they are bound as parameters, never written into
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-MAX_LIMIT, MAX_OFFSET = 50_000, 100_000_000
-Value = Annotated[str, Field(max_length=1_000)] | Annotated[float, Field(allow_inf_nan=False)] | bool
+from product_affinity.delivery.limits import (MAX_FILTER_CONDITIONS, MAX_FILTER_DEPTH, MAX_FILTER_VALUES, MAX_LIMIT,
+                                              MAX_OFFSET, MAX_VALUE_CHARS)
+
+Value = Annotated[str, Field(max_length=MAX_VALUE_CHARS)] | Annotated[float, Field(allow_inf_nan=False)] | bool
 MemberName = Annotated[str, Field(min_length=3, max_length=200, examples=["sales.total_spend"])]
 Granularity = Literal["day", "week", "month", "quarter", "year"]
 Operator = Literal[
@@ -31,7 +33,7 @@ class Strict(BaseModel):
 class MemberFilter(Strict):
     member: MemberName
     operator: Operator
-    values: Annotated[list[Value], Field(max_length=1_000)] = []
+    values: Annotated[list[Value], Field(max_length=MAX_FILTER_VALUES)] = []
 
     @model_validator(mode="after")
     def _value_count(self) -> MemberFilter:
@@ -45,14 +47,23 @@ class MemberFilter(Strict):
 
 
 class OrFilter(Strict):
-    or_: Annotated[list[Filter], Field(alias="or", min_length=1, max_length=100)]
+    or_: Annotated[list[Filter], Field(alias="or", min_length=1, max_length=MAX_FILTER_CONDITIONS)]
 
 
 class AndFilter(Strict):
-    and_: Annotated[list[Filter], Field(alias="and", min_length=1, max_length=100)]
+    and_: Annotated[list[Filter], Field(alias="and", min_length=1, max_length=MAX_FILTER_CONDITIONS)]
 
 
-Filter = Union[MemberFilter, OrFilter, AndFilter]
+def _filter_kind(value: Any) -> str:
+    """Which kind of filter a value is, by its keys: one kind is validated, so an error names what is wrong with it
+    instead of every way it fails to be each of the three (and nested groups cost linear time, not more)."""
+    if isinstance(value, dict):
+        return "or" if "or" in value else "and" if "and" in value else "member"
+    return "or" if isinstance(value, OrFilter) else "and" if isinstance(value, AndFilter) else "member"
+
+
+Filter = Annotated[Union[Annotated[MemberFilter, Tag("member")], Annotated[OrFilter, Tag("or")],
+                         Annotated[AndFilter, Tag("and")]], Discriminator(_filter_kind)]
 
 
 class TimeDimension(Strict):
@@ -67,11 +78,26 @@ class Query(Strict):
     measures: Annotated[list[MemberName], Field(max_length=50)] = []
     dimensions: Annotated[list[MemberName], Field(max_length=50)] = []
     time_dimensions: Annotated[list[TimeDimension], Field(alias="timeDimensions", max_length=5)] = []
-    filters: Annotated[list[Filter], Field(max_length=100)] = []
+    filters: Annotated[list[Filter], Field(max_length=MAX_FILTER_CONDITIONS)] = []
     order: Annotated[list[tuple[MemberName, Literal["asc", "desc"]]], Field(max_length=50)] = []
     limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = 10_000
     offset: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0
     ungrouped: bool = Field(False, description="Rows as they are, without grouping (dimensions only).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any) -> Any:
+        """Refuse filters too deep or too many before they are validated one by one: what that costs grows with them."""
+        if isinstance(data, dict) and isinstance(data.get("filters"), list):
+            depth, conditions, values = filter_cost(data["filters"])
+            for name, found, limit, what in (
+                ("max_filter_depth", depth, MAX_FILTER_DEPTH, "and/or groups nested {} deep"),
+                ("max_filter_conditions", conditions, MAX_FILTER_CONDITIONS, "{} conditions"),
+                ("max_filter_values", values, MAX_FILTER_VALUES, "{} values in all"),
+            ):
+                if found > limit:
+                    raise ValueError(f"filters: {what.format(found)}, more than {name} = {limit} allows")
+        return data
 
     @model_validator(mode="after")
     def _asks_for_something(self) -> Query:
@@ -83,6 +109,25 @@ class Query(Strict):
         """Every member the query names, in the order it names them."""
         named = [*self.measures, *self.dimensions, *(t.dimension for t in self.time_dimensions)]
         return list(dict.fromkeys([*named, *(f.member for f in _flatten(self.filters)), *(m for m, _ in self.order)]))
+
+
+def filter_cost(filters: list) -> tuple[int, int, int]:
+    """How deep and/or groups nest in raw (unvalidated) filters, how many conditions and values they hold; walked
+    without recursion, and whatever is not shaped like a filter is left for validation to name."""
+    depth = conditions = values = 0
+    stack = [(f, 0) for f in filters]
+    while stack:
+        f, level = stack.pop()
+        if not isinstance(f, dict):
+            continue
+        group = f.get("or", f.get("and"))
+        if isinstance(group, list):
+            depth = max(depth, level + 1)
+            stack.extend((g, level + 1) for g in group)
+        else:
+            conditions += 1
+            values += len(f["values"]) if isinstance(f.get("values"), list) else 0
+    return depth, conditions, values
 
 
 def _flatten(filters: list[Filter]) -> list[MemberFilter]:
