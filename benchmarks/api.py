@@ -89,7 +89,7 @@ class Shape:
 
 def shapes(warehouse: Path) -> list[Shape]:
     from product_affinity.publication import open_published
-    from product_affinity.semantic import model
+    from product_affinity.semantic.loader import model
 
     from product_affinity.delivery.service import _cursor
 
@@ -190,7 +190,7 @@ def compiled_by_service():
 def baseline(warehouse: Path, shapes: list[Shape], seconds: float, warmup: float, concurrency: int) -> dict:
     """Per shape: the API's compiled SQL run directly on the snapshot with DuckDB, and the service's answer to compare."""
     from product_affinity.delivery.service import DeliveryService
-    from product_affinity.governance import principal
+    from product_affinity.governance.policies import principal
     from product_affinity.governance.credentials import Caller
     from product_affinity.publication import open_published
 

@@ -160,7 +160,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def keys(args: argparse.Namespace) -> int:
-    from product_affinity.governance import AccessDenied
+    from product_affinity.semantic.access import AccessDenied
     from product_affinity.governance.credentials import KeyStore
 
     store = KeyStore(args.warehouse)

@@ -20,7 +20,8 @@ from product_affinity.publication import snapshot
 from product_affinity.quality.assets import slo_results
 from product_affinity.quality.checks import asset_key, docs_dir, quality_checks
 from product_affinity.semantic.rollups import rollup_assets, rollup_checks
-from product_affinity.resources import DEFAULT_SOURCES, DEFAULT_WAREHOUSE, resources
+from product_affinity.defaults import DEFAULT_SOURCES, DEFAULT_WAREHOUSE
+from product_affinity.resources import resources
 from product_affinity.source_aligned.assets import quarantine, source_aligned_assets, source_files
 
 # Tables in the catalogue that no step of their own builds (Dagster cannot run them): shown, never selected.

@@ -29,7 +29,7 @@ from dagster_duckdb import DuckDBResource
 from product_affinity.business.assets import business_assets
 from product_affinity.consumer_aligned.assets import SOURCE_ALIGNED, consumer_aligned_assets
 from product_affinity.product import asset_tags, delivery_port
-from product_affinity.resources import DEFAULT_WAREHOUSE
+from product_affinity.defaults import DEFAULT_WAREHOUSE
 from product_affinity.semantic.rollups import rollup_assets
 from product_affinity.source_aligned.assets import OWNERS
 

@@ -13,7 +13,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
 from product_affinity.consumer_aligned.association_rules import Thresholds
-from product_affinity.defaults import DEFAULT_SOURCES, DEFAULT_WAREHOUSE, PROJECT_ROOT  # noqa: F401 (re-exported)
+from product_affinity.defaults import DEFAULT_SOURCES, DEFAULT_WAREHOUSE
 
 
 

@@ -9,7 +9,7 @@ from product_affinity.definitions import build_definitions, defs
 from product_affinity.page.assets import page_path
 from product_affinity.publication import open_published
 from product_affinity.quality.results import COLUMNS, SLO_RESULTS
-from product_affinity.semantic import model
+from product_affinity.semantic.loader import model
 from product_affinity.product import owners
 from product_affinity.warehouse import profile, replace_table
 

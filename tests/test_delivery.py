@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from product_affinity.delivery.rest import create_app
-from product_affinity.governance import access, policies, principal
+from product_affinity.governance.policies import access, policies, principal
 from product_affinity.governance.audit import AuditLog
 from product_affinity.governance.credentials import KeyStore
 from product_affinity.product import custom, descriptor

@@ -2,8 +2,8 @@
 
 import pytest
 
-from product_affinity.governance import PolicyError, policies
-from product_affinity.semantic import model
+from product_affinity.governance.policies import PolicyError, policies
+from product_affinity.semantic.loader import model
 
 
 @pytest.mark.parametrize("declared", ["hide: [customers.salary]", "hide: [nobody.income]", "unmask: [customers.wage]"])

@@ -21,11 +21,13 @@ from psycopg.conninfo import make_conninfo
 from product_affinity.cli import main
 from product_affinity.delivery import postgres
 from product_affinity.delivery.service import DeliveryService, _json_value
-from product_affinity.governance import AccessDenied, access, policies, principal, readable_views
+from product_affinity.semantic.access import AccessDenied
+from product_affinity.governance.policies import access, policies, principal, readable_views
 from product_affinity.governance.audit import AuditLog
 from product_affinity.governance.credentials import Caller, masking_key
 from product_affinity.publication import open_published, publish, published_snapshot
-from product_affinity.semantic import Dimension, Mask, model
+from product_affinity.semantic.model import Dimension, Mask
+from product_affinity.semantic.loader import model
 from product_affinity.semantic.compiler import condition, mask_sql
 from product_affinity.semantic.query import MAX_LIMIT, Query
 

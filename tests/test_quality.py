@@ -24,7 +24,7 @@ from product_affinity.consumer_aligned.assets import consumer_aligned_assets
 from product_affinity.contract import checked_tables, quality_rules, service_levels, table
 from product_affinity.definitions import build_definitions, defs
 from product_affinity.quality.checks import asset_key, quality_checks
-from product_affinity.semantic import model
+from product_affinity.semantic.loader import model
 from product_affinity.quality.report import declared_markdown
 from product_affinity.quality.suites import EXPECTATIONS_DIR, suite_json
 from product_affinity.resources import resources

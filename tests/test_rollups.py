@@ -8,9 +8,10 @@ import duckdb
 import pytest
 from dagster_duckdb import DuckDBResource
 
-from product_affinity.governance import access, principal
+from product_affinity.governance.policies import access, principal
 from product_affinity.publication import open_published
-from product_affinity.semantic import HERE, ModelError, model
+from product_affinity.semantic.loader import HERE, model
+from product_affinity.semantic.model import ModelError
 from product_affinity.semantic.compiler import compile_query
 from product_affinity.semantic.query import Query
 from product_affinity.semantic.rollups import rollup_checks

@@ -11,7 +11,8 @@ import pytest
 
 from product_affinity.contract import tables
 from product_affinity.reference import COUNTRY_SPELLINGS
-from product_affinity.sources.sample import CATEGORIES, DEFAULT_SIZE, generate_sample
+from product_affinity.defaults import DEFAULT_SIZE
+from product_affinity.sources.sample import CATEGORIES, generate_sample
 
 END = datetime(2025, 6, 30, 12, 0, 0)
 SMALL = dict(customers=300, products=150, orders=3_000)

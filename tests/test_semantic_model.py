@@ -9,10 +9,11 @@ from pydantic import ValidationError
 
 from product_affinity.contract import table
 from product_affinity.delivery.service import DeliveryService
-from product_affinity.governance import principal
+from product_affinity.governance.policies import principal
 from product_affinity.governance.credentials import Caller
 from product_affinity.publication import open_published
-from product_affinity.semantic import ModelError, model, semantic_type
+from product_affinity.semantic.model import ModelError, semantic_type
+from product_affinity.semantic.loader import model
 from product_affinity.semantic.compiler import QueryError
 from product_affinity.semantic.query import Query
 

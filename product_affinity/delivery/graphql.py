@@ -21,7 +21,7 @@ from product_affinity.delivery.bounds import GRAPHQL_LIMITS
 from product_affinity.delivery.limits import MAX_CURSOR_CHARS, MAX_LIMIT, MAX_OFFSET
 from product_affinity.delivery.offline import OfflineGraphQLRouter
 from product_affinity.delivery.service import DeliveryService, Result
-from product_affinity.governance import AccessDenied
+from product_affinity.semantic.access import AccessDenied
 from product_affinity.governance.credentials import Caller
 from product_affinity.publication import NothingPublished
 from product_affinity.semantic.compiler import QueryError

@@ -57,11 +57,13 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from product_affinity.defaults import POSTGRES_STATEMENT_TIMEOUT
 from product_affinity.contract import Column, Table, table
-from product_affinity.governance import AccessDenied, Group, Principal, RowFilter, policies
+from product_affinity.semantic.access import AccessDenied, Principal, RowFilter
+from product_affinity.governance.policies import Group, policies
 from product_affinity.governance.audit import AuditLog
 from product_affinity.governance.credentials import masking_key
 from product_affinity.publication import published_snapshot
-from product_affinity.semantic import Join, View, model
+from product_affinity.semantic.model import Join, View
+from product_affinity.semantic.loader import model
 from product_affinity.semantic.compiler import condition, mask_sql, view_rows
 
 DSN_VARIABLE = "PRODUCT_AFFINITY_POSTGRES_DSN"

@@ -20,10 +20,10 @@ from pydantic import BaseModel, ValidationError
 
 from product_affinity.delivery.bounds import RequestLimits
 from product_affinity.delivery.service import DeliveryService, Result, Unauthenticated
-from product_affinity.governance import AccessDenied
+from product_affinity.semantic.access import AccessDenied
 from product_affinity.governance.credentials import Caller
 from product_affinity.publication import NothingPublished
-from product_affinity.resources import DEFAULT_WAREHOUSE
+from product_affinity.defaults import DEFAULT_WAREHOUSE
 from product_affinity.semantic.compiler import QueryError
 from product_affinity.delivery.limits import MAX_CURSOR_CHARS, MAX_LIMIT, MAX_OFFSET, MAX_QUERY_PARAM_CHARS
 from product_affinity.semantic.query import Query

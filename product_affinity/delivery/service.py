@@ -23,11 +23,13 @@ import duckdb
 
 from product_affinity.contract import table
 from product_affinity.delivery.limits import MAX_RESULT_BYTES, MAX_VALUE_CHARS, statement_timeout_s
-from product_affinity.governance import Access, AccessDenied, access, readable_views
+from product_affinity.semantic.access import Access, AccessDenied
+from product_affinity.governance.policies import access, readable_views
 from product_affinity.governance.audit import AuditLog
 from product_affinity.governance.credentials import Caller, KeyStore, masking_key
 from product_affinity.publication import published_snapshot
-from product_affinity.semantic import Dimension, model
+from product_affinity.semantic.model import Dimension
+from product_affinity.semantic.loader import model
 from product_affinity.semantic.compiler import Column, QueryError, compile_query, view_of
 from product_affinity.semantic.query import Query
 

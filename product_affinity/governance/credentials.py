@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from product_affinity.governance import Principal, principal
+from product_affinity.semantic.access import Principal
+
+from product_affinity.governance.policies import principal
 
 KEY_PREFIX = "pa"
 

@@ -14,7 +14,7 @@ import duckdb
 import numpy as np
 
 from product_affinity.contract import service_level, tables
-from product_affinity.semantic import model
+from product_affinity.semantic.loader import model
 
 # Column names that give away personal data, whatever table they are in.
 PERSONAL_DATA = re.compile(r"(^|_)(first_name|last_name|full_name|email|phone|address|birth)")
@@ -46,8 +46,8 @@ def pii_masked_on_delivery(conn: duckdb.DuckDBPyConnection, warehouse: Path) -> 
     For every principal, view and personal-data member the policy engine masks for them, the API's
     own compiled query runs on the warehouse and must return none of the stored values in clear.
     """
-    from product_affinity.governance import policies, readable_views
-    from product_affinity.semantic import Dimension
+    from product_affinity.governance.policies import policies, readable_views
+    from product_affinity.semantic.model import Dimension
     from product_affinity.semantic.compiler import compile_query
     from product_affinity.semantic.query import Query
 

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from product_affinity.contract import Rule, Table, contract, quality_rules
-from product_affinity.resources import PROJECT_ROOT
+from product_affinity.defaults import PROJECT_ROOT
 
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
 

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from product_affinity.governance import Access, AccessDenied, Principal
-from product_affinity.semantic import FINER_OR_EQUAL, Cube, Dimension, Mask, Measure, Metric, Rollup, View, model, rollup_parts
+from product_affinity.semantic.access import Access, AccessDenied, Principal
+from product_affinity.semantic.model import Cube, Dimension, FINER_OR_EQUAL, Mask, Measure, Metric, Rollup, View, rollup_parts
+from product_affinity.semantic.loader import model
 from product_affinity.semantic.query import MemberFilter, OrFilter, Query, _flatten
 
 

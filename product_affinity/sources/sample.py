@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from product_affinity.contract import table
-from product_affinity.defaults import DEFAULT_SIZE  # noqa: F401 (the sample tests read it from here)
+
 from product_affinity.reference import COUNTRY_SPELLINGS
 
 

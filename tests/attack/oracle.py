@@ -11,8 +11,9 @@ the engine's lineage code (product_affinity.governance), so the attacker tests c
 
 import re
 
-from product_affinity.governance import readable_views
-from product_affinity.semantic import Dimension, model
+from product_affinity.governance.policies import readable_views
+from product_affinity.semantic.model import Dimension
+from product_affinity.semantic.loader import model
 
 COLUMN = re.compile(r"\{CUBE\}\.(\w+)")
 ORDER = {"clear": 2, "masked": 1, "hidden": 0}

@@ -5,7 +5,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from product_affinity.delivery.rest import create_app
-from product_affinity.governance import policies
+from product_affinity.governance.policies import policies
 from product_affinity.governance.credentials import KeyStore
 from product_affinity.publication import open_published
 

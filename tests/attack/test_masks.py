@@ -15,8 +15,8 @@ from collections import Counter
 
 import pytest
 
-from product_affinity.governance import access, policies
-from product_affinity.semantic import Dimension
+from product_affinity.governance.policies import access, policies
+from product_affinity.semantic.model import Dimension
 from tests.attack.service import api, sql  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ filter: a restricted one must be refused on both paths, a masked one must never 
 
 import pytest
 
-from product_affinity.governance import policies, readable_views
-from product_affinity.semantic import model
+from product_affinity.governance.policies import policies, readable_views
+from product_affinity.semantic.loader import model
 from tests.attack.oracle import column_visibility, expectation
 from tests.attack.service import api, sql  # noqa: F401  (fixtures)
 

@@ -12,7 +12,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from product_affinity.delivery import postgres
-from product_affinity.governance import policies
+from product_affinity.governance.policies import policies
 from tests.test_postgres_port import SLICES, server  # noqa: F401 (server: the fixture, skips without PostgreSQL, fails under CI=true)
 
 PREFIX = f"pa_gpg_{secrets.token_hex(3)}_"  # roles are cluster-wide and the server is shared: this session's own
