@@ -73,7 +73,7 @@ def our_rules(warehouse: Path, levels: tuple[str, ...]) -> list:
     import duckdb
 
     from product_affinity.consumer_aligned.association_rules import mine_all_levels
-    from product_affinity.resources import AffinitySettings
+    from product_affinity.defs.resources import AffinitySettings
 
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         rules = mine_all_levels(conn, {level: AffinitySettings().thresholds(level) for level in levels})
@@ -87,7 +87,7 @@ def mlxtend_rules(warehouse: Path, levels: tuple[str, ...]) -> list:
     from mlxtend.frequent_patterns import association_rules, fpgrowth
 
     from product_affinity.consumer_aligned.baskets import ITEM, lines
-    from product_affinity.resources import AffinitySettings
+    from product_affinity.defs.resources import AffinitySettings
 
     found = []
     with duckdb.connect(str(warehouse), read_only=True) as conn:

@@ -104,7 +104,7 @@ def run_job(defs, warehouse: Path, verbose: bool = False) -> int:
     snapshot = published_snapshot(warehouse)
     print(f"\nBuilt and audited every asset in {warehouse}, published {snapshot} in {time.perf_counter() - started:.1f}s\n")
     print_summary(snapshot)
-    from product_affinity.page.assets import page_path
+    from product_affinity.defs.page import page_path
 
     print(f"Data product page: {page_path(warehouse)}")
     return 0

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import dagster as dg
 
-from product_affinity.business.assets import business_assets
-from product_affinity.consumer_aligned.assets import consumer_aligned_assets
 from product_affinity.contract import checked_tables
-from product_affinity.page.assets import page_path, product_page
-from product_affinity.publication import snapshot
-from product_affinity.quality.assets import slo_results
-from product_affinity.quality.checks import asset_key, docs_dir, quality_checks
-from product_affinity.semantic.rollups import rollup_assets, rollup_checks
 from product_affinity.defaults import DEFAULT_SOURCES, DEFAULT_WAREHOUSE
-from product_affinity.resources import resources
-from product_affinity.source_aligned.assets import quarantine, source_aligned_assets, source_files
+from product_affinity.defs.business import business_assets
+from product_affinity.defs.consumer_aligned import consumer_aligned_assets
+from product_affinity.defs.page import page_path, product_page
+from product_affinity.defs.quality import slo_results
+from product_affinity.defs.quality_checks import asset_key, docs_dir, quality_checks
+from product_affinity.defs.resources import resources
+from product_affinity.defs.rollups import rollup_assets, rollup_checks
+from product_affinity.defs.source_aligned import quarantine, source_aligned_assets, source_files
+from product_affinity.publication import snapshot
 
 # Tables in the catalogue that no step of their own builds (Dagster cannot run them): shown, never selected.
 WRITTEN_ALONGSIDE = [quarantine, slo_results]

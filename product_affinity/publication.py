@@ -26,12 +26,12 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from product_affinity.business.assets import business_assets
-from product_affinity.consumer_aligned.assets import SOURCE_ALIGNED, consumer_aligned_assets
+from product_affinity.defs.business import business_assets
+from product_affinity.defs.consumer_aligned import SOURCE_ALIGNED, consumer_aligned_assets
 from product_affinity.product import asset_tags, delivery_port
 from product_affinity.defaults import DEFAULT_WAREHOUSE
-from product_affinity.semantic.rollups import rollup_assets
-from product_affinity.source_aligned.assets import OWNERS
+from product_affinity.defs.rollups import rollup_assets
+from product_affinity.defs.source_aligned import OWNERS
 
 POINTER = "CURRENT"
 KEEP_SNAPSHOTS = 3  # the published one and the two before it; a reader is never two publications behind

@@ -29,7 +29,7 @@ from product_affinity.cli import main
 from product_affinity.contract import table
 from product_affinity.definitions import build_definitions
 from product_affinity.publication import failure_report, published_snapshot
-from product_affinity.source_aligned.assets import source_aligned_assets
+from product_affinity.defs.source_aligned import source_aligned_assets
 from product_affinity.sources.sample import generate_sample
 
 SIZE = dict(customers=300, products=150, orders=3_000)

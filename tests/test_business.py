@@ -9,7 +9,7 @@ import pytest
 from product_affinity.business import backtest, kpi_tree
 from product_affinity.consumer_aligned.baskets import LEVELS
 from product_affinity.publication import open_published
-from product_affinity.resources import AffinitySettings
+from product_affinity.defs.resources import AffinitySettings
 
 PRODUCTS = [(1, "Rioja Reserva", "Wines"), (2, "Ribeye Steak", "Meats"), (3, "Chocolate Cake", "Sweets")]
 

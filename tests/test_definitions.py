@@ -6,7 +6,7 @@ import dagster as dg
 
 from product_affinity.contract import checked_tables, table, tables
 from product_affinity.definitions import build_definitions, defs
-from product_affinity.page.assets import page_path
+from product_affinity.defs.page import page_path
 from product_affinity.publication import open_published
 from product_affinity.quality.results import COLUMNS, SLO_RESULTS
 from product_affinity.semantic.loader import model

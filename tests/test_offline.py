@@ -110,7 +110,7 @@ def data_docs(tmp_path_factory):
     import dagster as dg
 
     from product_affinity.definitions import build_definitions
-    from product_affinity.source_aligned.assets import source_aligned_assets
+    from product_affinity.defs.source_aligned import source_aligned_assets
     from product_affinity.sources.sample import generate_sample
 
     root = tmp_path_factory.mktemp("data_docs")

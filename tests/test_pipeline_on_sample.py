@@ -11,7 +11,7 @@ from product_affinity.cli import main
 from product_affinity.consumer_aligned.baskets import ITEM, LEVELS, lines
 from product_affinity.contract import table
 from product_affinity.publication import open_published
-from product_affinity.resources import AffinitySettings
+from product_affinity.defs.resources import AffinitySettings
 
 @pytest.fixture(scope="module")
 def sample(sample_run):

@@ -20,15 +20,15 @@ import polars as pl
 import pytest
 
 from product_affinity.cli import main
-from product_affinity.consumer_aligned.assets import consumer_aligned_assets
+from product_affinity.defs.consumer_aligned import consumer_aligned_assets
 from product_affinity.contract import checked_tables, quality_rules, service_levels, table
 from product_affinity.definitions import build_definitions, defs
-from product_affinity.quality.checks import asset_key, quality_checks
+from product_affinity.defs.quality_checks import asset_key, quality_checks
 from product_affinity.semantic.loader import model
 from product_affinity.quality.report import declared_markdown
 from product_affinity.quality.suites import EXPECTATIONS_DIR, suite_json
-from product_affinity.resources import resources
-from product_affinity.source_aligned.assets import source_aligned_assets
+from product_affinity.defs.resources import resources
+from product_affinity.defs.source_aligned import source_aligned_assets
 from product_affinity.sources.sample import generate_sample
 
 README = Path(__file__).resolve().parent.parent / "docs" / "quality-gates-and-slos.md"  # the SLO table moved to the manual

@@ -14,7 +14,7 @@ from product_affinity.semantic.loader import HERE, model
 from product_affinity.semantic.model import ModelError
 from product_affinity.semantic.compiler import compile_query
 from product_affinity.semantic.query import Query
-from product_affinity.semantic.rollups import rollup_checks
+from product_affinity.defs.rollups import rollup_checks
 
 MONTHS = {"dimension": "sales.purchased_at", "granularity": "month", "dateRange": ["2025-01-01", "2026-06-30"]}
 COVERED = [

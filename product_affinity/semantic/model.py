@@ -169,7 +169,7 @@ class Metric:
 class Rollup:
     """A pre-aggregation of a view: some of its measures, summed by some of its dimensions (and a time grain).
 
-    The pipeline builds it (product_affinity.semantic.rollups) and publishes it with the snapshot; the
+    The pipeline builds it (product_affinity.defs.rollups) and publishes it with the snapshot; the
     compiler answers from it every query it covers, reading thousands of rows instead of millions.
     Only measures that add up across groups qualify (counts, sums, minimums, maximums, averages kept
     as sum and count, ratios of those), and only dimensions no measure fans out to.

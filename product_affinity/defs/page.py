@@ -8,7 +8,7 @@ from dagster_duckdb import DuckDBResource
 from product_affinity.page.render import write_page
 from product_affinity.product import asset_tags, delivery_port, owners
 from product_affinity.publication import SNAPSHOT_KEY, published_snapshot
-from product_affinity.quality.checks import docs_dir
+from product_affinity.defs.quality_checks import docs_dir
 
 PAGE = delivery_port("product-page")
 

@@ -11,9 +11,9 @@ from product_affinity.consumer_aligned import association_rules as rules
 from product_affinity.consumer_aligned.baskets import LEVELS, load_basket_items
 from product_affinity.contract import table
 from product_affinity.product import asset_tags, kinds, port
-from product_affinity.quality.checks import freshness_policy
-from product_affinity.resources import AffinitySettings
-from product_affinity.source_aligned.assets import OWNERS
+from product_affinity.defs.quality_checks import freshness_policy
+from product_affinity.defs.resources import AffinitySettings
+from product_affinity.defs.source_aligned import OWNERS
 from product_affinity.warehouse import column_schema, materialization_metadata, replace_table
 
 SOURCE_ALIGNED = {name: dg.AssetKey(["source_aligned", name]) for name in ("customer", "product", "purchase")}

@@ -5,11 +5,11 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from product_affinity.business import backtest, kpi_tree
-from product_affinity.consumer_aligned.assets import SOURCE_ALIGNED, output_port, publish_port
+from product_affinity.defs.consumer_aligned import SOURCE_ALIGNED, output_port, publish_port
 from product_affinity.consumer_aligned.baskets import LEVELS
 from product_affinity.contract import table
 from product_affinity.product import alignment
-from product_affinity.resources import AffinitySettings
+from product_affinity.defs.resources import AffinitySettings
 
 BACKTEST_KEY = dg.AssetKey(["consumer_aligned", "recommendation_backtest"])
 
