@@ -20,6 +20,7 @@ import pytest
 
 from product_affinity.business import clv_backtest
 from product_affinity.consumer_aligned import clv
+from product_affinity.publication import open_published
 
 CDNOW = Path(__file__).resolve().parent / "data" / "cdnow"
 CALIBRATION_END = date(1997, 9, 30)
@@ -132,3 +133,37 @@ def test_too_little_history_is_reported_not_fitted():
                                    "m": [10.0, None], "average_purchase_value": [10.0, 5.0]}))
     assert fitted.purchases is None and fitted.values is None
     assert "BG/NBD needs at least 4 customers" in fitted.problems[0] and "Gamma-Gamma needs" in fitted.problems[1]
+
+
+# ---- on the generated sample, through the pipeline ---------------------------------------------
+
+def test_on_the_sample_bg_nbd_recovers_the_generators_purchase_process(sample_run):
+    """The generator's buyers follow BG/NBD (ground_truth.json: purchase_process), on a clock that runs with the
+    calendar's order volume (seasons and 30% growth, so within about +-25% of real weeks); the fit on the accepted
+    purchases, in real weeks, must find the rate's shape, the mean weekly rate and the mean dropout within 30%."""
+    warehouse, truth, _ = sample_run
+    with open_published(warehouse) as conn:
+        last_day = conn.execute("SELECT CAST(max(purchased_at) AS DATE) FROM source_aligned.purchase").fetchone()[0]
+        summary = clv.summarise(conn, "source_aligned.purchase", last_day)
+    fitted = clv.BgNbd.fit(summary["x"], summary["t_x"], summary["T"])
+    planted = truth["purchase_process"]
+    assert fitted.r == pytest.approx(planted["r"], rel=0.3)
+    assert fitted.r / fitted.alpha == pytest.approx(planted["r"] / planted["alpha"], rel=0.3)
+    assert fitted.a / (fitted.a + fitted.b) == pytest.approx(planted["a"] / (planted["a"] + planted["b"]), rel=0.3)
+
+
+def test_on_the_sample_the_clv_backtest_beats_the_naive_baseline(sample_run):
+    warehouse, _, _ = sample_run
+    with open_published(warehouse) as conn:
+        rows = conn.execute("SELECT * FROM consumer_aligned.clv_backtest").df().set_index(["predictor", "measure"])
+        metrics = conn.execute("""SELECT count(*) FILTER (WHERE orders > 0 AND probability_alive IS NULL),
+                                         count(*) FILTER (WHERE predicted_customer_lifetime_value > expected_spend),
+                                         count(*) FILTER (WHERE orders > 0) FROM consumer_aligned.customer_metrics""").fetchone()
+    assert set(rows.index) == {(p, m) for p in clv_backtest.PREDICTORS for m in clv_backtest.MEASURES}
+    assert (rows["customers"] > 1000).all()
+    model, naive = rows.loc["bg_nbd_gamma_gamma"], rows.loc["naive_calibration_rate"]
+    for measure in clv_backtest.MEASURES:
+        assert abs(model.loc[measure, "total_error_percent"]) < abs(naive.loc[measure, "total_error_percent"]), measure
+        assert model.loc[measure, "mean_absolute_error"] < naive.loc[measure, "mean_absolute_error"], measure
+    missing, over, buyers = metrics
+    assert buyers > 1000 and missing == 0 and over == 0  # every buyer predicted; discounting never adds value
