@@ -145,11 +145,6 @@ class BgNbd:
             raise ClvFitError(f"BG/NBD expected purchases are not finite for {self} at t = {t}")
         return np.maximum(expected, 0.0)
 
-    def expected_purchases_new_customer(self, t: float) -> float:
-        """E[X(t)] for a customer just acquired (FHL 2005, eq. 9): (a+b-1)/(a-1) [1 - (alpha/(alpha+t))^r 2F1(r, b; a+b-1; t/(alpha+t))]."""
-        r, alpha, a, b = self.r, self.alpha, self.a, self.b
-        return float((a + b - 1) / (a - 1) * (1 - (alpha / (alpha + t)) ** r * hyp2f1(r, b, a + b - 1, t / (alpha + t))))
-
 
 @dataclass(frozen=True)
 class GammaGamma:
