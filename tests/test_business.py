@@ -105,12 +105,14 @@ def test_backtest_scores_both_recommenders_on_what_customers_bought_after_the_cu
     settings = AffinitySettings()
     sql = backtest.backtest_sql(conn, {level: settings.thresholds(level) for level in LEVELS}, 2, holdout_days=10)
     got = {(r[0], r[1], r[2]): r[3:] for r in conn.execute(
-        f"SELECT level, recommender, k, customers_evaluated, customers_recommended, hits, hit_rate, precision_at_k FROM ({sql})").fetchall()}
+        f"""SELECT level, recommender, k, customers_evaluated, customers_recommended, hits, hit_rate, precision_at_k,
+                   customers_before_cutoff, hit_rate_all_customers FROM ({sql})""").fetchall()}
+    # 30 customers bought before the cut-off (10 Wines + Meats, 15 Sweets, customers 1-5); only 1-5 bought after it.
     for level in LEVELS:
-        assert got[(level, "cross_sell_score", 1)] == (5, 5, 5, 1.0, 1.0)  # Meats, from the rule
-        assert got[(level, "most_popular", 1)] == (5, 5, 0, 0.0, 0.0)  # Sweets, the most popular they lack
-        assert got[(level, "cross_sell_score", 2)] == (5, 5, 5, 1.0, 0.5)  # one rule: the second place stays empty
-        assert got[(level, "most_popular", 2)] == (5, 5, 5, 1.0, 0.5)
+        assert got[(level, "cross_sell_score", 1)] == (5, 5, 5, 1.0, 1.0, 30, 5 / 30)  # Meats, from the rule
+        assert got[(level, "most_popular", 1)] == (5, 5, 0, 0.0, 0.0, 30, 0.0)  # Sweets, the most popular they lack
+        assert got[(level, "cross_sell_score", 2)] == (5, 5, 5, 1.0, 0.5, 30, 5 / 30)  # one rule: the second place stays empty
+        assert got[(level, "most_popular", 2)] == (5, 5, 5, 1.0, 0.5, 30, 5 / 30)
     assert conn.execute(f"SELECT DISTINCT cutoff_at, evaluated_until FROM ({sql})").fetchall() == [
         (backtest_cutoff := conn.execute("SELECT max(purchased_at) - INTERVAL 10 DAY FROM source_aligned.purchase").fetchall()[0][0],
          conn.execute("SELECT max(purchased_at) FROM source_aligned.purchase").fetchall()[0][0])]

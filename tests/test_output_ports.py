@@ -10,8 +10,10 @@ import dagster as dg
 import duckdb
 import pytest
 
+from product_affinity.consumer_aligned import clv
 from product_affinity.contract import table
 from product_affinity.definitions import build_definitions
+from product_affinity.defs.resources import AffinitySettings
 from tests.conftest import PRODUCTS, customer, write_sources
 
 PURCHASES = [
@@ -58,27 +60,43 @@ def test_output_port_has_the_contract_columns_and_types(warehouse, name):
 
 def test_customer_metrics(warehouse):
     window_months = 365 / 30.4375
-    multiple = 0.5 / (1 + 0.10 - 0.5)  # retention: of customers 2 and 5 active a year earlier, 2 came back
     got = {
         r[0]: r[1:]
         for r in rows(
             warehouse,
             """SELECT customer_id, orders, purchase_frequency, purchase_frequency_per_month, total_spend::DOUBLE,
                       average_order_value::DOUBLE, recency_days, first_purchase_at, last_purchase_at, categories_bought,
-                      customer_lifetime_value::DOUBLE, predicted_customer_lifetime_value, cross_sell_opportunity_score
+                      customer_lifetime_value::DOUBLE, cross_sell_opportunity_score
                FROM consumer_aligned.customer_metrics""",
         )
     }
     expected = {
-        1: (2, 2, 2 / window_months, 49.0, 24.5, 30, datetime(2025, 1, 10, 9), datetime(2025, 12, 1), 2, 49.0, 49 * multiple, 0.0),
-        2: (2, 1, 1 / window_months, 40.0, 20.0, 0, datetime(2024, 6, 1, 10), datetime(2025, 12, 31, 12), 2, 40.0, 20 * multiple, 2 / 3),
-        3: (0, 0, 0.0, 0.0, None, None, None, None, 0, 0.0, 0.0, 0.0),
-        4: (1, 1, 1 / window_months, 30.0, 30.0, 46, datetime(2025, 11, 15, 8), datetime(2025, 11, 15, 8), 2, 30.0, 30 * multiple, 0.0),
-        5: (1, 0, 0.0, 5.0, 5.0, 670, datetime(2024, 3, 1, 10), datetime(2024, 3, 1, 10), 1, 5.0, 0.0, 0.0),
+        1: (2, 2, 2 / window_months, 49.0, 24.5, 30, datetime(2025, 1, 10, 9), datetime(2025, 12, 1), 2, 49.0, 0.0),
+        2: (2, 1, 1 / window_months, 40.0, 20.0, 0, datetime(2024, 6, 1, 10), datetime(2025, 12, 31, 12), 2, 40.0, 2 / 3),
+        3: (0, 0, 0.0, 0.0, None, None, None, None, 0, 0.0, 0.0),
+        4: (1, 1, 1 / window_months, 30.0, 30.0, 46, datetime(2025, 11, 15, 8), datetime(2025, 11, 15, 8), 2, 30.0, 0.0),
+        5: (1, 0, 0.0, 5.0, 5.0, 670, datetime(2024, 3, 1, 10), datetime(2024, 3, 1, 10), 1, 5.0, 0.0),
     }
     assert got.keys() == expected.keys()
     for customer_id, values in expected.items():
         assert list(got[customer_id]) == [pytest.approx(v, rel=1e-12) if isinstance(v, float) else v for v in values]
+
+
+def test_customer_metrics_predictions_use_the_customers_purchase_days_by_hand(warehouse):
+    """BG/NBD is fitted on each buyer's (x, t_x, T) in weeks up to the latest purchase day (2025-12-31), counted here
+    by hand; Gamma-Gamma needs three repeat buyers and this history has two, so spend and value stay empty."""
+    x, t_x, T = [1, 1, 0, 0], [325 / 7, 578 / 7, 0, 0], [355 / 7, 578 / 7, 46 / 7, 670 / 7]  # customers 1, 2, 4, 5
+    model = clv.BgNbd.fit(x, t_x, T)
+    horizon = AffinitySettings().clv_horizon_months * clv.WEEKS_PER_MONTH
+    got = rows(warehouse, """SELECT probability_alive, expected_orders, expected_spend, predicted_customer_lifetime_value
+                             FROM consumer_aligned.customer_metrics ORDER BY customer_id""")
+    alive, expected = model.probability_alive(x, t_x, T), model.expected_purchases(horizon, x, t_x, T)
+    buyers = [got[0], got[1], got[3], got[4]]
+    assert [r[0] for r in buyers] == pytest.approx(list(alive), rel=1e-6)
+    assert [r[1] for r in buyers] == pytest.approx(list(expected), rel=1e-6)
+    assert alive[2] == alive[3] == 1.0 and alive[0] < 1  # no repeat purchase: BG/NBD cannot have seen them drop out
+    assert all(r[2] is None and r[3] is None for r in got)
+    assert got[2] == (None, None, None, None)  # customer 3 never ordered
 
 
 def test_product_affinity_matrix(warehouse):

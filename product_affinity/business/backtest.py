@@ -12,6 +12,9 @@ Both are judged on what customers bought after the cut-off that they had never b
   among the new items they bought
 - precision at k: recommended items bought / (k x customers evaluated), so a customer the score
   has fewer than k recommendations for (or none) counts the empty places as misses
+- hit rate over all customers: hits / every customer who bought before the cut-off, whether or not they
+  bought anything (new) after it: what a campaign sent to the whole active base would convert, where
+  the hit rate above is conditional on the customer buying something new
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ def _evaluation_sql(per_customer: int, cutoff: str) -> str:
           ON r.level = g.level AND r.customer_id = g.customer_id AND r.recommender = g.recommender AND r.rank <= g.k
         LEFT JOIN {NEW} AS n ON n.level = r.level AND n.customer_id = r.customer_id AND n.item = r.recommended_item
         GROUP BY ALL
-    )
+    ), active AS (SELECT level, count(DISTINCT customer_id) AS customers FROM {OWNED} GROUP BY level)
     SELECT level, recommender, k,
            TIMESTAMP '{cutoff}' AS cutoff_at, (SELECT max(purchased_at) FROM {HOLDOUT}) AS evaluated_until,
            count(*) AS customers_evaluated,
@@ -80,8 +83,10 @@ def _evaluation_sql(per_customer: int, cutoff: str) -> str:
            count(*) FILTER (WHERE bought > 0) AS hits,
            sum(bought) AS recommendations_bought,
            count(*) FILTER (WHERE bought > 0) / count(*) AS hit_rate,
-           sum(bought) / (k * count(*)) AS precision_at_k
-    FROM per_customer GROUP BY level, recommender, k"""
+           sum(bought) / (k * count(*)) AS precision_at_k,
+           any_value(a.customers) AS customers_before_cutoff,
+           count(*) FILTER (WHERE bought > 0) / any_value(a.customers) AS hit_rate_all_customers
+    FROM per_customer JOIN active AS a USING (level) GROUP BY level, recommender, k"""
 
 
 def backtest_sql(

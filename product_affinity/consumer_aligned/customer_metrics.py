@@ -1,25 +1,22 @@
-"""One row per customer: purchase behaviour, value and cross-sell opportunity (definitions in metrics.py)."""
+"""One row per customer: purchase behaviour, value and cross-sell opportunity (definitions in metrics.py).
+
+The predicted value comes from the BG/NBD and Gamma-Gamma models (clv.py), fitted in Python on every buyer's
+summary and joined in as the registered frame PREDICTIONS."""
 
 from __future__ import annotations
 
 from product_affinity.consumer_aligned import metrics
 
+PREDICTIONS = "_clv_predictions"
 
-def customer_metrics_sql(window_days: int, discount_rate: float) -> str:
+
+def customer_metrics_sql(window_days: int) -> str:
     return f"""
     WITH as_of AS (
         SELECT max(purchased_at) AS as_of FROM source_aligned.purchase
     ), orders AS (
         SELECT customer_id, order_id, min(purchased_at) AS purchased_at, sum(quantity * unit_price) AS amount
         FROM source_aligned.purchase GROUP BY customer_id, order_id
-    ), activity AS (
-        SELECT customer_id,
-               bool_or({metrics.in_window(window_days)}) AS ordered_recently,
-               bool_or({metrics.in_window(window_days, windows_back=1)}) AS ordered_before,
-               sum(amount) FILTER (WHERE {metrics.in_window(window_days)}) AS window_spend
-        FROM orders, as_of GROUP BY customer_id
-    ), retention AS (
-        SELECT {metrics.retention_rate()} AS retention_rate FROM activity
     ), by_customer AS (
         SELECT customer_id,
                count(*) AS orders,
@@ -38,10 +35,6 @@ def customer_metrics_sql(window_days: int, discount_rate: float) -> str:
     ), opportunity AS (
         SELECT customer_id, {metrics.cross_sell_opportunity_score()} AS cross_sell_opportunity_score
         FROM consumer_aligned.cross_sell_recommendations WHERE level = 'category' GROUP BY customer_id
-    ), value AS (
-        SELECT customer_id, {metrics.predicted_customer_lifetime_value(window_days, discount_rate)}
-               AS predicted_customer_lifetime_value
-        FROM activity, retention
     )
     SELECT c.customer_id,
            coalesce(b.orders, 0) AS orders,
@@ -51,11 +44,14 @@ def customer_metrics_sql(window_days: int, discount_rate: float) -> str:
            b.average_order_value, b.recency_days, b.first_purchase_at, b.last_purchase_at,
            coalesce(k.categories_bought, 0) AS categories_bought,
            coalesce(b.customer_lifetime_value, 0) AS customer_lifetime_value,
-           coalesce(v.predicted_customer_lifetime_value, 0) AS predicted_customer_lifetime_value,
+           {metrics.probability_alive()} AS probability_alive,
+           {metrics.expected_orders()} AS expected_orders,
+           {metrics.expected_spend()} AS expected_spend,
+           {metrics.predicted_customer_lifetime_value()} AS predicted_customer_lifetime_value,
            coalesce(o.cross_sell_opportunity_score, 0) AS cross_sell_opportunity_score
     FROM source_aligned.customer AS c
     LEFT JOIN by_customer AS b USING (customer_id)
     LEFT JOIN categories AS k USING (customer_id)
     LEFT JOIN opportunity AS o USING (customer_id)
-    LEFT JOIN value AS v USING (customer_id)
+    LEFT JOIN {PREDICTIONS} AS p USING (customer_id)
     """

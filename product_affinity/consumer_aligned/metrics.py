@@ -76,18 +76,36 @@ def customer_lifetime_value() -> str:
 
 
 @metric
-def retention_rate() -> str:
-    """Grain: whole product (one value). Window: the trailing window and the one before it.
-    Formula: customers who ordered in both windows / customers who ordered in the earlier window."""
-    return "count(*) FILTER (WHERE ordered_recently AND ordered_before) / nullif(count(*) FILTER (WHERE ordered_before), 0)"
+def probability_alive() -> str:
+    """Grain: customer. Window: all history, as of the latest purchase. Formula: BG/NBD (Fader, Hardie and Lee 2005)
+    P(alive) = 1 / (1 + [x > 0] a/(b+x-1) ((alpha+T)/(alpha+t_x))^(r+x)), from the customer's repeat purchase days x,
+    weeks t_x from first to last and T from first to the latest purchase day; r, alpha, a, b fitted on all buyers
+    (consumer_aligned/clv.py). Empty for customers with no order."""
+    return "p.probability_alive"
 
 
 @metric
-def predicted_customer_lifetime_value(window_days: int, discount_rate: float) -> str:
-    """Grain: customer. Window: trailing window. Formula: Gupta & Lehmann's retention model,
-    m x r / (1 + d - r): m = the customer's spend in the trailing window (a year by default),
-    r = retention_rate, d = yearly discount rate (10% by default); 0 while r is unknown."""
-    return f"coalesce(window_spend * retention_rate / (1 + {discount_rate} - retention_rate), 0)"
+def expected_orders() -> str:
+    """Grain: customer. Window: the next clv_horizon_months (12 by default) after the latest purchase. Formula: BG/NBD
+    expected purchase days in (T, T + horizon] given x, t_x, T (FHL 2005, eq. 10); orders on one day count once.
+    Empty for customers with no order."""
+    return "p.expected_orders"
+
+
+@metric
+def expected_spend() -> str:
+    """Grain: customer. Window: as expected_orders. Formula: expected_orders x Gamma-Gamma expected value of a
+    purchase, (gamma + m x) p / (p x + q - 1) with m the average value of the customer's repeat purchase days, the
+    population mean gamma p / (q - 1) for one-time buyers (Fader, Hardie and Lee 2005, "RFM and CLV"). Undiscounted."""
+    return "p.expected_spend"
+
+
+@metric
+def predicted_customer_lifetime_value() -> str:
+    """Grain: customer. Window: as expected_orders. Formula: discounted CLV, the sum over the horizon's months of the
+    BG/NBD purchases expected in that month x the Gamma-Gamma expected value of a purchase / (1 + d)^(months / 12),
+    d = discount_rate (10% a year by default). Empty for customers with no order."""
+    return "p.predicted_customer_lifetime_value"
 
 
 @metric

@@ -4,7 +4,8 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from product_affinity.business import backtest, kpi_tree
+from product_affinity.business import backtest, clv_backtest, kpi_tree
+from product_affinity.consumer_aligned import clv
 from product_affinity.defs.consumer_aligned import SOURCE_ALIGNED, output_port, publish_port
 from product_affinity.consumer_aligned.baskets import LEVELS
 from product_affinity.contract import table
@@ -30,6 +31,21 @@ def recommendation_backtest(context: dg.AssetExecutionContext, warehouse: DuckDB
     return dg.MaterializeResult(metadata={**result.metadata, "at_k": dg.MetadataValue.md(table)})
 
 
+@dg.asset(**output_port("clv_backtest", [SOURCE_ALIGNED["purchase"]], clv_backtest))
+def clv_backtest_asset(context: dg.AssetExecutionContext, warehouse: DuckDBResource, settings: AffinitySettings):
+    with warehouse.get_connection() as conn:
+        rows, fitted = clv_backtest.backtest(conn, "source_aligned.purchase", settings.clv_holdout_days)
+        for problem in fitted.problems:
+            context.log.warning(f"clv_backtest: no model prediction: {problem}")
+        conn.register("_clv_backtest_rows", rows)
+        result = publish_port(conn, "clv_backtest", "SELECT * FROM _clv_backtest_rows", **clv.fit_metadata(fitted))
+    lines = [f"| {r.predictor} | {r.measure} | {r.actual:.1f} | {r.predicted:.1f} | {r.total_error_percent:+.1f} | {r.mean_absolute_error:.2f} |"
+             for r in rows.itertuples() if pd.notna(r.predicted) and pd.notna(r.total_error_percent)]
+    context.log.info("clv_backtest: " + "; ".join(line.strip("| ").replace(" | ", " ") for line in lines))
+    table_md = "| predictor | measure | actual | predicted | total error % | MAE |\n|---|---|---|---|---|---|\n" + "\n".join(lines)
+    return dg.MaterializeResult(metadata={**result.metadata, "holdout": dg.MetadataValue.md(table_md)})
+
+
 @dg.asset(
     **output_port(
         "kpi_tree",
@@ -51,4 +67,4 @@ def kpi_tree_asset(warehouse: DuckDBResource):
     return dg.MaterializeResult(metadata={**result.metadata, **facts})
 
 
-business_assets = [recommendation_backtest, kpi_tree_asset]
+business_assets = [recommendation_backtest, clv_backtest_asset, kpi_tree_asset]

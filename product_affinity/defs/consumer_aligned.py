@@ -6,7 +6,7 @@ from types import ModuleType
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from product_affinity.consumer_aligned import affinity_matrix, customer_metrics, recommendations
+from product_affinity.consumer_aligned import affinity_matrix, clv, customer_metrics, recommendations
 from product_affinity.consumer_aligned import association_rules as rules
 from product_affinity.consumer_aligned.baskets import LEVELS, load_basket_items
 from product_affinity.contract import table
@@ -77,10 +77,17 @@ def cross_sell_recommendations(warehouse: DuckDBResource, settings: AffinitySett
         customer_metrics,
     )
 )
-def customer_metrics_asset(warehouse: DuckDBResource, settings: AffinitySettings):
+def customer_metrics_asset(context: dg.AssetExecutionContext, warehouse: DuckDBResource, settings: AffinitySettings):
     with warehouse.get_connection() as conn:
-        sql = customer_metrics.customer_metrics_sql(settings.frequency_window_days, settings.discount_rate)
-        return publish_port(conn, "customer_metrics", sql)
+        last_day = conn.execute("SELECT CAST(max(purchased_at) AS DATE) FROM source_aligned.purchase").fetchone()[0]
+        summary = clv.summarise(conn, "source_aligned.purchase", last_day)
+        fitted = clv.fit(summary)
+        for problem in fitted.problems:
+            context.log.warning(f"customer_metrics: predictions left empty: {problem}")
+        horizon_weeks = settings.clv_horizon_months * clv.WEEKS_PER_MONTH
+        conn.register(customer_metrics.PREDICTIONS, clv.predictions(summary, fitted, horizon_weeks, settings.discount_rate))
+        return publish_port(conn, "customer_metrics", customer_metrics.customer_metrics_sql(settings.frequency_window_days),
+                            **clv.fit_metadata(fitted))
 
 
 consumer_aligned_assets = [association_rules, product_affinity_matrix, cross_sell_recommendations, customer_metrics_asset]

@@ -92,7 +92,9 @@ class AffinitySettings(dg.ConfigurableResource):
     multi_item_consequents: bool = False  # arules' convention by default: a rule's consequent is one item
     recommendations_per_customer: int = 3
     frequency_window_days: int = 365
-    discount_rate: float = 0.10
+    discount_rate: float = 0.10  # yearly, for the predicted customer lifetime value
+    clv_horizon_months: int = 12  # how far ahead the predicted orders, spend and lifetime value look
+    clv_holdout_days: int = 182  # the CLV backtest's cut-off: this many days before the latest purchase day
     backtest_holdout_days: int = 90  # the backtest's cut-off: this many days before the latest purchase
 
     def thresholds(self, level: str) -> Thresholds:

@@ -12,7 +12,9 @@ their next purchase: each has lasting tastes (which categories they like, a few 
 they reorder), buys from a repertoire of categories that grows over their orders, and takes up a
 planted consequent (Meats, say) soon after its antecedent (Wines). The planted affinities therefore
 hold inside baskets, where the association rules find them, and across a customer's history, where
-the cross-sell recommendations and their backtest need them.
+the cross-sell recommendations and their backtest need them. How often and how long they buy
+follows BG/NBD (a purchase rate and a dropout per customer), recorded in ground_truth.json as
+purchase_process, so that the predicted customer lifetime value and its backtest have a truth.
 """
 
 from __future__ import annotations
@@ -165,6 +167,16 @@ ADOPTION_RATE = 0.02  # categories taken up per order, for one of average liking
 CONSEQUENT_LAG = 0.15
 FAVOURITES_PER_CATEGORY, FAVOURITE_SKEW, REORDER_PROBABILITY = 3, 1.5, 0.5
 
+# How often customers buy, and for how long: the BG/NBD process (Fader, Hardie and Lee 2005), so that the predicted
+# customer lifetime value has something true to find. A buyer joins at a uniform time on the calendar's clock (the
+# share of the history's orders up to a moment, so seasons and growth still shape the calendar) and, while alive,
+# orders as a Poisson process with a rate from Gamma(PURCHASE_RATE_SHAPE, scale set to give the sample its size);
+# after each order they stop for good with a probability from Beta(*DROPOUT_BETA) (mean 4%: a grocery's regulars
+# stay longer than CDNOW's CD buyers, whose fit is Beta(0.79, 2.43)). Rates and dropout are independent of tastes.
+PURCHASE_RATE_SHAPE = 0.9
+DROPOUT_BETA = (2.0, 48.0)
+MAX_REPEATS_PER_BUYER = 500  # draws of a buyer's possible repeat orders stop here (or at 10x the mean needed)
+
 # Baskets: size = 1 + negative binomial (Instacart-like, mean about 9.7 after planting). Lines come
 # from a few "mission" categories of the customer's (more for bigger baskets; flattened weights, so
 # small departments get their own trips more often than their share of lines suggests), plus a line
@@ -259,8 +271,9 @@ def generate_sample(directory: Path, *, customers: int = 2_000, products: int = 
     rng_catalogue, rng_customers, rng_orders, rng_baskets, rng_planting, rng_defects, rng_tastes, rng_calendar = streams
 
     catalogue = _catalogue(rng_catalogue, products)
-    purchased_at = _order_times(rng_calendar, orders, start_s, end_s)
-    buyer, channel = _order_buyers(rng_orders, orders, customers)
+    buyer, clock, channel, process = _order_buyers(rng_orders, orders, customers, history_days / 7)
+    purchased_at, in_time_order = _order_times(rng_calendar, clock, start_s, end_s)
+    buyer, channel = buyer[in_time_order], channel[in_time_order]
     category_pairs = _category_pairs(rng_planting)
     tastes = _tastes(rng_tastes, customers, catalogue, category_pairs)
     line_order, line_product = _basket_lines(rng_baskets, buyer, tastes, catalogue)
@@ -281,7 +294,7 @@ def generate_sample(directory: Path, *, customers: int = 2_000, products: int = 
     parameters = dict(customers=customers, products=products, orders=orders, seed=seed, end=end.isoformat(),
                       history_days=history_days, defects=defects)
     defect_counts = {"customer_info.csv": customer_counts, "product.csv": {}, "purchase.csv": purchase_counts}
-    truth = _ground_truth(parameters, catalogue, planted, defect_counts, len(line_order))
+    truth = _ground_truth(parameters, catalogue, planted, defect_counts, len(line_order)) | {"purchase_process": process}
     (directory / "ground_truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
     return truth
 
@@ -453,22 +466,48 @@ def _tastes(rng: np.random.Generator, customers: int, catalogue: Catalogue,
 # ----------------------------------------------------------------------------------- orders
 
 
-def _order_buyers(rng: np.random.Generator, orders: int, customers: int) -> tuple[np.ndarray, np.ndarray]:
-    """Who placed each order (orders in time order), and through which channel."""
+def _order_buyers(rng: np.random.Generator, orders: int, customers: int,
+                  history_weeks: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Who places each order and when on the calendar's clock (in [0, 1)), through which channel, and the purchase
+    process's parameters (BG/NBD, time in weeks of the clock).
+
+    A buyer joins at a uniform time and, while alive, orders as a Poisson process with their own rate; after each
+    order they drop out for good with their own probability (see PURCHASE_RATE_SHAPE). Each buyer's possible repeat
+    orders are drawn up to their dropout (capped at MAX_REPEATS_PER_BUYER), each with the rate scale at which it would
+    fall inside the history; the scale is then the one that admits exactly `orders` orders, so every order is one
+    the process makes and the sample keeps its requested size."""
     buyers = max(1, min(orders, round(customers * (1 - NON_BUYER_SHARE))))
     buyer_ids = rng.permutation(customers)[:buyers]
-    activity = rng.lognormal(0.0, 1.2, buyers)
-    customer = buyer_ids[np.searchsorted(np.cumsum(activity) / activity.sum(), rng.random(orders), side="right")
-                         .clip(max=buyers - 1)]
-    customer[rng.permutation(orders)[:buyers]] = buyer_ids  # every buyer orders at least once
+    joined = rng.random(buyers)
+    rate = rng.gamma(PURCHASE_RATE_SHAPE, 1.0, buyers)
+    dropout = rng.beta(*DROPOUT_BETA, buyers)
+    wanted = orders - buyers
+    cap = max(MAX_REPEATS_PER_BUYER, 10 * -(-wanted // buyers))
+    possible = np.minimum(rng.geometric(dropout) - 1, cap)  # repeat orders before the dropout: P(k) = (1 - p)^k p
+    if possible.sum() < wanted:
+        raise ValueError(f"{orders} orders from {buyers} buyers is more than customers who drop out at a rate from "
+                         f"Beta{DROPOUT_BETA} place: ask for fewer orders per customer")
+    owner = np.repeat(np.arange(buyers), possible)
+    gaps = rng.standard_exponential(len(owner))
+    block_start = np.repeat(np.cumsum(possible) - possible, possible)
+    total = np.cumsum(gaps)
+    elapsed = total - total[block_start] + gaps[block_start]  # each buyer's unit-rate arrival times
+    needed_scale = elapsed / (rate[owner] * (1 - joined[owner]))  # the repeat falls in the history at this scale or more
+    kept = np.argpartition(needed_scale, wanted - 1)[:wanted] if wanted else np.zeros(0, dtype=np.int64)
+    scale = needed_scale[kept].max() if wanted else 1.0
+    clock = np.concatenate([joined, joined[owner[kept]] + elapsed[kept] / (rate[owner[kept]] * scale)])
+    customer = buyer_ids[np.concatenate([np.arange(buyers), owner[kept]])]
     preferred = rng.choice(len(CHANNELS), size=customers, p=CHANNEL_PREFERENCE)
     channel = np.where(rng.random(orders) < PREFERRED_CHANNEL_SHARE, preferred[customer],
                        rng.integers(0, len(CHANNELS), orders))
-    return customer.astype(np.int32), channel.astype(np.int8)
+    process = {"r": PURCHASE_RATE_SHAPE, "alpha": history_weeks / scale, "a": DROPOUT_BETA[0], "b": DROPOUT_BETA[1]}
+    return customer.astype(np.int32), np.minimum(clock, np.nextafter(1.0, 0)), channel.astype(np.int8), process
 
 
-def _order_times(rng: np.random.Generator, orders: int, start_s: int, end_s: int) -> np.ndarray:
-    """Seasonal, growing order times in (start, end]; the latest lands within the last hour."""
+def _order_times(rng: np.random.Generator, clock: np.ndarray, start_s: int, end_s: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seasonal, growing order times in (start, end] for orders at the given clock times, and the orders in time
+    order; the latest lands within the last hour. The clock is the calendar's share of the history's orders: a
+    day takes up as much of it as its weekday, month and the growth say, and a random hour in it is drawn."""
     first_day, last_day = start_s // DAY, end_s // DAY
     days = np.arange(first_day, last_day + 1)
     weekday = (days + 3) % 7  # 1970-01-01 was a Thursday
@@ -476,16 +515,17 @@ def _order_times(rng: np.random.Generator, orders: int, start_s: int, end_s: int
     weight = (np.array(WEEKDAY_WEIGHTS)[weekday] * np.array(MONTH_WEIGHTS)[month]
               * GROWTH_OVER_HISTORY ** ((days - first_day) / max(len(days) - 1, 1)))
     day_cdf, hour_cdf = np.cumsum(weight) / weight.sum(), np.cumsum(HOUR_WEIGHTS) / np.sum(HOUR_WEIGHTS)
-    times = np.empty(orders, dtype=np.int64)
-    pending = np.arange(orders)
-    while len(pending):  # redraw the few that fall outside the window on its first or last day
-        day = days[np.searchsorted(day_cdf, rng.random(len(pending)), side="right").clip(max=len(days) - 1)]
+    day = days[np.searchsorted(day_cdf, clock, side="right").clip(max=len(days) - 1)]
+    times = np.empty(len(clock), dtype=np.int64)
+    pending = np.arange(len(clock))
+    while len(pending):  # redraw the hour of the few that fall outside the window on its first or last day
         hour = np.searchsorted(hour_cdf, rng.random(len(pending)), side="right").clip(max=23)
-        times[pending] = day * DAY + hour * 3600 + rng.integers(0, 3600, len(pending))
+        times[pending] = day[pending] * DAY + hour * 3600 + rng.integers(0, 3600, len(pending))
         pending = pending[(times[pending] <= start_s) | (times[pending] > end_s)]
-    times.sort()
+    in_time_order = np.argsort(times, kind="stable")
+    times = times[in_time_order]
     times[-1] = max(times[-1], end_s - rng.integers(0, 3600))
-    return times
+    return times, in_time_order
 
 
 def _basket_lines(rng: np.random.Generator, buyer: np.ndarray, tastes: Tastes,
