@@ -28,7 +28,7 @@ from dagster_duckdb import DuckDBResource
 
 from product_affinity.defs.business import business_assets
 from product_affinity.defs.consumer_aligned import SOURCE_ALIGNED, consumer_aligned_assets
-from product_affinity.product import asset_tags, delivery_port
+from product_affinity.product.descriptor import asset_tags, delivery_port
 from product_affinity.defaults import DEFAULT_WAREHOUSE
 from product_affinity.defs.rollups import rollup_assets
 from product_affinity.defs.source_aligned import OWNERS

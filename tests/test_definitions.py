@@ -10,7 +10,7 @@ from product_affinity.defs.page import page_path
 from product_affinity.publication import open_published
 from product_affinity.quality.results import COLUMNS, SLO_RESULTS
 from product_affinity.semantic.loader import model
-from product_affinity.product import owners
+from product_affinity.product.descriptor import owners
 from product_affinity.warehouse import profile, replace_table
 
 

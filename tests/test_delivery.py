@@ -12,7 +12,8 @@ from product_affinity.delivery.rest import create_app
 from product_affinity.governance.policies import access, policies, principal
 from product_affinity.governance.audit import AuditLog
 from product_affinity.governance.credentials import KeyStore
-from product_affinity.product import custom, descriptor
+from product_affinity.product.descriptor import custom
+from product_affinity.product.descriptor import descriptor
 from product_affinity.publication import open_published, publish, published_snapshot
 from product_affinity.quality.governance import pii_masked_on_delivery
 from product_affinity.semantic import compiler

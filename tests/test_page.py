@@ -15,7 +15,7 @@ import pytest
 from product_affinity.definitions import defs
 from product_affinity.defs.page import page_path
 from product_affinity.page.render import write_page
-from product_affinity.product import alignment, owners
+from product_affinity.product.descriptor import alignment, owners
 from product_affinity.publication import open_published, published_snapshot
 
 

@@ -5,7 +5,7 @@ import json
 import dagster as dg
 import pytest
 
-from product_affinity import product
+from product_affinity.product import descriptor as product
 from product_affinity.business.kpi_tree import LATEST, MEASURES
 from product_affinity.contract import contract, tables
 from product_affinity.definitions import defs

@@ -22,7 +22,7 @@ import duckdb
 
 from product_affinity.consumer_aligned.baskets import PURCHASES, lines
 from product_affinity.contract import table
-from product_affinity.product import alignment
+from product_affinity.product.descriptor import alignment
 
 Monthly = dict[str, float]  # one month's aggregates (monthly_sql's columns)
 

@@ -9,7 +9,7 @@ from product_affinity.consumer_aligned import clv
 from product_affinity.defs.consumer_aligned import SOURCE_ALIGNED, output_port, publish_port
 from product_affinity.consumer_aligned.baskets import LEVELS
 from product_affinity.contract import table
-from product_affinity.product import alignment
+from product_affinity.product.descriptor import alignment
 from product_affinity.defs.resources import AffinitySettings
 
 BACKTEST_KEY = dg.AssetKey(["consumer_aligned", "recommendation_backtest"])

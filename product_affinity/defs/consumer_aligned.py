@@ -10,7 +10,7 @@ from product_affinity.consumer_aligned import affinity_matrix, clv, customer_met
 from product_affinity.consumer_aligned import association_rules as rules
 from product_affinity.consumer_aligned.baskets import LEVELS, load_basket_items
 from product_affinity.contract import table
-from product_affinity.product import asset_tags, kinds, port
+from product_affinity.product.descriptor import asset_tags, kinds, port
 from product_affinity.defs.quality_checks import freshness_policy
 from product_affinity.defs.resources import AffinitySettings
 from product_affinity.defs.source_aligned import OWNERS

@@ -6,7 +6,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from product_affinity.page.render import write_page
-from product_affinity.product import asset_tags, delivery_port, owners
+from product_affinity.product.descriptor import asset_tags, delivery_port, owners
 from product_affinity.publication import SNAPSHOT_KEY, published_snapshot
 from product_affinity.defs.quality_checks import docs_dir
 

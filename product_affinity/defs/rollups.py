@@ -16,7 +16,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 
 from product_affinity.contract import table, tables
-from product_affinity.product import asset_tags, owners
+from product_affinity.product.descriptor import asset_tags, owners
 from product_affinity.semantic.model import Rollup
 from product_affinity.semantic.loader import model
 from product_affinity.semantic.compiler import rollup_sql

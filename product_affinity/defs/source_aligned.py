@@ -10,7 +10,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from product_affinity.contract import table
-from product_affinity.product import asset_tags, custom, kinds, owners, port
+from product_affinity.product.descriptor import asset_tags, custom, kinds, owners, port
 from product_affinity.defs.quality_checks import freshness_policy
 from product_affinity.defs.resources import SourceFiles
 from product_affinity.source_aligned.cleaning import FOREIGN_KEYS, ingest

@@ -219,7 +219,7 @@ class DeliveryService:
 
     def product(self, caller: Caller, path: str) -> dict:
         """The data product descriptor: what the product is, who owns it, its ports and where they are delivered."""
-        from product_affinity.product import descriptor
+        from product_affinity.product.descriptor import descriptor
 
         self.audit.record(principal=caller.principal.name, key_id=caller.key_id, path=path, request={"product": True}, outcome="ok")
         return descriptor()

@@ -15,7 +15,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from product_affinity.consumer_aligned.metrics import definitions
 from product_affinity.contract import contract, table
 from product_affinity.page import charts
-from product_affinity.product import alignment, custom, descriptor, owners
+from product_affinity.product.descriptor import alignment, custom, owners
+from product_affinity.product.descriptor import descriptor
 from product_affinity.quality import report
 
 SLO_RUNS = 30

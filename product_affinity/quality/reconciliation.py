@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from product_affinity.product import alignment
+from product_affinity.product.descriptor import alignment
 
 CHECKED = "checked_rows"
 # Product rules recounted per run: a reproducible sample, because recounting thousands of product
