@@ -159,9 +159,14 @@ def publish(conn: duckdb.DuckDBPyConnection, warehouse: Path, run_id: str, keep:
     tags=asset_tags(layer="publication"),
 )
 def snapshot(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+    from product_affinity.quality import governance
+    from product_affinity.quality.checks import run_of
+
     path = Path(warehouse.database)
-    context.log.info(f"publishing {path} into {published_dir(path)}")
+    context.log.info(f"measuring the governance SLOs, then publishing {path} into {published_dir(path)}")
     with warehouse.get_connection() as conn:
+        # Measured on the data about to be published, with the running job's asset graph, so readers only read.
+        governance.record(conn, run_of(context, None), context.job_def.asset_layer.asset_graph)
         published = publish(conn, path, context.run.run_id)
     context.log.info(
         f"published {published.path} in {published.copy_seconds:.2f}s (was {published.previous}); "
