@@ -29,6 +29,8 @@ from dagster_duckdb import DuckDBResource
 from product_affinity.business.assets import business_assets
 from product_affinity.consumer_aligned.assets import SOURCE_ALIGNED, consumer_aligned_assets
 from product_affinity.product import asset_tags, delivery_port
+from product_affinity.quality import governance
+from product_affinity.quality.checks import run_of
 from product_affinity.resources import DEFAULT_WAREHOUSE
 from product_affinity.semantic.rollups import rollup_assets
 from product_affinity.source_aligned.assets import OWNERS
@@ -159,9 +161,6 @@ def publish(conn: duckdb.DuckDBPyConnection, warehouse: Path, run_id: str, keep:
     tags=asset_tags(layer="publication"),
 )
 def snapshot(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
-    from product_affinity.quality import governance
-    from product_affinity.quality.checks import run_of
-
     path = Path(warehouse.database)
     context.log.info(f"measuring the governance SLOs, then publishing {path} into {published_dir(path)}")
     with warehouse.get_connection() as conn:

@@ -31,7 +31,7 @@ from product_affinity.resources import resources
 from product_affinity.source_aligned.assets import source_aligned_assets
 from product_affinity.sources.sample import generate_sample
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+QUALITY_DOCS = Path(__file__).resolve().parent.parent / "docs" / "quality.md"  # the SLO section of the manual
 SMALL = dict(customers=300, products=60, orders=1_500)
 PORTS = [t for t in checked_tables() if t.layer == "consumer_aligned"]
 
@@ -132,8 +132,8 @@ def test_purchase_and_output_ports_carry_the_latency_sla_as_freshness_policy():
         assert policy.fail_window.to_timedelta() == timedelta(hours=24), t.name
 
 
-def test_readme_slo_table_is_generated_from_the_contract():
-    shown = re.search(r"<!-- slos:start -->\n(.*?)\n<!-- slos:end -->", README.read_text(), re.S).group(1)
+def test_docs_slo_table_is_generated_from_the_contract():
+    shown = re.search(r"<!-- slos:start -->\n(.*?)\n<!-- slos:end -->", QUALITY_DOCS.read_text(), re.S).group(1)
     assert shown == declared_markdown(), "regenerate with: python -c 'from product_affinity.quality.report import declared_markdown; print(declared_markdown())'"
 
 
@@ -190,6 +190,16 @@ def test_warnings_fail_without_blocking_anything(tmp_path):
     assert {"customer_metrics", "association_rules", "snapshot"} <= materialized(result)
     missing = evaluations(result)[("customer", "completeness_email")].metadata
     assert missing["observed"].value == pytest.approx(5, abs=0.5) and missing["slo_target"].value == "<= 1 % missing"
+    assert missing["observed_unit"].value.startswith("% of ") and "rows received from customer_info.csv" in missing["observed_unit"].value
+
+    # Published with failing warnings: the report counts each as a JUnit failure, exits 1 and spends its error budget.
+    junit, report_json = tmp_path / "slo.xml", tmp_path / "slo.json"
+    with redirect_stdout(StringIO()):
+        assert main(["slo", "--warehouse", str(warehouse), "--junit", str(junit), "--json", str(report_json)]) == 1
+    failures = {(f.get("classname"), f.get("name")) for f in ET.parse(junit).getroot().findall(".//testcase[failure]")}
+    assert failures == {(f"source_aligned/{t}", rule) for t, rule in failed(result)}
+    slos = {(s["group"], s["id"]): s for s in json.loads(report_json.read_text())["slos"]}
+    assert slos[("source_aligned/customer", "validity_email")]["error_budget_left"] < 0
 
 
 def test_stale_purchases_fail_freshness_and_block_every_output(tmp_path):
@@ -258,21 +268,21 @@ def test_slo_report_prints_and_writes_json_and_junit(clean, tmp_path):
     assert len(suites.findall(".//skipped")) == 1
 
 
-def test_slo_report_counts_a_failing_slo_as_junit_failure_and_spends_the_error_budget(tmp_path):
+def test_slo_report_on_a_warehouse_with_no_successful_run_says_so_and_exits_2(tmp_path, capsys):
+    """A run that published nothing leaves nothing to report on: a short message and exit 2 (1 means an SLO failed)."""
     sources, warehouse = tmp_path / "sources", tmp_path / "warehouse.duckdb"
+    assert main(["slo", "--warehouse", str(warehouse)]) == 2  # no warehouse at all
     generate_sample(sources, **SMALL, end=now() - timedelta(days=3))
-    run_job(sources, warehouse)
-    junit = tmp_path / "slo.xml"
-    with redirect_stdout(StringIO()):
-        assert main(["slo", "--warehouse", str(warehouse), "--junit", str(junit), "--json", str(tmp_path / "slo.json")]) == 1
-    (failure,) = ET.parse(junit).getroot().findall(".//testcase[failure]")
-    assert (failure.get("classname"), failure.get("name")) == ("source_aligned/purchase", "freshness_purchased_at")
-    slos = {(s["group"], s["id"]): s for s in json.loads((tmp_path / "slo.json").read_text())["slos"]}
-    assert slos[("source_aligned/purchase", "freshness_purchased_at")]["error_budget_left"] < 0
-    assert slos[("consumer_aligned/customer_metrics", "accuracy_total_spend")]["status"] == "not run"
+    assert not run_job(sources, warehouse).success  # stale: refused, nothing published
+    capsys.readouterr()
+    assert main(["slo", "--warehouse", str(warehouse)]) == 2
+    err = capsys.readouterr().err
+    assert "nothing has been published" in err and "Traceback" not in err and len(err.splitlines()) <= 2
 
 
-def test_slo_report_says_so_when_a_running_pipeline_locks_the_warehouse(clean, tmp_path, capsys):
+def test_slo_report_reads_the_snapshot_while_a_running_pipeline_locks_the_warehouse(clean, tmp_path, capsys):
+    """The report reads only the published snapshot: a writer's lock on the working warehouse neither stops it nor
+    is taken by it."""
     _, warehouse, _ = clean
     holder = subprocess.Popen(
         [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(warehouse)!r}); print('locked', flush=True); time.sleep(60)"],
@@ -280,8 +290,8 @@ def test_slo_report_says_so_when_a_running_pipeline_locks_the_warehouse(clean, t
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        assert main(["slo", "--warehouse", str(warehouse)]) == 2
+        assert main(["slo", "--warehouse", str(warehouse)]) == 0
     finally:
         holder.kill()
         holder.wait()
-    assert "is locked by another process" in capsys.readouterr().err
+    assert "0 SLO(s) failed" in capsys.readouterr().out

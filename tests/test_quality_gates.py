@@ -25,6 +25,7 @@ from product_affinity.consumer_aligned.assets import consumer_aligned_assets
 from product_affinity.contract import checked_tables, quality_rules, table
 from product_affinity.definitions import build_definitions
 from product_affinity.publication import published_snapshot
+from product_affinity.quality import report
 from product_affinity.quality.checks import asset_key, quality_checks
 from product_affinity.resources import resources
 from product_affinity.source_aligned.assets import SOURCES, source_aligned_assets
@@ -173,6 +174,18 @@ def test_every_blocking_output_port_rule_fails_on_a_wrong_build(clean, tmp_path)
     with duckdb.connect(str(warehouse), read_only=True) as conn:  # a check-only run is no pipeline run
         flags = conn.execute("SELECT DISTINCT pipeline_run FROM quality.slo_results WHERE run_id = ?", [result.run_id]).fetchall()
     assert flags == [(False,)]
+    assert result.run_id not in report.build(warehouse, 10).run_ids  # nor counts in SLO attainment
+
+
+@pytest.mark.slow
+def test_the_page_and_the_report_only_read(clean):
+    """The page is built from the snapshot and the running job's graph: no empty audit folder beside the snapshots,
+    and the governance SLOs it shows were measured by the pipeline before publishing."""
+    _, warehouse = clean
+    assert not (warehouse.parent / "published" / "governance").exists()
+    built = report.build(warehouse, 5, read_from=published_snapshot(warehouse))
+    governance = {s.id: s for s in built.slos if s.group == "governance"}
+    assert {s.status for s in governance.values()} == {"pass"} and all(s.runs == 1 for s in governance.values())
 
 
 @pytest.mark.slow
