@@ -121,13 +121,18 @@ def expectations(args: argparse.Namespace) -> int:
 
 
 def slo(args: argparse.Namespace) -> int:
-    """Print the SLO report (and write it as JSON and JUnit XML); exit 1 when an SLO fails, 2 when the warehouse cannot be read."""
+    """Print the SLO report (and write it as JSON and JUnit XML); exit 1 when an SLO fails, 2 when there is nothing to report.
+
+    It reads the published snapshot only, never the working warehouse: a run in progress holds no
+    lock on it and shows no half-built table, and the report cannot make a run fail by taking DuckDB's lock.
+    """
+    from product_affinity.publication import NothingPublished, published_snapshot
     from product_affinity.quality import report
 
     try:
-        built = report.build(args.warehouse, args.runs)
-    except report.WarehouseUnavailable as error:
-        print(f"Cannot read the SLO results: {error}", file=sys.stderr)
+        built = report.build(args.warehouse, args.runs, read_from=published_snapshot(args.warehouse))
+    except (NothingPublished, report.WarehouseUnavailable) as error:
+        print(f"No SLO report: {error}", file=sys.stderr)
         return 2
     print(report.text(built))
     for path, render in ((args.json, report.as_json), (args.junit, report.as_junit)):
@@ -238,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     exp.set_defaults(func=expectations)
 
     slo_ = command("slo", help="print the SLO report: targets, latest observations, attainment, error budget")
-    slo_.add_argument("--warehouse", type=Path, default=DEFAULT_WAREHOUSE, help="DuckDB file the runs wrote (default: %(default)s)")
+    slo_.add_argument("--warehouse", type=Path, default=DEFAULT_WAREHOUSE,
+                      help="working warehouse whose published snapshot to report on (default: %(default)s)")
     slo_.add_argument("--runs", type=int, default=30, help="attainment over the last N runs (default: %(default)s)")
     slo_.add_argument("--json", type=Path, help="also write the report as JSON to this file")
     slo_.add_argument("--junit", type=Path, help="also write the report as JUnit XML to this file (a failing SLO is a <failure>)")

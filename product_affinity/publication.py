@@ -32,6 +32,8 @@ from product_affinity.product.descriptor import asset_tags, delivery_port
 from product_affinity.defaults import DEFAULT_WAREHOUSE
 from product_affinity.defs.rollups import rollup_assets
 from product_affinity.defs.source_aligned import OWNERS
+from product_affinity.quality import governance
+from product_affinity.defs.quality_checks import run_of
 
 POINTER = "CURRENT"
 KEEP_SNAPSHOTS = 3  # the published one and the two before it; a reader is never two publications behind
@@ -160,8 +162,10 @@ def publish(conn: duckdb.DuckDBPyConnection, warehouse: Path, run_id: str, keep:
 )
 def snapshot(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
     path = Path(warehouse.database)
-    context.log.info(f"publishing {path} into {published_dir(path)}")
+    context.log.info(f"measuring the governance SLOs, then publishing {path} into {published_dir(path)}")
     with warehouse.get_connection() as conn:
+        # Measured on the data about to be published, with the running job's asset graph, so readers only read.
+        governance.record(conn, run_of(context, None), context.job_def.asset_layer.asset_graph)
         published = publish(conn, path, context.run.run_id)
     context.log.info(
         f"published {published.path} in {published.copy_seconds:.2f}s (was {published.previous}); "

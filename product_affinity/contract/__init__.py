@@ -71,6 +71,7 @@ MEASURES = {
     "custom": "values meeting the expectation",
     "columnTypes": "columns with the declared type",
     "freshness": "age of the newest value",
+    "quarantineShare": "of rows received quarantined for one reason",
 }
 WRITTEN_METRICS = ("nullValues", "invalidValues", "duplicateValues", "custom")  # columnTypes and freshness are derived
 UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "min": timedelta(minutes=1), "ms": timedelta(milliseconds=1)}
@@ -208,7 +209,11 @@ def _rule(t: Table, entry: dict, column: Column | None) -> Rule:
     """A written quality entry, normalised; a property's rule without an id is called <dimension>_<column>."""
     where = f"{t.name}.{column.name if column else ''} quality {entry.get('id', entry.get('metric'))}"
     metric = entry.get("metric") or ("custom" if entry.get("type") == "custom" else None)
-    if metric not in WRITTEN_METRICS:
+    if metric == "custom" and entry.get("method") == "quarantineShare":
+        if not t.source_file:
+            raise ContractError(f"{where}: only a table loaded from a source file has a quarantine")
+        metric = "quarantineShare"
+    elif metric not in WRITTEN_METRICS:
         raise ContractError(f"{where}: unsupported metric or type (use one of {', '.join(WRITTEN_METRICS)})")
     columns = (column.name,) if column else tuple(entry.get("arguments", {}).get("properties", ()))
     arguments = dict(entry.get("arguments", {}))
@@ -241,8 +246,15 @@ def _rule(t: Table, entry: dict, column: Column | None) -> Rule:
     )
 
 
-def _implied_rules(t: Table) -> list[Rule]:
-    """Rules the schema declaration itself implies: declared types, and no missing value in a required column."""
+def _implied_rules(t: Table, written: list[Rule]) -> list[Rule]:
+    """Rules the schema declaration itself implies: declared types of an output port, and no missing value in a
+    required column that writes no completeness rule of its own.
+
+    A source-aligned table has no type rule: ingestion casts every value to its declared type and
+    quarantines what does not cast (reason bad_type), so the table's types cannot differ from the
+    contract's; the quarantine share SLO measures the values that did not cast.
+    """
+    own = {r.id for r in written}
     types = Rule(
         id="schema_column_types", table=t.name, dimension="conformity", severity="error", metric="columnTypes",
         operator="mustBe", threshold=100, unit="percent", columns=tuple(t.column_names),
@@ -255,9 +267,9 @@ def _implied_rules(t: Table) -> list[Rule]:
             description=f"{c.name} is required: no row may lack it.",
         )
         for c in t.columns
-        if c.required
+        if c.required and f"completeness_{c.name}" not in own
     ]
-    return [types, *required]
+    return ([] if t.source_file else [types]) + required
 
 
 @cache
@@ -266,7 +278,7 @@ def quality_rules(name: str) -> tuple[Rule, ...]:
     t, entry = table(name), next(e for e in contract()["schema"] if e["name"] == name)
     written = [_rule(t, q, t.column(p["name"])) for p in entry["properties"] for q in p.get("quality", [])]
     written += [_rule(t, q, None) for q in entry.get("quality", [])]
-    rules = _implied_rules(t) + written
+    rules = _implied_rules(t, written) + written
     ids = [r.id for r in rules]
     if len(set(ids)) != len(ids):
         raise ContractError(f"{name}: rule ids must be unique, {sorted({i for i in ids if ids.count(i) > 1})} repeat")

@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from product_affinity.page.render import write_page
+from product_affinity.page.render import lineage, write_page
 from product_affinity.product.descriptor import asset_tags, delivery_port, owners
 from product_affinity.publication import SNAPSHOT_KEY, published_snapshot
 from product_affinity.defs.quality_checks import docs_dir
@@ -30,8 +30,9 @@ def page_path(warehouse: Path) -> Path:
     tags=asset_tags(layer="publication"),
 )
 def product_page(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
-    snapshot = published_snapshot(Path(warehouse.database))
-    page = write_page(snapshot, page_path(Path(warehouse.database)).parent, docs_dir(warehouse))
+    working = Path(warehouse.database)
+    snapshot = published_snapshot(working)
+    page = write_page(snapshot, working, lineage(context.job_def.asset_layer.asset_graph), page_path(working).parent, docs_dir(warehouse))
     context.log.info(f"wrote {page} from {snapshot}")
     return dg.MaterializeResult(metadata={"page": dg.MetadataValue.path(str(page)), "snapshot": snapshot.name,
                                           "bytes": page.stat().st_size})

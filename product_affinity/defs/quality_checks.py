@@ -1,10 +1,14 @@
 """The contract's quality rules as Dagster asset checks: one multi-asset check per table, one check per rule.
 
 A rule with severity `error` is a blocking check with ERROR severity, so when it fails nothing
-downstream of the table is built; a `warning` rule is a non-blocking WARN check. Every result
-carries the rule id, dimension, SLO target, observed value and rows checked, and is kept in
-quality.slo_results. When Great Expectations cannot run at all, every rule of the table fails
-with the error (a check that did not run proves nothing).
+downstream of the table is built and no snapshot is published; a `warning` rule is a non-blocking
+WARN check. Completeness, validity, uniqueness, types, freshness and the quarantine share are
+measured exactly by DuckDB aggregates (measures.py), on a source-aligned table over the rows
+received; the contract's custom expectations (reconciliations) by Great Expectations. Every
+result carries the rule id, dimension, SLO target, observed value with its unit, rows checked and,
+for a failure on a source file, how many rows are to blame and on which lines; never a value.
+Results are kept in quality.slo_results. A measurement that cannot run fails its rules with the
+error's type and message, quoted values removed (a check that did not run proves nothing).
 """
 
 import json
@@ -15,7 +19,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from product_affinity.contract import Rule, Table, checked_tables, quality_rules, service_level
-from product_affinity.quality import frames, results
+from product_affinity.quality import frames, measures, results
 
 SEVERITY = {"error": dg.AssetCheckSeverity.ERROR, "warning": dg.AssetCheckSeverity.WARN}
 
@@ -38,11 +42,17 @@ def _utc_now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def description(t: Table, rule: Rule) -> str:
+    """What the rule promises, what its measure counts (what 'valid' means), its objective and the rows it is measured on."""
+    on = measures.rule_measured_on(t, rule)
+    return " ".join(filter(None, [rule.description, measures.meaning(rule), f"SLO: {rule.target}, measured on {on}."]))
+
+
 def _spec(t: Table, rule: Rule) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
         rule.id,
         asset=asset_key(t),
-        description=f"{rule.description} SLO: {rule.target}.",
+        description=description(t, rule),
         blocking=rule.blocking,
         metadata={"rule_id": rule.id, "dimension": rule.dimension, "severity": rule.severity, "slo_target": rule.target},
     )
@@ -61,28 +71,70 @@ def _result(t: Table, row: results.Row, rows_in_table: int | None) -> dg.AssetCh
             "severity": rule.severity,
             "slo_target": rule.target,
             "observed": dg.MetadataValue.float(float(row.observed)) if row.observed is not None else dg.MetadataValue.null(),
+            "observed_unit": row.observed_unit,
             "rows_checked": row.rows_checked,
+            **_where(row),
             "rows_in_table": dg.MetadataValue.int(rows_in_table) if rows_in_table is not None else dg.MetadataValue.null(),
             "detail": dg.MetadataValue.json(json.loads(row.detail)),
         },
     )
 
 
+def run_of(context: dg.AssetCheckExecutionContext | dg.AssetExecutionContext, built: dg.AssetKey | None) -> results.Run:
+    """The running run. It is a pipeline run when `built` was materialized by this very run (a check-only run is
+    not), or when `built` is None: the step asking builds its asset now, as the snapshot step does."""
+    started = context.instance.get_run_record_by_id(context.run.run_id).start_time
+    latest = None if built is None else context.instance.get_latest_materialization_event(built)
+    return results.Run(
+        context.run.run_id,
+        datetime.fromtimestamp(started, UTC).replace(tzinfo=None) if started else _utc_now(),
+        built is None or (latest is not None and latest.run_id == context.run.run_id),
+    )
+
+
+def _where(row: results.Row) -> dict:
+    """Which rows a failed rule blames, on one line each, so the run's failure report can print them."""
+    found = json.loads(row.detail)
+    where = {}
+    if "bad_rows" in found:
+        where["bad_rows"] = found["bad_rows"]
+    if found.get("file") and found.get("lines"):
+        where["where"] = (f"{found['file']} lines {found['first_line']}-{found['last_line']}, "
+                          f"first {', '.join(map(str, found['lines'][:5]))}")
+    return where
+
+
+def _measured(rule: Rule, m: measures.Measurement) -> results.Row:
+    return results.Row(rule, m.observed, m.passed, m.rows_checked, json.dumps(m.detail, default=str), m.unit)
+
+
+def _failed(rule: Rule, error: Exception) -> results.Row:
+    return results.Row(rule, None, False, 0, json.dumps({"errors": [results.redact(f"{type(error).__name__}: {error}")]}), "")
+
+
 def _evaluate(t: Table, warehouse: DuckDBResource, now: datetime) -> tuple[int | None, list[results.Row]]:
     """Rows in the table and each rule's result row; `now` is the wall clock freshness is measured against."""
     from product_affinity.quality.validation import validate
 
-    try:
-        with warehouse.get_connection() as conn:
+    rules = quality_rules(t.name)
+    by_rule: dict[str, results.Row] = {}
+    rows_in_table = None
+    with warehouse.get_connection() as conn:
+        try:
+            rows_in_table = conn.execute(f"SELECT count(*) FROM {t.physical_name}").fetchone()[0]
+            measured = measures.measure(conn, t, now)
+            by_rule |= {r.id: _measured(r, measured[r.id]) for r in rules if r.id in measured}
+        except Exception as error:  # noqa: BLE001 - reported as the failure of every rule it measures, see the module docstring
+            by_rule |= {r.id: _failed(r, error) for r in rules if measures.measured_here(r)}
+        try:  # Great Expectations: the custom rules' verdict, and every rule's Data Docs page
             frame = frames.load(conn, t)
-        outcomes = validate(t, frame, now, docs_dir(warehouse))
-    except Exception as error:  # noqa: BLE001 - reported as the failure of every rule, see the module docstring
-        failed = json.dumps({"error": f"{type(error).__name__}: {error}"})
-        return None, [results.Row(rule, None, False, 0, failed) for rule in quality_rules(t.name)]
-    return frame.rows_in_table, [
-        results.Row(rule, o.observed, o.passed, o.rows_checked, json.dumps(o.details, default=str))
-        for rule, o in ((rule, outcomes[rule.id]) for rule in quality_rules(t.name))
-    ]
+            outcomes = validate(t, frame, now, docs_dir(warehouse))
+            by_rule |= {r.id: results.Row(r, o.observed, o.passed, o.rows_checked, json.dumps(o.details, default=str),
+                                          f"% of {o.rows_checked:,} rows checked of {t.physical_name}")
+                        for r in rules if not measures.measured_here(r) for o in [outcomes[r.id]]}
+        except Exception as error:  # noqa: BLE001 - as above
+            by_rule |= {r.id: _failed(r, error) for r in rules if not measures.measured_here(r)}
+    return rows_in_table, [by_rule[r.id] for r in rules]
 
 
 def table_checks(t: Table) -> dg.AssetChecksDefinition:
@@ -98,10 +150,8 @@ def table_checks(t: Table) -> dg.AssetChecksDefinition:
         selected = {key.name for key in context.selected_asset_check_keys}
         rows = [row for row in rows if row.rule.id in selected]
         checked_at = _utc_now()
-        started = context.instance.get_run_record_by_id(context.run.run_id).start_time
-        run_started_at = datetime.fromtimestamp(started, UTC).replace(tzinfo=None) if started else checked_at
         with warehouse.get_connection() as conn:
-            results.record(conn, context.run.run_id, run_started_at, checked_at, t, rows_in_table, rows)
+            results.record(conn, run_of(context, asset_key(t)), checked_at, t, rows_in_table, rows)
         for row in rows:
             yield _result(t, row, rows_in_table)
 

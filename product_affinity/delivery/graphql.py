@@ -136,6 +136,13 @@ class Queries:
         service, caller = info.context["service"], info.context["caller"]
         return await _served(lambda: service.product(caller, "graphql product"))
 
+    @strawberry.field(description="SLO status, as GET /slo: every SLO's target, latest observation, attainment and error budget.")
+    async def slo(self, info: strawberry.Info, runs: int = 30) -> JSON:
+        service, caller = info.context["service"], info.context["caller"]
+        if not 1 <= runs <= 1_000:
+            raise GraphQLError("runs: between 1 and 1000", extensions={"code": "BAD_USER_INPUT"})
+        return await _served(lambda: service.slo(caller, runs, "graphql slo"))
+
     @strawberry.field(description="Run a semantic query.")
     async def load(self, info: strawberry.Info, query: QueryInput) -> LoadResult:
         service, caller = info.context["service"], info.context["caller"]

@@ -100,10 +100,13 @@ def _opportunities(conn: duckdb.DuckDBPyConnection) -> list[dict]:
              "score": number(r["score"], "score")} for r in rows]
 
 
-def context(snapshot: Path, docs: Path | None = None, out_dir: Path | None = None) -> dict:
-    """Everything the template shows, read from the snapshot and the product's declarations."""
-    from product_affinity.definitions import defs  # the page asset is one of the definitions: import when building
+def context(snapshot: Path, warehouse: Path, lineage: list[dict], docs: Path | None = None, out_dir: Path | None = None) -> dict:
+    """Everything the template shows, read from the snapshot and the product's declarations.
 
+    `lineage` is each asset with its upstream assets, from the running asset graph (the page step's
+    context): the page reads, it does not load the definitions it is part of. `warehouse` is the
+    working warehouse the snapshot was published from, whose API audit log the latency SLO reads.
+    """
     product = descriptor()
     with duckdb.connect(str(snapshot), read_only=True) as conn:
         month, kpi_nodes, north_star, trend = _kpi(conn)
@@ -121,9 +124,8 @@ def context(snapshot: Path, docs: Path | None = None, out_dir: Path | None = Non
             for r in top_rules["product"]:
                 r["antecedents"], r["consequents"] = (" + ".join(names.get(i, i) for i in r[side].split(" + ")) for side in ("antecedents", "consequents"))
         rows_in = {p["name"]: conn.execute(f"SELECT count(*) FROM {custom(p)['table']}").fetchall()[0][0] for p in product["outputPorts"]}
-    slo = report.build(snapshot, SLO_RUNS)
+    slo = report.build(warehouse, SLO_RUNS, read_from=snapshot)
     categories = sorted({r["category_1"] for r in matrix})
-    graph = defs.resolve_asset_graph()
     slos = sorted(slo.slos, key=lambda s: s.status != report.FAIL)  # failures first, otherwise the report's order
     return {
         "opportunities": opportunities,
@@ -151,8 +153,7 @@ def context(snapshot: Path, docs: Path | None = None, out_dir: Path | None = Non
         "input_ports": [{"name": p["name"], "source": custom(p)["sourceFile"], "table": custom(p)["table"], "description": p["description"]}
                         for p in product["inputPorts"]],
         "delivery_ports": custom(product)["deliveryPorts"],
-        "lineage": [{"asset": key.to_user_string(), "upstream": sorted(k.to_user_string() for k in graph.get(key).parent_keys) or ["(operational source)"]}
-                    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string())],
+        "lineage": lineage,
         "metrics": definitions(),
         "slo_run": slo.run_ids[0] if slo.run_ids else "(none yet)", "slo_runs": len(slo.run_ids), "slo_objective": f"{slo.objective:.0%}",
         "slos": [{"group": s.group, "id": s.id, "target": s.target, "observed": "–" if s.observed is None else f"{s.observed:,.4g}",
@@ -163,11 +164,19 @@ def context(snapshot: Path, docs: Path | None = None, out_dir: Path | None = Non
     }
 
 
-def write_page(snapshot: Path, out_dir: Path, docs: Path | None = None) -> Path:
+def lineage(graph) -> list[dict]:
+    """Each asset of an asset graph with its upstream assets, as the page lists them."""
+    return [{"asset": key.to_user_string(), "upstream": sorted(k.to_user_string() for k in graph.get(key).parent_keys) or ["(operational source)"]}
+            for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string())]
+
+
+def write_page(snapshot: Path, warehouse: Path, assets: list[dict], out_dir: Path, docs: Path | None = None) -> Path:
     """Render the page into out_dir/index.html, written aside and renamed so a reader never sees half a page.
-    `docs`: the Great Expectations Data Docs folder, linked from the page by a relative path."""
+
+    `assets` is the lineage (see `lineage`); `docs` the Great Expectations Data Docs folder, linked from the page
+    by a relative path."""
     environment = Environment(loader=PackageLoader("product_affinity", "page"), autoescape=True, undefined=StrictUndefined)
-    html = environment.get_template("template.html.j2").render(**context(snapshot, docs, out_dir))
+    html = environment.get_template("template.html.j2").render(**context(snapshot, warehouse, assets, docs, out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     staged, page = out_dir / "index.html.partial", out_dir / "index.html"
     staged.write_text(html, encoding="utf-8")

@@ -1,4 +1,6 @@
-"""The rows a table's checks read: the whole table, or a reproducible sample of a large one, plus recomputed columns.
+"""The rows Great Expectations validates: the whole table, or a reproducible sample of a large one, plus recomputed
+columns. GE decides only the contract's custom rules (the reconciliations) and draws the Data Docs; every
+library rule's verdict is measured exactly on the whole table by DuckDB (measures.py).
 
 Loading a 32M-line purchase table into pandas would take gigabytes, so above FULL_CHECK_ROWS the
 checks read a reservoir sample (DuckDB, fixed seed: the same table gives the same rows). What must

@@ -1,46 +1,54 @@
-"""SLOs measured when the report runs: on the product's declarations (contract, definitions), on its delivery
-(masks as the APIs apply them) and on its audit log (API latency).
+"""Governance SLOs, measured by the pipeline before it publishes: on the product's declarations (the contract and
+the asset graph of the running definitions) and on its delivery (masks as the APIs apply them, on the data
+about to be published). The results go to quality.slo_results, so the report, the page and /slo only read.
 
-Each takes an open, read-only connection to the data and the working warehouse's path, and returns
-the observed value (None until there is something to measure) and what falls short."""
+The API latency SLO is measured when the report is read, from the audit log the API writes.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
 
-from product_affinity.contract import service_level, tables
+from product_affinity.contract import service_level, service_levels, tables
+from product_affinity.quality import results
 from product_affinity.semantic.loader import model
+
+if TYPE_CHECKING:
+    from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph as AssetGraph
+
+SERVICE_LEVEL = "service_level"  # the asset column of the governance SLOs' result rows
 
 # Column names that give away personal data, whatever table they are in.
 PERSONAL_DATA = re.compile(r"(^|_)(first_name|last_name|full_name|email|phone|address|birth)")
 
 
-def pii_classified(conn: duckdb.DuckDBPyConnection, warehouse: Path) -> tuple[float, list[str]]:
+def pii_classified(conn: duckdb.DuckDBPyConnection, graph: AssetGraph) -> tuple[float, list[str]]:
     """Percent of the columns that look personal which the contract classifies pii, and those it does not."""
     personal = [f"{t.name}.{c.name}" for t in tables().values() for c in t.columns if PERSONAL_DATA.search(c.name)]
     unclassified = [name for name in personal if not tables()[name.split(".")[0]].column(name.split(".")[1]).pii]
     return 100 * (len(personal) - len(unclassified)) / len(personal), unclassified
 
 
-def lineage_recorded(conn: duckdb.DuckDBPyConnection, warehouse: Path) -> tuple[float, list[str]]:
-    """Percent of the assets the product builds that declare their upstream assets, and those that do not.
+def lineage_recorded(conn: duckdb.DuckDBPyConnection, graph: AssetGraph) -> tuple[float, list[str]]:
+    """Percent of the assets the product builds that declare their upstream assets, and those that do not, in the
+    asset graph of the running definitions (the step's context hands it over).
 
     The operational source files are where lineage starts, so they have no upstream to declare.
     """
-    from product_affinity.definitions import defs
-
-    graph = defs.resolve_asset_graph()
     built = [key for key in graph.materializable_asset_keys]
     orphans = [key.to_user_string() for key in built if not graph.get(key).parent_keys]
     return 100 * (len(built) - len(orphans)) / len(built), orphans
 
 
-def pii_masked_on_delivery(conn: duckdb.DuckDBPyConnection, warehouse: Path) -> tuple[float | None, list[str]]:
+def pii_masked_on_delivery(conn: duckdb.DuckDBPyConnection, graph: AssetGraph) -> tuple[float | None, list[str]]:
     """Percent of the personal-data members principals read masked, of those their policies mask, checked on the data.
 
     For every principal, view and personal-data member the policy engine masks for them, the API's
@@ -68,12 +76,37 @@ def pii_masked_on_delivery(conn: duckdb.DuckDBPyConnection, warehouse: Path) -> 
     return (100 * (checked - len(leaks)) / checked if checked else None), leaks
 
 
-def api_latency(conn: duckdb.DuckDBPyConnection, warehouse: Path) -> tuple[float | None, list[str]]:
-    """95th percentile, in ms, of the time the API took to answer its last 1,000 successful reads of the recommendations
-    (the cross_sell view and its port), from the audit log; None until it has served some."""
-    from product_affinity.governance.audit import AuditLog
+MEASURED_BY_THE_PIPELINE = {f.__name__: f for f in (pii_classified, lineage_recorded, pii_masked_on_delivery)}
 
+
+def record(conn: duckdb.DuckDBPyConnection, run: results.Run, graph: AssetGraph) -> None:
+    """Measure every governance SLO and keep one result row each in quality.slo_results (asset `service_level`)."""
+    rows = []
+    for sla in service_levels():
+        if sla.id not in MEASURED_BY_THE_PIPELINE:
+            continue
+        observed, offenders = MEASURED_BY_THE_PIPELINE[sla.id](conn, graph)
+        rows.append({
+            "run_id": run.run_id, "run_started_at": run.started_at, "checked_at": datetime.now(UTC).replace(tzinfo=None),
+            "asset": SERVICE_LEVEL, "rule_id": sla.id, "dimension": sla.property, "severity": "", "operator": "mustBeGreaterOrEqualTo",
+            "target": float(sla.value), "unit": sla.unit, "observed": observed,
+            "passed": observed is not None and observed >= sla.value, "rows_checked": None, "rows_in_table": None,
+            "detail": json.dumps({"falls_short": offenders}), "observed_unit": "% of those declared", "pipeline_run": run.pipeline_run,
+        })
+    results.insert(conn, rows)
+
+
+def api_latency(warehouse: Path) -> float | None:
+    """95th percentile, in ms, of the time the API took to answer its last 1,000 successful reads of the recommendations
+    (the cross_sell view and its port), from the audit log of `warehouse`; None until it has served some.
+
+    Reads only: a warehouse whose API never ran has no audit folder, and none is made here.
+    """
+    from product_affinity.governance.audit import AuditLog, audit_dir
+
+    if not audit_dir(warehouse).is_dir():
+        return None
     view = model().port_view(service_level("api_latency").element)
     reads = [e for e in AuditLog(warehouse).entries(last=20_000) if e["outcome"] == "ok" and e["view"] == view.name]
     durations = [e["duration_ms"] for e in reads[-1_000:]]
-    return (float(np.percentile(durations, 95)) if durations else None), []
+    return float(np.percentile(durations, 95)) if durations else None

@@ -2,8 +2,11 @@
 
 Data-quality SLOs are the contract's rules, observed by the asset checks and kept in
 quality.slo_results; the pipeline run time is read from the same rows (a run's start to its last
-check). Governance SLOs are measured on the contract and the definitions as they are now. An SLO
-nothing measures yet says so. Attainment is the share of the last N runs that met the SLO; the
+check), and so are the governance SLOs, which the pipeline measures before it publishes. Only
+pipeline runs count: a check-only run (it built nothing it checked) is left out. The API latency
+is read from the audit log. This module only reads: it measures nothing on the data. An SLO
+nothing measures yet says so. The quarantine share of each source, per reason, is listed with its
+trend over the runs. Attainment is the share of the last N runs that met the SLO; the
 error budget is the share of runs the contract's attainment objective allows to miss it, and
 what is left of it (below zero: overspent).
 """
@@ -24,8 +27,8 @@ from product_affinity.quality import governance
 from product_affinity.quality.results import SLO_RESULTS
 
 PASS, FAIL, NOT_RUN, NOT_MEASURED = "pass", "fail", "not run", "not measured yet"
-MEASURED_NOW = {f.__name__: f for f in (governance.pii_classified, governance.lineage_recorded,
-                                        governance.pii_masked_on_delivery, governance.api_latency)}
+QUARANTINE_RULE = "quarantine_share_per_reason"
+UNITS = {"percent": " %", "hours": " h", "rows": " rows", "min": " min", "ms": " ms"}  # observed values carry their unit
 GROUPS = {"regulatory": "governance", "operational": "architecture"}
 
 
@@ -65,6 +68,7 @@ class Report:
     run_ids: list[str]  # newest first
     objective: float
     slos: list[Slo]
+    quarantine: list[dict]  # per source and reason: percent of the rows received, per run, oldest first
 
     @property
     def failed(self) -> list[Slo]:
@@ -92,7 +96,12 @@ def _results(conn: duckdb.DuckDBPyConnection, runs: int) -> tuple[list[str], dic
     ).fetchone()[0]
     if not exists:
         return [], {}, []
-    recent = f"(SELECT run_id FROM {SLO_RESULTS} GROUP BY run_id ORDER BY max(checked_at) DESC LIMIT {int(runs)})"
+    has_flag = conn.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE schema_name = ? AND table_name = ? AND column_name = 'pipeline_run'",
+        SLO_RESULTS.split("."),
+    ).fetchone()[0]
+    pipeline = "WHERE pipeline_run" if has_flag else ""  # results written before the flag existed all count
+    recent = f"(SELECT run_id FROM {SLO_RESULTS} {pipeline} GROUP BY run_id ORDER BY max(checked_at) DESC LIMIT {int(runs)})"
     run_ids = [r[0] for r in conn.execute(f"SELECT run_id FROM {recent} AS r").fetchall()]
     rows = conn.execute(f"SELECT * FROM {SLO_RESULTS} WHERE run_id IN {recent} ORDER BY checked_at DESC").fetchall()
     names = [d[0] for d in conn.description]
@@ -114,14 +123,14 @@ def _data_slos(latest: str | None, by_rule: dict, objective: float) -> list[Slo]
             rows = by_rule.get((asset, rule.id), [])
             now = rows[0] if rows and rows[0]["run_id"] == latest else None
             status = NOT_RUN if now is None else PASS if now["passed"] else FAIL
-            detail = "" if now is None else f"{now['rows_checked']:,} values checked of {now['rows_in_table'] or 0:,} rows; {now['detail']}"
+            detail = "" if now is None else f"observed in {now.get('observed_unit') or rule.unit}; {now['detail']}"
             slos.append(Slo(rule.id, asset, rule.dimension, rule.severity, rule.target, None if now is None else now["observed"], rule.unit,
                             status, len(rows), sum(not r["passed"] for r in rows), objective, detail))
     return slos
 
 
-def _service_level_slos(durations: list[dict], objective: float, conn: duckdb.DuckDBPyConnection, warehouse: Path) -> list[Slo]:
-    """SLOs about the product rather than one table: the run time per run, the others measured now."""
+def _service_level_slos(durations: list[dict], by_rule: dict, latest: str | None, objective: float, warehouse: Path) -> list[Slo]:
+    """SLOs about the product rather than one table: the run time and the governance SLOs per run, the API latency now."""
     slos = []
     for sla in service_levels():
         if sla.property == "latency":  # measured on the data, by the timeliness rule on its element
@@ -134,11 +143,17 @@ def _service_level_slos(durations: list[dict], objective: float, conn: duckdb.Du
             observed = durations[0]["minutes"] if durations else None
             runs, failed = len(durations), sum(d["minutes"] > limit for d in durations)
             status = NOT_RUN if observed is None else PASS if observed <= limit else FAIL
-        elif sla.id in MEASURED_NOW:
-            observed, offenders = MEASURED_NOW[sla.id](conn, warehouse)
-            met = observed is not None and (observed >= sla.value if percent else observed <= sla.value)
-            status = NOT_MEASURED if observed is None else PASS if met else FAIL
+        elif sla.id in governance.MEASURED_BY_THE_PIPELINE:
+            rows = by_rule.get((governance.SERVICE_LEVEL, sla.id), [])
+            now = rows[0] if rows and rows[0]["run_id"] == latest else None
+            runs, failed = len(rows), sum(not r["passed"] for r in rows)
+            observed = None if now is None else now["observed"]
+            status = NOT_RUN if now is None else NOT_MEASURED if observed is None else PASS if now["passed"] else FAIL
+            offenders = [] if now is None else json.loads(now["detail"]).get("falls_short", [])
             detail += f" Not yet: {', '.join(offenders)}." if offenders else ""
+        elif sla.id == "api_latency":
+            observed = governance.api_latency(warehouse)
+            status = NOT_MEASURED if observed is None else PASS if observed <= sla.value else FAIL
         else:
             status = NOT_MEASURED
         unit = "min" if sla.id == "pipeline_run_time" else sla.unit
@@ -147,14 +162,34 @@ def _service_level_slos(durations: list[dict], objective: float, conn: duckdb.Du
     return slos
 
 
+def _quarantine_trend(run_ids: list[str], by_rule: dict) -> list[dict]:
+    """Per source and reason, the percent of the rows received quarantined in each of the runs, oldest first
+    (0 in a run that quarantined none for that reason, None in a run that did not measure the source)."""
+    trend = []
+    for t in checked_tables():
+        if not t.source_file:
+            continue
+        measured = {r["run_id"]: json.loads(r["detail"]) for r in by_rule.get((f"{t.schema}/{t.name}", QUARANTINE_RULE), [])}
+        oldest_first = [run for run in reversed(run_ids) if run in measured]
+        shares = {run: {q["reason"]: q["percent"] for q in measured[run].get("by_reason", [])} for run in oldest_first}
+        for reason in sorted({reason for found in shares.values() for reason in found}):
+            trend.append({"source": t.source_file, "reason": reason, "runs": oldest_first,
+                          "percent": [shares[run].get(reason, 0.0) for run in oldest_first]})
+    return trend
+
+
 def build(warehouse: Path, runs: int, read_from: Path | None = None) -> Report:
-    """The report of `warehouse`, read from it or from `read_from` (a snapshot it published, which no run locks)."""
+    """The report of `warehouse`, read from it or from `read_from` (a snapshot it published, which no run locks).
+
+    Only reads: the results were measured by the pipeline; the API latency comes from the audit log.
+    """
     objective = attainment_objective()
     with open_read_only(read_from or warehouse) as conn:
         run_ids, by_rule, durations = _results(conn, runs)
-        slos = _data_slos(run_ids[0] if run_ids else None, by_rule, objective)
-        slos += _service_level_slos(durations, objective, conn, Path(warehouse))
-    return Report(str(read_from or warehouse), datetime.now(UTC).isoformat(timespec="seconds"), run_ids, objective, slos)
+    latest = run_ids[0] if run_ids else None
+    slos = _data_slos(latest, by_rule, objective) + _service_level_slos(durations, by_rule, latest, objective, Path(warehouse))
+    return Report(str(read_from or warehouse), datetime.now(UTC).isoformat(timespec="seconds"), run_ids, objective, slos,
+                  _quarantine_trend(run_ids, by_rule))
 
 
 def _number(value: float | None, suffix: str = "") -> str:
@@ -170,13 +205,16 @@ def text(report: Report) -> str:
     header = ("SLO", "target", "observed", "status", "attainment", "error budget left")
     for group in dict.fromkeys(s.group for s in report.slos):
         rows = [
-            (s.id, f"{s.target} [{s.severity}]" if s.severity else s.target, _number(s.observed), s.status,
+            (s.id, f"{s.target} [{s.severity}]" if s.severity else s.target, _number(s.observed, UNITS.get(s.unit, f" {s.unit}")), s.status,
              "-" if s.attainment is None else f"{s.attainment:.0%} of {s.runs}",
              "-" if s.error_budget_left is None else f"{s.error_budget_left:.0%}")
             for s in report.slos if s.group == group
         ]
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         lines += ["", group] + ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    if report.quarantine:
+        lines += ["", f"quarantine share per reason, % of the rows received, over the last {runs} run(s), oldest first"]
+        lines += [f"{q['source']:<18} {q['reason']:<18} " + " ".join(f"{p:.2f}" for p in q["percent"]) for q in report.quarantine]
     failed = report.failed
     lines += ["", f"{len(failed)} SLO(s) failed" + (": " + ", ".join(f"{s.group} {s.id}" for s in failed) if failed else "")]
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,7 +26,9 @@ COLUMNS = {
     "passed": "BOOLEAN",
     "rows_checked": "BIGINT",
     "rows_in_table": "BIGINT",
-    "detail": "VARCHAR",
+    "detail": "VARCHAR",  # counts and source lines as JSON, never a value
+    "observed_unit": "VARCHAR",  # what `observed` counts, e.g. "% of 27,540 rows received from purchase.csv (...)"
+    "pipeline_run": "BOOLEAN",  # the run built what it checked; a check-only run does not count in SLO attainment
 }
 
 
@@ -36,17 +39,46 @@ class Row:
     passed: bool
     rows_checked: int
     detail: str
+    observed_unit: str
 
 
-def record(conn: duckdb.DuckDBPyConnection, run_id: str, run_started_at: datetime, checked_at: datetime, t: Table,
-           rows_in_table: int | None, rows: list[Row]) -> None:
+@dataclass(frozen=True)
+class Run:
+    """The run a result belongs to: its id, when it started, and whether it is a pipeline run (it built what it checked)."""
+
+    run_id: str
+    started_at: datetime
+    pipeline_run: bool
+
+
+def redact(message: str) -> str:
+    """An error message as it may be stored and served: every quoted literal (a value) replaced, length bounded."""
+    return re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", message)[:500]
+
+
+def _ensure(conn: duckdb.DuckDBPyConnection) -> None:
+    """The results table, with the columns added since a warehouse first made it."""
     conn.execute("CREATE SCHEMA IF NOT EXISTS quality")
     conn.execute(f"CREATE TABLE IF NOT EXISTS {SLO_RESULTS} ({', '.join(f'{k} {v}' for k, v in COLUMNS.items())})")
+    for name, kind in COLUMNS.items():
+        conn.execute(f"ALTER TABLE {SLO_RESULTS} ADD COLUMN IF NOT EXISTS {name} {kind}")
+
+
+def insert(conn: duckdb.DuckDBPyConnection, rows: list[dict]) -> None:
+    _ensure(conn)
     conn.executemany(
         f"INSERT INTO {SLO_RESULTS} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-        [
-            [run_id, run_started_at, checked_at, f"{t.schema}/{t.name}", r.rule.id, r.rule.dimension, r.rule.severity,
-             r.rule.operator, r.rule.threshold, r.rule.unit, r.observed, r.passed, r.rows_checked, rows_in_table, r.detail]
-            for r in rows
-        ],
+        [[row[name] for name in COLUMNS] for row in rows],
     )
+
+
+def record(conn: duckdb.DuckDBPyConnection, run: Run, checked_at: datetime, t: Table, rows_in_table: int | None,
+           rows: list[Row]) -> None:
+    insert(conn, [
+        {"run_id": run.run_id, "run_started_at": run.started_at, "checked_at": checked_at, "asset": f"{t.schema}/{t.name}",
+         "rule_id": r.rule.id, "dimension": r.rule.dimension, "severity": r.rule.severity, "operator": r.rule.operator,
+         "target": r.rule.threshold, "unit": r.rule.unit, "observed": r.observed, "passed": r.passed,
+         "rows_checked": r.rows_checked, "rows_in_table": rows_in_table, "detail": r.detail,
+         "observed_unit": r.observed_unit, "pipeline_run": run.pipeline_run}
+        for r in rows
+    ])
