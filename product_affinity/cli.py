@@ -111,7 +111,7 @@ def run_job(defs, warehouse: Path, verbose: bool = False) -> int:
 
 
 def expectations(args: argparse.Namespace) -> int:
-    from product_affinity.contract import checked_tables
+    from product_affinity.contract.odcs import checked_tables
     from product_affinity.quality.suites import EXPECTATIONS_DIR, write_suites
 
     args.out = args.out or EXPECTATIONS_DIR

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from product_affinity.contract import checked_tables
+from product_affinity.contract.odcs import checked_tables
 from product_affinity.defaults import DEFAULT_SOURCES, DEFAULT_WAREHOUSE
 from product_affinity.defs.business import business_assets
 from product_affinity.defs.consumer_aligned import consumer_aligned_assets

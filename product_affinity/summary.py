@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from product_affinity.contract import tables
+from product_affinity.contract.odcs import tables
 
 SECTIONS = {
     "Row accounting (rows in = accepted + quarantined)": """

@@ -7,7 +7,7 @@ from typing import Any
 import dagster as dg
 import duckdb
 
-from product_affinity.contract import Table
+from product_affinity.contract.odcs import Table
 
 
 class ContractViolation(Exception):

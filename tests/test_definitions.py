@@ -4,7 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from product_affinity.contract import checked_tables, table, tables
+from product_affinity.contract.odcs import checked_tables, table, tables
 from product_affinity.definitions import build_definitions, defs
 from product_affinity.defs.page import page_path
 from product_affinity.publication import open_published

@@ -4,7 +4,7 @@ from datetime import datetime
 
 import pytest
 
-from product_affinity.contract import table
+from product_affinity.contract.odcs import table
 from product_affinity.source_aligned.cleaning import ingest
 from product_affinity.sources.files import SourceError
 from tests.conftest import PRODUCTS, customer, write_sources

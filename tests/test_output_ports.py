@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from product_affinity.consumer_aligned import clv
-from product_affinity.contract import table
+from product_affinity.contract.odcs import table
 from product_affinity.definitions import build_definitions
 from product_affinity.defs.resources import AffinitySettings
 from tests.conftest import PRODUCTS, customer, write_sources

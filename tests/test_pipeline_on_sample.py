@@ -9,7 +9,7 @@ from mlxtend.frequent_patterns import association_rules, fpgrowth
 
 from product_affinity.cli import main
 from product_affinity.consumer_aligned.baskets import ITEM, LEVELS, lines
-from product_affinity.contract import table
+from product_affinity.contract.odcs import table
 from product_affinity.publication import open_published
 from product_affinity.defs.resources import AffinitySettings
 

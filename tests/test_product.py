@@ -7,7 +7,7 @@ import pytest
 
 from product_affinity.product import descriptor as product
 from product_affinity.business.kpi_tree import LATEST, MEASURES
-from product_affinity.contract import contract, tables
+from product_affinity.contract.odcs import contract, tables
 from product_affinity.definitions import defs
 
 

@@ -21,7 +21,7 @@ import pytest
 from dagster_duckdb import DuckDBResource
 
 from product_affinity.cli import main, run_job
-from product_affinity.contract import tables
+from product_affinity.contract.odcs import tables
 from product_affinity.semantic.loader import model
 from product_affinity.definitions import build_definitions, defs
 from product_affinity.publication import (

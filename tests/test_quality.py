@@ -21,7 +21,7 @@ import pytest
 
 from product_affinity.cli import main
 from product_affinity.defs.consumer_aligned import consumer_aligned_assets
-from product_affinity.contract import checked_tables, quality_rules, service_levels, table
+from product_affinity.contract.odcs import checked_tables, quality_rules, service_levels, table
 from product_affinity.definitions import build_definitions, defs
 from product_affinity.defs.quality_checks import asset_key, quality_checks
 from product_affinity.semantic.loader import model

@@ -22,7 +22,7 @@ import pytest
 
 from product_affinity.cli import main
 from product_affinity.defs.consumer_aligned import consumer_aligned_assets
-from product_affinity.contract import checked_tables, quality_rules, table
+from product_affinity.contract.odcs import checked_tables, quality_rules, table
 from product_affinity.definitions import build_definitions
 from product_affinity.publication import published_snapshot
 from product_affinity.quality import report

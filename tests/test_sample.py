@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from product_affinity.contract import tables
+from product_affinity.contract.odcs import tables
 from product_affinity.reference import COUNTRY_SPELLINGS
 from product_affinity.defaults import DEFAULT_SIZE
 from product_affinity.sources.sample import CATEGORIES, generate_sample

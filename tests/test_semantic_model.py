@@ -7,7 +7,7 @@ import textwrap
 import pytest
 from pydantic import ValidationError
 
-from product_affinity.contract import table
+from product_affinity.contract.odcs import table
 from product_affinity.delivery.service import DeliveryService
 from product_affinity.governance.policies import principal
 from product_affinity.governance.credentials import Caller

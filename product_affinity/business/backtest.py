@@ -26,7 +26,7 @@ import duckdb
 from product_affinity.consumer_aligned import recommendations
 from product_affinity.consumer_aligned.association_rules import Thresholds, mine_all_levels
 from product_affinity.consumer_aligned.baskets import ITEM, LEVELS, PURCHASES, item_lines
-from product_affinity.contract import table
+from product_affinity.contract.odcs import table
 from product_affinity.warehouse import typed_columns
 
 RECOMMENDERS = ("cross_sell_score", "most_popular")

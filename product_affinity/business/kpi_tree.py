@@ -21,7 +21,7 @@ from datetime import date
 import duckdb
 
 from product_affinity.consumer_aligned.baskets import PURCHASES, lines
-from product_affinity.contract import table
+from product_affinity.contract.odcs import table
 from product_affinity.product.descriptor import alignment
 
 Monthly = dict[str, float]  # one month's aggregates (monthly_sql's columns)

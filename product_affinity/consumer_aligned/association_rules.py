@@ -29,7 +29,7 @@ import duckdb
 import pandas as pd
 
 from product_affinity.consumer_aligned.baskets import PURCHASES, basket_count, load_basket_items
-from product_affinity.contract import table
+from product_affinity.contract.odcs import table
 
 RULE_COLUMNS = table("association_rules").column_names  # the output port, as the contract declares it
 

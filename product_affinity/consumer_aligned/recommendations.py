@@ -15,7 +15,7 @@ import duckdb
 
 from product_affinity.consumer_aligned import metrics
 from product_affinity.consumer_aligned.baskets import ITEM, ITEM_NAME, ITEM_TYPE, LEVELS, PURCHASES, item_lines
-from product_affinity.contract import table
+from product_affinity.contract.odcs import table
 
 RULES = table("association_rules").physical_name
 

@@ -8,7 +8,7 @@ from product_affinity.business import backtest, clv_backtest, kpi_tree
 from product_affinity.consumer_aligned import clv
 from product_affinity.defs.consumer_aligned import SOURCE_ALIGNED, output_port, publish_port
 from product_affinity.consumer_aligned.baskets import LEVELS
-from product_affinity.contract import table
+from product_affinity.contract.odcs import table
 from product_affinity.product.descriptor import alignment
 from product_affinity.defs.resources import AffinitySettings
 

@@ -9,7 +9,7 @@ from dagster_duckdb import DuckDBResource
 from product_affinity.consumer_aligned import affinity_matrix, clv, customer_metrics, recommendations
 from product_affinity.consumer_aligned import association_rules as rules
 from product_affinity.consumer_aligned.baskets import LEVELS, load_basket_items
-from product_affinity.contract import table
+from product_affinity.contract.odcs import table
 from product_affinity.product.descriptor import asset_tags, kinds, port
 from product_affinity.defs.quality_checks import freshness_policy
 from product_affinity.defs.resources import AffinitySettings

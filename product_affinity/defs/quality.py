@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from product_affinity.contract import checked_tables
+from product_affinity.contract.odcs import checked_tables
 from product_affinity.product.descriptor import asset_tags, owners
 from product_affinity.defs.quality_checks import asset_key
 from product_affinity.quality.results import COLUMNS, SLO_RESULTS

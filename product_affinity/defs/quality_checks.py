@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from product_affinity.contract import Rule, Table, checked_tables, quality_rules, service_level
+from product_affinity.contract.odcs import Rule, Table, checked_tables, quality_rules, service_level
 from product_affinity.quality import frames, measures, results
 
 SEVERITY = {"error": dg.AssetCheckSeverity.ERROR, "warning": dg.AssetCheckSeverity.WARN}

@@ -15,7 +15,7 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from product_affinity.contract import table, tables
+from product_affinity.contract.odcs import table, tables
 from product_affinity.product.descriptor import asset_tags, owners
 from product_affinity.semantic.model import Rollup
 from product_affinity.semantic.loader import model

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from product_affinity.contract import table
+from product_affinity.contract.odcs import table
 from product_affinity.product.descriptor import asset_tags, custom, kinds, owners, port
 from product_affinity.defs.quality_checks import freshness_policy
 from product_affinity.defs.resources import SourceFiles

@@ -56,7 +56,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from product_affinity.defaults import POSTGRES_STATEMENT_TIMEOUT
-from product_affinity.contract import Column, Table, table
+from product_affinity.contract.odcs import Column, Table, table
 from product_affinity.semantic.access import AccessDenied, Principal, RowFilter
 from product_affinity.governance.policies import Group, policies
 from product_affinity.governance.audit import AuditLog

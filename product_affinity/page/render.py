@@ -13,7 +13,7 @@ import duckdb
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from product_affinity.consumer_aligned.metrics import definitions
-from product_affinity.contract import contract, table
+from product_affinity.contract.odcs import contract, table
 from product_affinity.page import charts
 from product_affinity.product.descriptor import alignment, custom, owners
 from product_affinity.product.descriptor import descriptor

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from product_affinity.contract import Table, contract, tables
+from product_affinity.contract.odcs import Table, contract, tables
 
 DESCRIPTOR_PATH = Path(__file__).with_name("product_affinity.odps.yaml")
 ALIGNMENT_PATH = Path(__file__).with_name("alignment.yaml")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import duckdb
 import pandas as pd
 
-from product_affinity.contract import Table, quality_rules
+from product_affinity.contract.odcs import Table, quality_rules
 from product_affinity.quality.reconciliation import CHECKED, RECOMPUTED, Recomputation
 from product_affinity.quality.suites import rows_sharing
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import duckdb
 import numpy as np
 
-from product_affinity.contract import service_level, service_levels, tables
+from product_affinity.contract.odcs import service_level, service_levels, tables
 from product_affinity.quality import results
 from product_affinity.semantic.loader import model
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import duckdb
 
-from product_affinity.contract import Rule, Table, quality_rules, table
+from product_affinity.contract.odcs import Rule, Table, quality_rules, table
 
 UNPARSED = ("malformed_row", "bad_type", "invalid_encoding")  # quarantined lines whose values are unknown
 LINES_SHOWN = 10

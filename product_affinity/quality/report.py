@@ -22,7 +22,7 @@ from pathlib import Path
 
 import duckdb
 
-from product_affinity.contract import OPERATORS, attainment_objective, checked_tables, quality_rules, service_levels
+from product_affinity.contract.odcs import OPERATORS, attainment_objective, checked_tables, quality_rules, service_levels
 from product_affinity.quality import governance
 from product_affinity.quality.results import SLO_RESULTS
 

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import duckdb
 
-from product_affinity.contract import Rule, Table
+from product_affinity.contract.odcs import Rule, Table
 
 SLO_RESULTS = "quality.slo_results"
 COLUMNS = {

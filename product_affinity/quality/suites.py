@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from product_affinity.contract import Rule, Table, contract, quality_rules
+from product_affinity.contract.odcs import Rule, Table, contract, quality_rules
 from product_affinity.defaults import PROJECT_ROOT
 
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"

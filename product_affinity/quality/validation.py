@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from product_affinity.contract import Rule, Table, quality_rules, table
+from product_affinity.contract.odcs import Rule, Table, quality_rules, table
 from product_affinity.quality.frames import Frame
 from product_affinity.quality.offline_docs import make_offline
 from product_affinity.quality.measures import measured_here

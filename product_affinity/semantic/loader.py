@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from product_affinity.contract import table
+from product_affinity.contract.odcs import table
 from product_affinity.semantic.model import AGGREGATES, Cube, Dimension, GRAINS, Join, Mask, Measure, Metric, Model, ModelError, NAME, RELATIONSHIPS, Rollup, View, ViewMember, rollup_parts, semantic_type
 
 HERE = Path(__file__).parent

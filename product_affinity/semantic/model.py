@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from product_affinity.contract import ContractError
+from product_affinity.contract.odcs import ContractError
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import duckdb
 
-from product_affinity.contract import Table, table
+from product_affinity.contract.odcs import Table, table
 from product_affinity.reference import COUNTRY_SPELLINGS
 from product_affinity.sources.files import scan
 from product_affinity.warehouse import execute

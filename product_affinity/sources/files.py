@@ -10,7 +10,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from product_affinity.contract import Table
+from product_affinity.contract.odcs import Table
 
 
 class SourceError(Exception):

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from product_affinity.contract import table
+from product_affinity.contract.odcs import table
 
 from product_affinity.reference import COUNTRY_SPELLINGS
 
