@@ -80,7 +80,8 @@ def run_job(defs, warehouse: Path, verbose: bool = False) -> int:
     import dagster as dg
 
     from product_affinity.progress import StepProgress
-    from product_affinity.publication import failure_report, published_snapshot
+    from product_affinity.defs.publication import failure_report
+    from product_affinity.publication import published_snapshot
     from product_affinity.summary import print_summary
 
     job = defs.resolve_job_def("product_affinity")

@@ -22,7 +22,7 @@ from product_affinity.defs.quality_checks import asset_key, docs_dir, quality_ch
 from product_affinity.defs.resources import resources
 from product_affinity.defs.rollups import rollup_assets, rollup_checks
 from product_affinity.defs.source_aligned import quarantine, source_aligned_assets, source_files
-from product_affinity.publication import snapshot
+from product_affinity.defs.publication import snapshot
 
 # Tables in the catalogue that no step of their own builds (Dagster cannot run them): shown, never selected.
 WRITTEN_ALONGSIDE = [quarantine, slo_results]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import dagster as dg
 import duckdb
 
 from product_affinity.contract.odcs import Table
@@ -47,19 +46,6 @@ def replace_table(
     return conn.execute(f"SELECT count(*) FROM {t.physical_name}").fetchone()[0]
 
 
-def column_schema(t: Table) -> dg.TableSchema:
-    return dg.TableSchema(
-        columns=[
-            dg.TableColumn(
-                name=c.name,
-                type=c.type,
-                description=c.description or None,
-                tags={"pii": ""} if c.pii else {},
-                constraints=dg.TableColumnConstraints(nullable=not c.required, unique=c.unique),
-            )
-            for c in t.columns
-        ]
-    )
 
 
 def profile(conn: duckdb.DuckDBPyConnection, t: Table) -> str:
@@ -83,12 +69,3 @@ def profile(conn: duckdb.DuckDBPyConnection, t: Table) -> str:
     return "\n".join(lines)
 
 
-def materialization_metadata(conn: duckdb.DuckDBPyConnection, t: Table, **extra: Any) -> dict[str, Any]:
-    rows = conn.execute(f"SELECT count(*) FROM {t.physical_name}").fetchone()[0]
-    return {
-        "dagster/row_count": rows,
-        "dagster/column_schema": column_schema(t),
-        "table": t.physical_name,
-        "profile": dg.MetadataValue.md(profile(conn, t)),
-        **extra,
-    }

@@ -28,7 +28,8 @@ import pytest
 from product_affinity.cli import main
 from product_affinity.contract.odcs import table
 from product_affinity.definitions import build_definitions
-from product_affinity.publication import failure_report, published_snapshot
+from product_affinity.defs.publication import failure_report
+from product_affinity.publication import published_snapshot
 from product_affinity.defs.source_aligned import source_aligned_assets
 from product_affinity.sources.sample import generate_sample
 

@@ -71,3 +71,18 @@ def test_the_compiler_does_not_depend_on_the_policy_engine():
     graph = top_level_imports()
     for module in (m for m in graph if m.startswith("product_affinity.semantic")):
         assert not {t for t in graph[module] if t.startswith("product_affinity.governance")}, module
+
+
+def test_domain_code_imports_no_dagster():
+    """Ingestion, transforms, rules, metrics, business, quality, publication and delivery can be called and tested on a
+    DuckDB connection: only the wiring (defs/, definitions.py) and the CLI that runs it import Dagster."""
+    wiring = {PACKAGE / "definitions.py", PACKAGE / "cli.py", PACKAGE / "progress.py"}
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if path in wiring or (PACKAGE / "defs") in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n == "dagster" or n.startswith(("dagster.", "dagster_")) for n in names):
+                offenders.append(str(path.relative_to(PACKAGE.parent)))
+    assert not offenders, f"domain modules importing Dagster: {sorted(set(offenders))}"

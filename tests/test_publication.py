@@ -24,15 +24,8 @@ from product_affinity.cli import main, run_job
 from product_affinity.contract.odcs import tables
 from product_affinity.semantic.loader import model
 from product_affinity.definitions import build_definitions, defs
-from product_affinity.publication import (
-    KEEP_SNAPSHOTS,
-    SNAPSHOT_KEY,
-    NothingPublished,
-    open_published,
-    publish,
-    published_dir,
-    published_snapshot,
-)
+from product_affinity.publication import KEEP_SNAPSHOTS, NothingPublished, open_published, publish, published_dir, published_snapshot
+from product_affinity.defs.publication import SNAPSHOT_KEY
 from product_affinity.sources.sample import generate_sample
 
 TABLES = [t.physical_name for t in tables().values()]

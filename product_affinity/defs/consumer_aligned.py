@@ -14,7 +14,8 @@ from product_affinity.product.descriptor import asset_tags, kinds, port
 from product_affinity.defs.quality_checks import freshness_policy
 from product_affinity.defs.resources import AffinitySettings
 from product_affinity.defs.source_aligned import OWNERS
-from product_affinity.warehouse import column_schema, materialization_metadata, replace_table
+from product_affinity.defs.metadata import column_schema, materialization_metadata
+from product_affinity.warehouse import replace_table
 
 SOURCE_ALIGNED = {name: dg.AssetKey(["source_aligned", name]) for name in ("customer", "product", "purchase")}
 

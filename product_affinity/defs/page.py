@@ -5,9 +5,11 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from product_affinity.page.render import lineage, write_page
+from product_affinity.defs.metadata import asset_lineage
+from product_affinity.page.render import write_page
 from product_affinity.product.descriptor import asset_tags, delivery_port, owners
-from product_affinity.publication import SNAPSHOT_KEY, published_snapshot
+from product_affinity.defs.publication import SNAPSHOT_KEY
+from product_affinity.publication import published_snapshot
 from product_affinity.defs.quality_checks import docs_dir
 
 PAGE = delivery_port("product-page")
@@ -32,7 +34,7 @@ def page_path(warehouse: Path) -> Path:
 def product_page(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
     working = Path(warehouse.database)
     snapshot = published_snapshot(working)
-    page = write_page(snapshot, working, lineage(context.job_def.asset_layer.asset_graph), page_path(working).parent, docs_dir(warehouse))
+    page = write_page(snapshot, working, asset_lineage(context.job_def.asset_layer.asset_graph), page_path(working).parent, docs_dir(warehouse))
     context.log.info(f"wrote {page} from {snapshot}")
     return dg.MaterializeResult(metadata={"page": dg.MetadataValue.path(str(page)), "snapshot": snapshot.name,
                                           "bytes": page.stat().st_size})

@@ -14,7 +14,7 @@ from product_affinity.product.descriptor import asset_tags, custom, kinds, owner
 from product_affinity.defs.quality_checks import freshness_policy
 from product_affinity.defs.resources import SourceFiles
 from product_affinity.source_aligned.cleaning import FOREIGN_KEYS, ingest
-from product_affinity.warehouse import column_schema, materialization_metadata
+from product_affinity.defs.metadata import column_schema, materialization_metadata
 
 OWNERS = owners()  # from the data product descriptor's team
 

@@ -153,7 +153,7 @@ def context(snapshot: Path, warehouse: Path, lineage: list[dict], docs: Path | N
         "input_ports": [{"name": p["name"], "source": custom(p)["sourceFile"], "table": custom(p)["table"], "description": p["description"]}
                         for p in product["inputPorts"]],
         "delivery_ports": custom(product)["deliveryPorts"],
-        "lineage": lineage,
+        "lineage": [{**a, "upstream": a["upstream"] or ["(operational source)"]} for a in lineage],
         "metrics": definitions(),
         "slo_run": slo.run_ids[0] if slo.run_ids else "(none yet)", "slo_runs": len(slo.run_ids), "slo_objective": f"{slo.objective:.0%}",
         "slos": [{"group": s.group, "id": s.id, "target": s.target, "observed": "–" if s.observed is None else f"{s.observed:,.4g}",
@@ -164,16 +164,10 @@ def context(snapshot: Path, warehouse: Path, lineage: list[dict], docs: Path | N
     }
 
 
-def lineage(graph) -> list[dict]:
-    """Each asset of an asset graph with its upstream assets, as the page lists them."""
-    return [{"asset": key.to_user_string(), "upstream": sorted(k.to_user_string() for k in graph.get(key).parent_keys) or ["(operational source)"]}
-            for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string())]
-
-
 def write_page(snapshot: Path, warehouse: Path, assets: list[dict], out_dir: Path, docs: Path | None = None) -> Path:
     """Render the page into out_dir/index.html, written aside and renamed so a reader never sees half a page.
 
-    `assets` is the lineage (see `lineage`); `docs` the Great Expectations Data Docs folder, linked from the page
+    `assets` is the running job's lineage (product_affinity.defs.metadata.asset_lineage); `docs` the Great Expectations Data Docs folder, linked from the page
     by a relative path."""
     environment = Environment(loader=PackageLoader("product_affinity", "page"), autoescape=True, undefined=StrictUndefined)
     html = environment.get_template("template.html.j2").render(**context(snapshot, warehouse, assets, docs, out_dir))

@@ -12,8 +12,6 @@ import re
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import duckdb
 import numpy as np
 
@@ -21,8 +19,9 @@ from product_affinity.contract.odcs import service_level, service_levels, tables
 from product_affinity.quality import results
 from product_affinity.semantic.loader import model
 
-if TYPE_CHECKING:
-    from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph as AssetGraph
+# The running job's assets, as the wiring hands them over (product_affinity.defs.metadata.asset_lineage): each asset's
+# name, the names of its upstream assets, and whether the product builds it.
+Lineage = list[dict]
 
 SERVICE_LEVEL = "service_level"  # the asset column of the governance SLOs' result rows
 
@@ -30,25 +29,25 @@ SERVICE_LEVEL = "service_level"  # the asset column of the governance SLOs' resu
 PERSONAL_DATA = re.compile(r"(^|_)(first_name|last_name|full_name|email|phone|address|birth)")
 
 
-def pii_classified(conn: duckdb.DuckDBPyConnection, graph: AssetGraph) -> tuple[float, list[str]]:
+def pii_classified(conn: duckdb.DuckDBPyConnection, lineage: Lineage) -> tuple[float, list[str]]:
     """Percent of the columns that look personal which the contract classifies pii, and those it does not."""
     personal = [f"{t.name}.{c.name}" for t in tables().values() for c in t.columns if PERSONAL_DATA.search(c.name)]
     unclassified = [name for name in personal if not tables()[name.split(".")[0]].column(name.split(".")[1]).pii]
     return 100 * (len(personal) - len(unclassified)) / len(personal), unclassified
 
 
-def lineage_recorded(conn: duckdb.DuckDBPyConnection, graph: AssetGraph) -> tuple[float, list[str]]:
+def lineage_recorded(conn: duckdb.DuckDBPyConnection, lineage: Lineage) -> tuple[float, list[str]]:
     """Percent of the assets the product builds that declare their upstream assets, and those that do not, in the
     asset graph of the running definitions (the step's context hands it over).
 
     The operational source files are where lineage starts, so they have no upstream to declare.
     """
-    built = [key for key in graph.materializable_asset_keys]
-    orphans = [key.to_user_string() for key in built if not graph.get(key).parent_keys]
+    built = [asset for asset in lineage if asset["built"]]
+    orphans = [asset["asset"] for asset in built if not asset["upstream"]]
     return 100 * (len(built) - len(orphans)) / len(built), orphans
 
 
-def pii_masked_on_delivery(conn: duckdb.DuckDBPyConnection, graph: AssetGraph) -> tuple[float | None, list[str]]:
+def pii_masked_on_delivery(conn: duckdb.DuckDBPyConnection, lineage: Lineage) -> tuple[float | None, list[str]]:
     """Percent of the personal-data members principals read masked, of those their policies mask, checked on the data.
 
     For every principal, view and personal-data member the policy engine masks for them, the API's
@@ -79,13 +78,13 @@ def pii_masked_on_delivery(conn: duckdb.DuckDBPyConnection, graph: AssetGraph) -
 MEASURED_BY_THE_PIPELINE = {f.__name__: f for f in (pii_classified, lineage_recorded, pii_masked_on_delivery)}
 
 
-def record(conn: duckdb.DuckDBPyConnection, run: results.Run, graph: AssetGraph) -> None:
+def record(conn: duckdb.DuckDBPyConnection, run: results.Run, lineage: Lineage) -> None:
     """Measure every governance SLO and keep one result row each in quality.slo_results (asset `service_level`)."""
     rows = []
     for sla in service_levels():
         if sla.id not in MEASURED_BY_THE_PIPELINE:
             continue
-        observed, offenders = MEASURED_BY_THE_PIPELINE[sla.id](conn, graph)
+        observed, offenders = MEASURED_BY_THE_PIPELINE[sla.id](conn, lineage)
         rows.append({
             "run_id": run.run_id, "run_started_at": run.started_at, "checked_at": datetime.now(UTC).replace(tzinfo=None),
             "asset": SERVICE_LEVEL, "rule_id": sla.id, "dimension": sla.property, "severity": "", "operator": "mustBeGreaterOrEqualTo",
