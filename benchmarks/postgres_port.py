@@ -29,7 +29,7 @@ from pathlib import Path
 from pipeline import OUT, generate, isolated, pipeline
 
 from product_affinity.defaults import POSTGRES_STATEMENT_TIMEOUT
-from product_affinity.delivery import postgres
+from product_affinity.delivery import postgres, postgres_common, postgres_load
 from product_affinity.publication import NothingPublished, published_snapshot
 
 SPEND = "SELECT sum(quantity * unit_price) FROM product_affinity.sales"
@@ -70,11 +70,11 @@ def raw_copy(warehouse: Path, dsn: str) -> int:
         Path(folder).chmod(0o755)  # the server process reads the files
         duck.execute("SET enable_progress_bar = false")
         pg.execute("CREATE SCHEMA baseline")
-        for t in postgres.published_tables():
+        for t in postgres_load.published_tables():
             path = Path(folder) / f"{t.name}.csv"
-            duck.execute(f"COPY (SELECT {', '.join(postgres._copied(c) for c in t.columns)} FROM {t.physical_name}) TO '{path}' (HEADER false)")
+            duck.execute(f"COPY (SELECT {', '.join(postgres_load._copied(c) for c in t.columns)} FROM {t.physical_name}) TO '{path}' (HEADER false)")
             path.chmod(0o644)
-            types = ", ".join(f'"{c.name}" {postgres.TYPES.get(c.type, c.type)}' for c in t.columns)
+            types = ", ".join(f'"{c.name}" {postgres_load.TYPES.get(c.type, c.type)}' for c in t.columns)
             pg.execute(f"CREATE TABLE baseline.{t.name} ({types})")
             rows += pg.execute(f"COPY baseline.{t.name} FROM '{path}' (FORMAT csv)").rowcount
         pg.execute("DROP SCHEMA baseline CASCADE")
@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--warehouse", type=Path, default=OUT / "scale" / "warehouse.duckdb",
                         help="a warehouse that has published a snapshot; built at the scale above if it has not (default: the one "
                              "`make bench` publishes, %(default)s)")
-    parser.add_argument("--dsn", default=postgres.default_dsn(), help="server to publish into; a throwaway database is used (default: %(default)s)")
+    parser.add_argument("--dsn", default=postgres_common.default_dsn(), help="server to publish into; a throwaway database is used (default: %(default)s)")
     parser.add_argument("--statement-timeout", type=float, default=POSTGRES_STATEMENT_TIMEOUT,
                         help="the logins' statement timeout, in seconds (default: %(default)s)")
     args = parser.parse_args()

@@ -191,22 +191,22 @@ def publish_postgres(args: argparse.Namespace) -> int:
     """Publish the published snapshot into PostgreSQL; exit 1 when readers kept it from swapping in, 2 when it could not start."""
     import psycopg
 
-    from product_affinity.delivery import postgres
+    from product_affinity.delivery import postgres, postgres_common, postgres_swap
     from product_affinity.publication import NothingPublished
 
     waited_for: set[int] = set()
 
-    def busy(readers: list[postgres.Reader]) -> None:
+    def busy(readers: list[postgres_swap.Reader]) -> None:
         if {r.pid for r in readers} - waited_for:
             waited_for.update(r.pid for r in readers)
             print(f"Waiting for readers to end their transactions: {'; '.join(map(str, readers))}", file=sys.stderr)
 
     try:
         done = postgres.publish(args.warehouse, args.dsn, args.role_prefix, args.wait, busy, args.statement_timeout)
-    except postgres.ReadersBusy as error:
+    except postgres_common.ReadersBusy as error:
         print(f"Not published: {error}", file=sys.stderr)
         return 1
-    except (NothingPublished, postgres.PublishError, psycopg.Error) as error:
+    except (NothingPublished, postgres_common.PublishError, psycopg.Error) as error:
         print(f"Cannot publish to PostgreSQL: {error}", file=sys.stderr)
         return 2
     print(postgres.summary(done))

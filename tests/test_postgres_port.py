@@ -19,7 +19,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from product_affinity.cli import main
-from product_affinity.delivery import postgres
+from product_affinity.delivery import postgres, postgres_common, postgres_load
 from product_affinity.delivery.service import DeliveryService, _json_value
 from product_affinity.semantic.access import AccessDenied
 from product_affinity.governance.policies import access, policies, principal, readable_views
@@ -32,20 +32,20 @@ from product_affinity.semantic.compiler import condition, mask_sql
 from product_affinity.semantic.query import MAX_LIMIT, Query
 
 PREFIX = f"pa_t{secrets.token_hex(3)}_"  # roles are cluster-wide: this session's own
-BASE_TABLES = [t.physical_name for t in postgres.published_tables()]
+BASE_TABLES = [t.physical_name for t in postgres_load.published_tables()]
 SPAIN_SPEND = "SELECT sum(quantity * unit_price) FROM source_aligned.purchase JOIN source_aligned.customer USING (customer_id) WHERE country = 'Spain'"
 
 
 @pytest.fixture(scope="session")
 def server() -> str:
     """The server's maintenance database; skip (fail when CI is set) when no PostgreSQL answers."""
-    dsn = make_conninfo(postgres.default_dsn(), dbname="postgres")
+    dsn = make_conninfo(postgres_common.default_dsn(), dbname="postgres")
     try:
         psycopg.connect(dsn, connect_timeout=5).close()
     except psycopg.OperationalError as error:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI is set and PostgreSQL does not answer at {postgres.safe_dsn(dsn)}: {error}")
-        pytest.skip(f"PostgreSQL does not answer at {postgres.safe_dsn(dsn)} ({error}); with CI=true this fails instead")
+            pytest.fail(f"CI is set and PostgreSQL does not answer at {postgres_common.safe_dsn(dsn)}: {error}")
+        pytest.skip(f"PostgreSQL does not answer at {postgres_common.safe_dsn(dsn)} ({error}); with CI=true this fails instead")
     return dsn
 
 

@@ -11,7 +11,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from product_affinity.delivery import postgres
+from product_affinity.delivery import postgres, postgres_load, postgres_roles
 from product_affinity.governance.policies import policies
 from tests.test_postgres_port import SLICES, server  # noqa: F401 (server: the fixture, skips without PostgreSQL, fails under CI=true)
 
@@ -121,7 +121,7 @@ def test_a_default_role_the_login_sets_on_itself_does_not_shed_its_filters(port,
 
 @pytest.mark.parametrize("who", list(policies().principals))
 def test_a_login_cannot_become_a_role_it_is_not_a_member_of(port, who):
-    managed = [*postgres.Roles(PREFIX).declared(), "postgres"]
+    managed = [*postgres_roles.Roles(PREFIX).declared(), "postgres"]
     with port.login(who) as conn:
         mine = {f"{PREFIX}{who}", *reachable(conn)}
         for role in managed:
@@ -148,7 +148,7 @@ PLANTS = [  # objects that would run, or be read, with someone else's rights
     "SELECT * FROM product_affinity_private.masking_key",
     "SELECT product_affinity_private.row_filter_values('regional_analyst', 1)",
     "SELECT product_affinity_private.is_current('x')",
-    *(f"SELECT count(*) FROM {t.physical_name}" for t in postgres.published_tables()),
+    *(f"SELECT count(*) FROM {t.physical_name}" for t in postgres_load.published_tables()),
 ]
 
 
@@ -190,7 +190,7 @@ def test_the_catalogue_and_plans_show_no_principals_attribute_values(port):
     assert secrets_, "the policies declare no attribute: nothing to look for"
     with port.login("storefront") as conn:
         texts = [q for (q,) in conn.execute("SELECT coalesce(qual, '') FROM pg_policies WHERE schemaname IN ('source_aligned', 'consumer_aligned')")]
-        assert len(texts) > len(postgres.published_tables())
+        assert len(texts) > len(postgres_load.published_tables())
     with port.login("ana") as ana:
         for view in ("sales", "customer_360", "cross_sell"):
             texts += [line for (line,) in ana.execute(f"EXPLAIN (VERBOSE) SELECT count(*) FROM product_affinity.{view}")]
