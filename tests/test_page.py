@@ -13,6 +13,7 @@ import duckdb
 import pytest
 
 from product_affinity.definitions import WRITTEN_ALONGSIDE, defs
+from product_affinity.defs.metadata import asset_lineage
 from product_affinity.defs.page import page_path
 from product_affinity.page.render import write_page
 from product_affinity.product.descriptor import alignment, owners
@@ -175,7 +176,7 @@ def test_failed_slos_come_first_outside_the_fold(sample_run, browser, tmp_path):
     with duckdb.connect(str(snapshot)) as conn:
         conn.execute("""UPDATE quality.slo_results SET passed = false WHERE rule_id = 'validity_email'
                         AND run_id = (SELECT run_id FROM quality.slo_results GROUP BY run_id ORDER BY max(checked_at) DESC LIMIT 1)""")
-    written = write_page(snapshot, tmp_path / "page", warehouse.parent / "quality_docs")
+    written = write_page(snapshot, warehouse, asset_lineage(defs.resolve_asset_graph()), tmp_path / "page", warehouse.parent / "quality_docs")
     opened = browser.new_page()
     opened.goto(written.as_uri())
     failures = opened.locator("#slo-failures tr:has(td)")
