@@ -19,6 +19,7 @@ from strawberry.scalars import JSON
 
 from product_affinity.delivery.service import DeliveryService, Result
 from product_affinity.governance import AccessDenied
+from product_affinity.governance.audit import AuditLog
 from product_affinity.governance.credentials import Caller
 from product_affinity.publication import NothingPublished
 from product_affinity.semantic.compiler import QueryError
@@ -147,14 +148,26 @@ class Queries:
         return _result(await _served(lambda: service.read_port(caller, name, limit, offset, "graphql port", after)))
 
 
-REFUSALS = {"FORBIDDEN", "BAD_USER_INPUT", "UNAVAILABLE"}
+REFUSALS = {"FORBIDDEN": "denied", "BAD_USER_INPUT": "invalid", "UNAVAILABLE": "unavailable"}
 
 
 class Schema(strawberry.Schema):
     def process_errors(self, errors, execution_context=None) -> None:
-        """Log only what went wrong on our side: a refusal is the client's answer, not a server error."""
+        """Tell the audit log what each error means for the request's outcome (the response is a 200 all the same), and
+        log only what went wrong on our side: a refusal is the client's answer, not a server error."""
+        for error in errors:
+            AuditLog.refused(_outcome(error), error.message)
         unexpected = [e for e in errors if (e.extensions or {}).get("code") not in REFUSALS]
         super().process_errors(unexpected, execution_context)
+
+
+def _outcome(error: GraphQLError) -> str:
+    """A refusal's code says what it is; an error without one is the document's (syntax, validation: it has no path)
+    or ours (a resolver failed)."""
+    code = (error.extensions or {}).get("code")
+    if code in REFUSALS:
+        return REFUSALS[code]
+    return "error" if error.path else "invalid"
 
 
 schema = Schema(query=Queries)

@@ -3,7 +3,8 @@
 Every data endpoint authenticates with an API key (`Authorization: Bearer <key>` or `X-API-Key`)
 and goes through DeliveryService, the one place access is decided: 401 without a valid key, 403
 when the principal's groups do not allow what was asked, 400 for a query the model cannot
-answer, 503 while nothing is published yet.
+answer, 503 while nothing is published yet. Every request, to any path, gets one audit entry
+(AuditedApp, governance/audit_middleware.py).
 """
 
 
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from product_affinity.delivery.service import DeliveryService, Result, Unauthenticated
 from product_affinity.governance import AccessDenied
+from product_affinity.governance.audit_middleware import AuditedApp
 from product_affinity.governance.credentials import Caller
 from product_affinity.publication import NothingPublished
 from product_affinity.resources import DEFAULT_WAREHOUSE
@@ -62,7 +64,8 @@ def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
     from product_affinity.delivery.graphql import graphql_router
 
     service = DeliveryService(warehouse)
-    app = FastAPI(
+    app = AuditedApp(  # every request gets one audit entry, whatever answers or refuses it
+        audit=service.audit,
         title="Product Affinity",
         version="1.0",
         description="Cross-sell insight for an online retailer: the semantic model's views, queried under the product's "

@@ -70,10 +70,9 @@ def pii_masked_on_delivery(conn: duckdb.DuckDBPyConnection, warehouse: Path) -> 
 
 def api_latency(conn: duckdb.DuckDBPyConnection, warehouse: Path) -> tuple[float | None, list[str]]:
     """95th percentile, in ms, of the time the API took to answer its last 1,000 successful reads of the recommendations
-    (the cross_sell view and its port), from the audit log; None until it has served some."""
-    from product_affinity.governance.audit import AuditLog
+    (the cross_sell view and its port), as counted when each was audited (the log itself is not re-read); None until
+    it has served some."""
+    from product_affinity.governance.audit import recent_read_durations
 
-    view = model().port_view(service_level("api_latency").element)
-    reads = [e for e in AuditLog(warehouse).entries(last=20_000) if e["outcome"] == "ok" and e["view"] == view.name]
-    durations = [e["duration_ms"] for e in reads[-1_000:]]
+    durations = recent_read_durations(warehouse, model().port_view(service_level("api_latency").element).name)
     return (float(np.percentile(durations, 95)) if durations else None), []
