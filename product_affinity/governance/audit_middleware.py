@@ -28,6 +28,7 @@ from product_affinity.governance.audit import AuditedRequest, AuditLog, audited_
 log = logging.getLogger(__name__)
 
 BODY_KEPT = 2_048  # of a request no operation describes (a 422, a GraphQL syntax error), the start of its body is kept
+ABORTED = "the client went away or the request was cancelled before the response"
 UNAUDITED = json.dumps({"error": "the request could not be audited, so it is not answered; try again later"}).encode()
 
 
@@ -62,8 +63,10 @@ class AuditMiddleware:
                 return  # the 503 has been sent in its place
             if message["type"] == "http.response.start" and not state["written"]:
                 state["written"] = True
+                # A client gone before its answer never gets it, whatever the app answers (a 500 for the body it lost).
+                written = entry(499, "aborted", ABORTED) if state["disconnected"] else entry(message["status"])
                 try:
-                    await anyio.to_thread.run_sync(self.audit.write, entry(message["status"]))
+                    await anyio.to_thread.run_sync(self.audit.write, written)
                 except Exception:
                     log.exception("could not write the audit entry of %s %s", request.method, request.path)
                     state["refused"] = True
@@ -81,7 +84,7 @@ class AuditMiddleware:
                 # Written here, in this thread: a cancelled task cannot wait for a worker thread.
                 aborted = state["disconnected"] or isinstance(error, anyio.get_cancelled_exc_class())
                 try:
-                    self.audit.write(entry(499, "aborted", "the client went away or the request was cancelled") if aborted
+                    self.audit.write(entry(499, "aborted", ABORTED) if aborted
                                      else entry(500, "error", f"{type(error).__name__}: {error}"))
                 except Exception:
                     log.exception("could not write the audit entry of %s %s", request.method, request.path)
