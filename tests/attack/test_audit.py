@@ -16,8 +16,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 from product_affinity.delivery.rest import create_app
-from product_affinity.governance.audit import FILE_BYTES_ENV, MAX_ENTRY_BYTES, TOTAL_BYTES_ENV, AuditLog
+from product_affinity.governance.audit import AuditLog
 from product_affinity.governance.credentials import KeyStore
+
+# The promises, written out rather than imported, so the tests read the same on the code before them.
+MAX_ENTRY_BYTES = 8_192
+FILE_BYTES_ENV, TOTAL_BYTES_ENV = "PRODUCT_AFFINITY_AUDIT_FILE_BYTES", "PRODUCT_AFFINITY_AUDIT_TOTAL_BYTES"
+
+
+def log_files(warehouse) -> list:
+    """The audit log's files, oldest first (named by day, then part)."""
+    return sorted((warehouse.parent / "governance" / "audit").glob("*.jsonl"))
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +37,7 @@ def api(published_sample):
 
 
 def lines(warehouse) -> list[bytes]:
-    return [line for path in AuditLog(warehouse).files() for line in path.read_bytes().split(b"\n") if line]
+    return [line for path in log_files(warehouse) for line in path.read_bytes().split(b"\n") if line]
 
 
 def one_new_entry(warehouse, before: int) -> dict:
@@ -165,9 +174,9 @@ def test_a_deeply_nested_query_does_not_stop_duckdb_reading_the_log(api):
     response = client.post("/load", json={"measures": ["sales.lines"], "filters": [_deep_filter(80)]},
                            headers={"X-API-Key": keys["marta"]})
     assert response.status_code in (200, 400)  # answered, or refused as too deep: either way audited
-    files = [str(p) for p in AuditLog(warehouse).files()]
-    read = duckdb.execute(f"SELECT count(*), count(DISTINCT status) FROM read_json({files})").fetchone()
-    assert read[0] == len(lines(warehouse)) and read[1] >= 2
+    files = [str(p) for p in log_files(warehouse)]
+    read = duckdb.execute(f"SELECT count(*), count(*) FILTER (WHERE path = '/load') FROM read_json({files})").fetchone()
+    assert read[0] == len(lines(warehouse)) and read[1] >= 1
 
 
 def test_the_log_rotates_by_size_and_its_oldest_files_go_at_the_cap(tmp_path, monkeypatch):
@@ -178,11 +187,11 @@ def test_the_log_rotates_by_size_and_its_oldest_files_go_at_the_cap(tmp_path, mo
         for i in range(400):  # unauthenticated, about 700 bytes each: 280 KB unbounded
             client.get(f"/ports/{i:05d}-{'y' * 2_000}")
     log = AuditLog(warehouse)
-    sizes = [p.stat().st_size for p in log.files()]
+    sizes = [p.stat().st_size for p in log_files(warehouse)]
     assert len(sizes) >= 3 and max(sizes) <= 16_384 and sum(sizes) <= 65_536
     entries = log.entries()
     assert entries[-1]["path"].startswith("/ports/00399-") and not entries[0]["path"].startswith("/ports/00000-")
-    assert duckdb.execute(f"SELECT count(*) FROM read_json({[str(p) for p in log.files()]})").fetchone()[0] == len(entries)
+    assert duckdb.execute(f"SELECT count(*) FROM read_json({[str(p) for p in log_files(warehouse)]})").fetchone()[0] == len(entries)
 
 
 def test_slo_latency_is_kept_as_requests_are_served_not_re_read_from_the_log(api):
@@ -196,7 +205,7 @@ def test_slo_latency_is_kept_as_requests_are_served_not_re_read_from_the_log(api
     # A log far larger than what it measures, full of slow reads: /slo must not read it.
     padding = json.dumps({"at": "2026-01-01T00:00:00.000+00:00", "method": "GET", "path": "/ports/cross_sell_recommendations",
                           "status": 200, "outcome": "ok", "view": "cross_sell", "duration_ms": 99_999.0}) + "\n"
-    with AuditLog(warehouse).files()[-1].open("a") as newest:
+    with log_files(warehouse)[-1].open("a") as newest:
         newest.write(padding * 5_000)
     slos = {s["id"]: s for s in client.get("/slo", headers=headers).json()["slos"]}
     assert slos["api_latency"]["observed"] == pytest.approx(expected)
