@@ -183,7 +183,7 @@ def keys(args: argparse.Namespace) -> int:
             return 2
     else:
         for key in store.issued():
-            print(f"{key.key_id}  {key.principal}  issued {key.issued_at}")
+            print(f"{key.key_id}  {key.principal}  issued {key.issued_at}" + (f"  revoked {key.revoked_at}" if key.revoked_at else ""))
     return 0
 
 
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="worker processes (default: %(default)s; one already uses every core, as DuckDB runs each query on all)")
     serve_.set_defaults(func=serve)
 
-    keys_ = command("keys", help="issue, list or revoke API keys (only their digests are stored)")
+    keys_ = command("keys", help="issue, list or revoke API keys (only their digests are stored, in governance.sqlite3)")
     keys_.add_argument("action", choices=["issue", "list", "revoke"])
     keys_.add_argument("principal", nargs="?", help="issue: the principal (policies.yaml); revoke: the key id")
     keys_.add_argument("--warehouse", type=Path, default=DEFAULT_WAREHOUSE, help="keys live next to this warehouse (default: %(default)s)")

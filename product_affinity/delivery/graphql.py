@@ -21,6 +21,7 @@ from product_affinity.delivery.bounds import GRAPHQL_LIMITS
 from product_affinity.delivery.limits import MAX_CURSOR_CHARS, MAX_LIMIT, MAX_OFFSET
 from product_affinity.delivery.offline import OfflineGraphQLRouter
 from product_affinity.delivery.service import DeliveryService, Result
+from product_affinity.governance.audit import AuditLog
 from product_affinity.semantic.access import AccessDenied
 from product_affinity.governance.credentials import Caller
 from product_affinity.publication import NothingPublished
@@ -159,15 +160,27 @@ class Queries:
         return _result(await _served(lambda: service.read_port(caller, name, limit, offset, "graphql port", after)))
 
 
-REFUSALS = {"FORBIDDEN", "BAD_USER_INPUT", "UNAVAILABLE"}
+REFUSALS = {"FORBIDDEN": "denied", "BAD_USER_INPUT": "invalid", "UNAVAILABLE": "unavailable"}
 
 
 class Schema(strawberry.Schema):
     def process_errors(self, errors, execution_context=None) -> None:
-        """Log only what went wrong on our side: a refusal is the client's answer, not a server error, and so is an
+        """Tell the audit log what each error means for the request's outcome (the response is a 200 all the same), and
+        log only what went wrong on our side: a refusal is the client's answer, not a server error, and so is an
         error without a path (the document did not parse or validate, or broke a limit, before any resolver ran)."""
+        for error in errors:
+            AuditLog.refused(_outcome(error), error.message)
         unexpected = [e for e in errors if e.path and (e.extensions or {}).get("code") not in REFUSALS]
         super().process_errors(unexpected, execution_context)
+
+
+def _outcome(error: GraphQLError) -> str:
+    """A refusal's code says what it is; an error without one is the document's (syntax, validation: it has no path)
+    or ours (a resolver failed)."""
+    code = (error.extensions or {}).get("code")
+    if code in REFUSALS:
+        return REFUSALS[code]
+    return "error" if error.path else "invalid"
 
 
 schema = Schema(query=Queries, extensions=GRAPHQL_LIMITS)

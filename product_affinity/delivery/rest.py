@@ -4,7 +4,7 @@ Every data endpoint authenticates with an API key (`Authorization: Bearer <key>`
 and goes through DeliveryService, the one place access is decided: 401 without a valid key, 403
 when the principal's groups do not allow what was asked, 400 for a query the model cannot
 answer or one that costs more than delivery.limits allows (413 for a body too big), 503 while
-nothing is published yet.
+nothing is published yet. Every request, to any path, gets one audit entry (governance/audit_middleware.py).
 """
 
 
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from product_affinity.delivery.bounds import RequestLimits
 from product_affinity.delivery.service import DeliveryService, Result, Unauthenticated
+from product_affinity.governance.audit_middleware import audited
 from product_affinity.semantic.access import AccessDenied
 from product_affinity.governance.credentials import Caller
 from product_affinity.publication import NothingPublished
@@ -147,7 +148,7 @@ def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
 
     app.mount(GRAPHIQL_URL, graphiql_files(), name="graphiql")  # the files GraphiQL's page loads, with no network
     app.include_router(graphql_router(service), prefix="/graphql", include_in_schema=False)  # its own schema: GraphQL introspection
-    return app
+    return audited(app, service.audit)  # one audit entry per request, outermost
 
 
 def app_from_environment() -> FastAPI:

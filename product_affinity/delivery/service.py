@@ -35,7 +35,11 @@ from product_affinity.semantic.query import Query
 
 
 class Unauthenticated(PermissionError):
-    """No key, or a key nobody holds (HTTP 401)."""
+    """No key, or a key nobody holds or that was revoked (HTTP 401)."""
+
+
+KEY_MISSING = "an API key is required: send 'Authorization: Bearer <key>' (product-affinity keys issue <principal>)"
+KEY_NOT_VALID = "the API key is not valid: it was never issued here or it has been revoked (product-affinity keys list)"
 
 
 class TooCostly(QueryError):
@@ -96,11 +100,13 @@ class DeliveryService:
         self.statement_timeout_s = statement_timeout_s()
 
     def authenticate(self, key: str | None, path: str) -> Caller:
+        """The caller holding `key`; Unauthenticated, saying whether the key is missing or not valid, otherwise."""
         caller = self.keys.authenticate(key) if key else None
         if caller is None:
             self.audit.record(principal=None, key_id=None, path=path, request=None, outcome="unauthenticated",
-                              detail="no API key" if not key else "unknown API key")
-            raise Unauthenticated("an API key is required: send 'Authorization: Bearer <key>' (product-affinity keys issue <principal>)")
+                              detail="no API key" if not key else "API key not valid")
+            raise Unauthenticated(KEY_MISSING if not key else KEY_NOT_VALID)
+        self.audit.identify(caller.principal.name, caller.key_id)
         return caller
 
     def meta(self, caller: Caller, path: str) -> dict:

@@ -5,24 +5,24 @@ random bits, so a fast digest is as safe as a slow one and lets a request be che
 microseconds). The masking key salts the `hash` mask, so a hashed e-mail cannot be reversed by
 hashing candidate addresses.
 
-    data/governance/keys.json      {digest: {key_id, principal, issued_at}}, mode 0600
-    data/governance/masking.key    random, mode 0600
+    data/governance/governance.sqlite3   table api_keys: digest, key_id, principal, issued_at, revoked_at (store.py)
+    data/governance/masking.key          random, mode 0600
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import os
 import secrets
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from product_affinity.semantic.access import Principal
-
 from product_affinity.governance.policies import principal
+from product_affinity.governance.store import GovernanceStore, governance_dir
+from product_affinity.semantic.access import Principal
 
 KEY_PREFIX = "pa"
 
@@ -40,14 +40,15 @@ class IssuedKey:
     key_id: str
     principal: str
     issued_at: str
-
-
-def governance_dir(warehouse: Path) -> Path:
-    return Path(warehouse).parent / "governance"
+    revoked_at: str | None = None
 
 
 def _digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+    return _digest_bytes(key.encode())
+
+
+def _digest_bytes(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -62,52 +63,78 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(staged, path)
 
 
-class KeyStore:
-    def __init__(self, warehouse: Path) -> None:
-        self.path = governance_dir(warehouse) / "keys.json"
-        self._cache: tuple[int, dict[str, dict]] | None = None
+class KeyFileError(ValueError):
+    """The JSON key file of an earlier version cannot be imported."""
 
-    def _load(self) -> dict[str, dict]:
+
+class KeyStore:
+    """API keys in the governance store: issued, revoked and checked in transactions, so concurrent `keys issue`,
+    `keys revoke` and API workers never lose a key, undo a revocation or read a half-written state."""
+
+    def __init__(self, warehouse: Path) -> None:
+        self.store = GovernanceStore(warehouse)
+        self.legacy = governance_dir(warehouse) / "keys.json"
+        self._import_legacy()
+
+    def _import_legacy(self) -> None:
+        """Earlier versions kept keys in keys.json: import it once (the same content is never imported twice, so a key
+        revoked since stays revoked), then rename it keys.json.imported."""
         try:
-            return json.loads(self.path.read_text())
+            content = self.legacy.read_bytes()
         except FileNotFoundError:
-            return {}
+            return
+        try:
+            entries = json.loads(content)
+            rows = [(digest, e["key_id"], e["principal"], e["issued_at"]) for digest, e in entries.items()]
+        except (ValueError, AttributeError, TypeError, KeyError) as error:
+            raise KeyFileError(f"{self.legacy}: not a key file of an earlier version ({type(error).__name__}: {error}); "
+                               "fix it or move it away") from None
+        with self.store.transaction(durable=True) as conn:
+            done = conn.execute("SELECT 1 FROM imports WHERE source = ? AND digest = ?", [self.legacy.name, _digest_bytes(content)])
+            if done.fetchone() is None:
+                conn.executemany("INSERT OR IGNORE INTO api_keys (digest, key_id, principal, issued_at) VALUES (?, ?, ?, ?)", rows)
+                conn.execute("INSERT INTO imports VALUES (?, ?, ?)", [self.legacy.name, _digest_bytes(content), _now()])
+        try:
+            self.legacy.replace(self.legacy.with_name("keys.json.imported"))
+        except FileNotFoundError:
+            pass  # another process imported it at the same time and renamed it first
 
     def issue(self, name: str) -> str:
         """A new key for the principal `name` (which policies.yaml must declare); the only time it is shown."""
         principal(name)  # refuses an unknown principal
-        key_id = secrets.token_hex(4)
-        key = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
-        keys = self._load()
-        keys[_digest(key)] = {"key_id": key_id, "principal": name, "issued_at": datetime.now(UTC).isoformat(timespec="seconds")}
-        _write_private(self.path, json.dumps(keys, indent=2) + "\n")
-        return key
+        while True:
+            key_id = secrets.token_hex(4)
+            key = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+            try:
+                with self.store.transaction(durable=True) as conn:
+                    conn.execute("INSERT INTO api_keys (digest, key_id, principal, issued_at) VALUES (?, ?, ?, ?)",
+                                 [_digest(key), key_id, name, _now()])
+                return key
+            except sqlite3.IntegrityError:
+                continue  # the key id is taken (1 in 4 billion per key held): draw another
 
     def revoke(self, key_id: str) -> bool:
-        keys = self._load()
-        kept = {digest: entry for digest, entry in keys.items() if entry["key_id"] != key_id}
-        _write_private(self.path, json.dumps(kept, indent=2) + "\n")
-        return len(kept) < len(keys)
+        """Revoke the key `key_id`: True if it was valid until now. A revoked key stays in the store, marked."""
+        with self.store.transaction(durable=True) as conn:
+            changed = conn.execute("UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL", [_now(), key_id])
+            return changed.rowcount == 1
 
     def issued(self) -> list[IssuedKey]:
-        return [IssuedKey(**entry) for entry in self._load().values()]
+        """Every key issued, revoked ones included, oldest first."""
+        rows = self.store.connection().execute(
+            "SELECT key_id, principal, issued_at, revoked_at FROM api_keys ORDER BY issued_at, key_id").fetchall()
+        return [IssuedKey(*row) for row in rows]
 
     def authenticate(self, key: str) -> Caller | None:
-        """Who holds `key`, or None. Keys are compared by digest, in constant time; the file is re-read when it changes."""
-        digest = _digest(key)
-        for known, entry in self._current().items():
-            if hmac.compare_digest(known, digest):
-                return Caller(principal(entry["principal"]), entry["key_id"])
-        return None
+        """Who holds `key`, or None when nobody does or it is revoked. The key is looked up by its digest: comparing
+        digests leaks nothing an attacker can use, as they cannot choose a key with a given digest."""
+        row = self.store.connection().execute(
+            "SELECT principal, key_id FROM api_keys WHERE digest = ? AND revoked_at IS NULL", [_digest(key)]).fetchone()
+        return None if row is None else Caller(principal(row[0]), row[1])
 
-    def _current(self) -> dict[str, dict]:
-        try:
-            stamp = self.path.stat().st_mtime_ns
-        except FileNotFoundError:
-            return {}
-        if self._cache is None or self._cache[0] != stamp:
-            self._cache = (stamp, self._load())
-        return self._cache[1]
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def masking_key(warehouse: Path) -> str:

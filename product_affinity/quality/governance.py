@@ -97,15 +97,9 @@ def record(conn: duckdb.DuckDBPyConnection, run: results.Run, lineage: Lineage) 
 
 def api_latency(warehouse: Path) -> float | None:
     """95th percentile, in ms, of the time the API took to answer its last 1,000 successful reads of the recommendations
-    (the cross_sell view and its port), from the audit log of `warehouse`; None until it has served some.
+    (the cross_sell view and its port), as counted when each was audited (the log itself is not re-read); None until
+    it has served some. Reads only."""
+    from product_affinity.governance.audit import recent_read_durations
 
-    Reads only: a warehouse whose API never ran has no audit folder, and none is made here.
-    """
-    from product_affinity.governance.audit import AuditLog, audit_dir
-
-    if not audit_dir(warehouse).is_dir():
-        return None
-    view = model().port_view(service_level("api_latency").element)
-    reads = [e for e in AuditLog(warehouse).entries(last=20_000) if e["outcome"] == "ok" and e["view"] == view.name]
-    durations = [e["duration_ms"] for e in reads[-1_000:]]
+    durations = recent_read_durations(warehouse, model().port_view(service_level("api_latency").element).name)
     return float(np.percentile(durations, 95)) if durations else None
