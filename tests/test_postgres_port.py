@@ -29,7 +29,7 @@ from product_affinity.publication import open_published, publish, published_snap
 from product_affinity.semantic.model import Dimension, Mask
 from product_affinity.semantic.loader import model
 from product_affinity.semantic.compiler import condition, mask_sql
-from product_affinity.semantic.query import MAX_LIMIT, Query
+from product_affinity.semantic.query import Query
 
 PREFIX = f"pa_t{secrets.token_hex(3)}_"  # roles are cluster-wide: this session's own
 BASE_TABLES = [t.physical_name for t in postgres_load.published_tables()]
@@ -93,6 +93,9 @@ def port(published_sample, databases) -> Port:
 SLICES = {"sales": ("order_id", 2000)}
 
 
+PAGE = 2_000  # rows per API page: a whole customer_360 row set is more than one answer may carry (MAX_RESULT_BYTES)
+
+
 @pytest.fixture(scope="module")
 def api_rows(published_sample):
     """What the API returns `who` for an ungrouped query over every dimension of `view` they may read: their
@@ -109,12 +112,12 @@ def api_rows(published_sample):
         if key not in answers:
             found, offset = Counter(), 0
             while True:
-                query = Query(dimensions=[f"{view_name}.{d}" for d in dims], filters=sliced, ungrouped=True, limit=MAX_LIMIT, offset=offset)
+                query = Query(dimensions=[f"{view_name}.{d}" for d in dims], filters=sliced, ungrouped=True, limit=PAGE, offset=offset)
                 page = service.load(Caller(principal(who), "test"), query, "postgres port test").rows
                 found.update(comparable(row.values()) for row in page)
-                if len(page) < MAX_LIMIT:
+                if len(page) < PAGE:
                     break
-                offset += MAX_LIMIT
+                offset += PAGE
             answers[key] = found
         return dims, answers[key]
 

@@ -41,8 +41,8 @@ def digest(path: Path) -> str:
 
 
 def start_run(sources: Path, warehouse: Path, **streams) -> subprocess.Popen:
-    """`product-affinity run` in its own process, as an operator or a scheduler starts it."""
-    command = [sys.executable, "-m", "product_affinity.cli", "run", "--sources", str(sources), "--warehouse", str(warehouse)]
+    """`product-affinity run` in its own process, as an operator or a scheduler starts it, with Dagster's log (the kills wait for its lines)."""
+    command = [sys.executable, "-m", "product_affinity.cli", "run", "--verbose", "--sources", str(sources), "--warehouse", str(warehouse)]
     return subprocess.Popen(command, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"}, **streams)
 
 
