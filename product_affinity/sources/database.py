@@ -74,7 +74,11 @@ def create_database(dsn: str) -> None:
     name = conninfo_to_dict(dsn).get("dbname")
     if not name:
         raise DatabaseSourceError(f"the DSN {_safe(dsn)} names no database (dbname)")
-    with psycopg.connect(make_conninfo(dsn, dbname="postgres"), autocommit=True, connect_timeout=10) as conn:
+    try:
+        server = psycopg.connect(make_conninfo(dsn, dbname="postgres"), autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as error:
+        raise DatabaseSourceError(f"cannot connect to the operational database's server {_safe(dsn)}: {error}") from None
+    with server as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
