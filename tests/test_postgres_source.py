@@ -152,3 +152,23 @@ def test_a_database_that_is_not_there_is_refused_clearly(tmp_path):
     assert code == 2 and "cannot connect" in err
     code, _, err = cli("generate", "--postgres", dsn)
     assert code == 2 and "cannot connect to the operational database's server" in err
+
+
+@pytest.mark.slow
+def test_a_new_warehouse_gets_a_full_load_even_where_an_old_cursor_is_left(database, tmp_path):
+    """Deleting the warehouse (to rebuild it) must not leave dlt loading only rows newer than the cursor still in its
+    working folder: dlt finds no state in the new warehouse and loads everything (docs/sources.md relies on it)."""
+    from product_affinity.sources.staging import dlt_pipeline, dlt_source
+
+    end = (datetime.now(UTC) - timedelta(hours=36)).replace(tzinfo=None, microsecond=0).isoformat()
+    assert cli("generate", "--postgres", database, "--end", end, *SIZE)[0] == 0
+    warehouse = tmp_path / "w.duckdb"
+    dlt_pipeline(warehouse).run(dlt_source(database))
+    full = query(warehouse, "SELECT count(*) FROM staging.purchase")[0][0]
+    assert cli("generate", "--postgres", database, "--add-days", "1")[0] == 0
+    warehouse.unlink()  # the working folder next to it, with the cursor, is left behind
+    dlt_pipeline(warehouse).run(dlt_source(database))
+    assert query(warehouse, "SELECT count(*) FROM staging.purchase")[0][0] > full
+    with psycopg.connect(database) as conn:
+        assert query(warehouse, "SELECT count(*) FROM staging.purchase")[0][0] == conn.execute(
+            "SELECT count(*) FROM purchase").fetchone()[0]

@@ -148,7 +148,8 @@ def _read_text(conn: psycopg.Connection, name: str) -> pl.DataFrame:
 def add_days(dsn: str, days: int, now: datetime | None = None, seed: int = 7) -> Additions:
     """Move the sample in the database: insert the new days' orders and late lines, update the corrected prices and
     e-mails, every written row stamped `updated_at = now`; one transaction, so a load sees all of it or none."""
-    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(tzinfo=None, microsecond=0)
+    now = now or datetime.now(timezone.utc)
+    now = (now.astimezone(timezone.utc) if now.tzinfo else now).replace(tzinfo=None, microsecond=0)  # naive UTC
     with connect(dsn) as conn:
         frames = [_read_text(conn, name) for name in ("purchase", "customer", "product")]
         added = additions(*read_sample_text(*frames), days, now, seed)
