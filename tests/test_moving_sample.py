@@ -98,3 +98,10 @@ def test_the_files_sensor_sees_a_new_day(sample):
     assert moved.run_requests[0].run_key != first.run_requests[0].run_key
     skipped = source_files_sensor(sample, database=True).evaluate_tick(dg.build_sensor_context(cursor=None))
     assert skipped.run_requests == [] and "database_watermark" in skipped.skip_message
+
+
+def test_the_watermark_sensor_skips_when_the_sources_are_files():
+    from product_affinity.defs.sensors import database_watermark_sensor
+
+    tick = database_watermark_sensor(None).evaluate_tick(dg.build_sensor_context(cursor=None))
+    assert tick.run_requests == [] and "source_files_changed" in tick.skip_message

@@ -49,6 +49,11 @@ def database() -> str:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def stale_end() -> str:
+    """A sample end 36 hours ago: one more day then fits before now, and that day makes the sample fresh."""
+    return (datetime.now(UTC) - timedelta(hours=36)).replace(tzinfo=None, microsecond=0).isoformat()
+
+
 def cli(*args: str) -> tuple[int, str, str]:
     with redirect_stdout(StringIO()) as out, redirect_stderr(StringIO()) as err:
         code = main(list(args))
@@ -64,24 +69,24 @@ def differences(left: Path, right: Path, name: str) -> tuple[int, int]:
                      for a, b in ((t, f"other.{t}"), (f"other.{t}", t)))
 
 
-def query(warehouse: Path, statement: str) -> list[tuple]:
+def query(warehouse: Path, statement: str, parameters: list | None = None) -> list[tuple]:
     with duckdb.connect(str(warehouse), read_only=True) as conn:
-        return conn.execute(statement).fetchall()
+        return conn.execute(statement, parameters).fetchall()
 
 
 def accounting(warehouse: Path) -> dict[str, tuple[int, int, int]]:
     """Per source: (rows staged, rows accepted, rows quarantined)."""
     return {name: (query(warehouse, f"SELECT count(*) FROM staging.{table_name(name)}")[0][0],
                    query(warehouse, f"SELECT count(*) FROM {table(name).physical_name}")[0][0],
-                   query(warehouse, "SELECT count(*) FROM source_aligned.quarantine WHERE source = ?".replace(
-                       "?", f"'{table(name).source_file}'"))[0][0])
+                   query(warehouse, "SELECT count(*) FROM source_aligned.quarantine WHERE source = ?",
+                         [table(name).source_file])[0][0])
             for name in SOURCES}
 
 
 @pytest.mark.slow
 def test_database_source_equals_files_and_moves_incrementally(database, tmp_path):
-    # The same sample, ended 36 hours ago (one more day then fits before now), in files and in the database.
-    end = (datetime.now(UTC) - timedelta(hours=36)).replace(tzinfo=None, microsecond=0).isoformat()
+    # The same sample, in files and in the database.
+    end = stale_end()
     files, from_files, from_db = tmp_path / "sources", tmp_path / "files" / "w.duckdb", tmp_path / "db" / "w.duckdb"
     assert cli("generate", "--out", str(files), "--end", end, *SIZE)[0] == 0
     code, out, err = cli("generate", "--postgres", database, "--end", end, *SIZE)
@@ -138,8 +143,8 @@ def test_database_source_equals_files_and_moves_incrementally(database, tmp_path
     cli("run", "--sources", str(files), "--warehouse", str(from_files))
     for name in SOURCES:
         assert differences(from_files, from_db, name) == (0, 0), name
-    late_lines = query(from_db, f"""SELECT count(*) FROM staging.purchase s WHERE s.updated_at > '{end}'
-        AND s.order_id IN (SELECT order_id FROM staging.purchase WHERE updated_at <= '{end}')""")[0][0]
+    late_lines = query(from_db, """SELECT count(*) FROM staging.purchase s WHERE s.updated_at > ?::TIMESTAMP
+        AND s.order_id IN (SELECT order_id FROM staging.purchase WHERE updated_at <= ?::TIMESTAMP)""", [end, end])[0][0]
     assert late_lines == LATE_LINES + PRICE_CORRECTIONS  # late lines of old orders, and the corrected old lines
 
 
@@ -160,7 +165,7 @@ def test_a_new_warehouse_gets_a_full_load_even_where_an_old_cursor_is_left(datab
     working folder: dlt finds no state in the new warehouse and loads everything (docs/sources.md relies on it)."""
     from product_affinity.sources.staging import dlt_pipeline, dlt_source
 
-    end = (datetime.now(UTC) - timedelta(hours=36)).replace(tzinfo=None, microsecond=0).isoformat()
+    end = stale_end()
     assert cli("generate", "--postgres", database, "--end", end, *SIZE)[0] == 0
     warehouse = tmp_path / "w.duckdb"
     dlt_pipeline(warehouse).run(dlt_source(database))
@@ -172,3 +177,28 @@ def test_a_new_warehouse_gets_a_full_load_even_where_an_old_cursor_is_left(datab
     with psycopg.connect(database) as conn:
         assert query(warehouse, "SELECT count(*) FROM staging.purchase")[0][0] == conn.execute(
             "SELECT count(*) FROM purchase").fetchone()[0]
+
+
+def test_an_update_is_merged_and_a_hard_delete_is_not_seen(database, tmp_path):
+    """What docs/sources.md promises of the incremental load: the latest version of an updated row, once; and what it
+    says it cannot do: a row deleted at the source stays staged (no updated_at tells of it)."""
+    from product_affinity.sources.staging import dlt_pipeline, dlt_source
+
+    end = stale_end()
+    assert cli("generate", "--postgres", database, "--end", end, *SIZE)[0] == 0
+    warehouse = tmp_path / "w.duckdb"
+    dlt_pipeline(warehouse).run(dlt_source(database))
+    with psycopg.connect(database) as conn:
+        product_id, price = conn.execute("SELECT product_id, list_price FROM product ORDER BY product_id LIMIT 1").fetchone()
+        conn.execute("UPDATE product SET list_price = list_price + 1, updated_at = %s WHERE product_id = %s",
+                     [datetime.now(UTC).replace(tzinfo=None), product_id])
+        deleted = conn.execute("DELETE FROM purchase WHERE (order_id, line_number) = "
+                               "(SELECT order_id, line_number FROM purchase ORDER BY 1, 2 LIMIT 1) "
+                               "RETURNING order_id, line_number").fetchone()
+        rows = conn.execute("SELECT count(*) FROM purchase").fetchone()[0]
+    dlt_pipeline(warehouse).run(dlt_source(database))
+    assert query(warehouse, "SELECT list_price FROM staging.product WHERE product_id = ?", [product_id]) == [(price + 1,)]
+    assert query(warehouse, "SELECT count(*) = count(DISTINCT product_id) FROM staging.product") == [(True,)]
+    assert query(warehouse, "SELECT count(*) FROM staging.purchase WHERE order_id = ? AND line_number = ?",
+                 list(deleted)) == [(1,)]  # still staged
+    assert query(warehouse, "SELECT count(*) FROM staging.purchase")[0][0] == rows + 1
