@@ -32,7 +32,7 @@ def source_file_spec(name: str, database: bool = False) -> dg.AssetSpec:
         if database else f"Operational source file {t.source_file} ({t.description})",
         group_name="sources",
         owners=OWNERS,
-        kinds=set(custom(port(name))["sourceKinds"]),
+        kinds={"postgres"} if database else set(custom(port(name))["sourceKinds"]),
         tags=asset_tags(),
     )
 
