@@ -12,7 +12,8 @@ from pathlib import Path
 
 # Only light modules at the top: `--help` must answer at once, so Dagster, DuckDB, pandas, mlxtend and the
 # product's own modules that import them are imported inside the commands (a test holds every command to it).
-from product_affinity.defaults import DEFAULT_SIZE, DEFAULT_SOURCES, DEFAULT_WAREHOUSE, POSTGRES_STATEMENT_TIMEOUT
+from product_affinity.defaults import (DEFAULT_SIZE, DEFAULT_SOURCES, DEFAULT_WAREHOUSE, POSTGRES_STATEMENT_TIMEOUT,
+                                       SOURCE_DSN_VARIABLE)
 
 
 EXIT_CODES = """exit codes: 0 done; 1 the run published nothing, or an SLO failed; 2 the command could not do its work
@@ -33,27 +34,92 @@ def positive_int(text: str) -> int:
     return value
 
 
+def timestamp(text: str) -> "datetime":
+    """An end for the sample: an ISO date or date and time, read as UTC."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date or date-time (e.g. 2026-12-01 or "
+                                         "2026-12-01T18:00:00)") from None
+
+
 def generate(args: argparse.Namespace) -> int:
-    from product_affinity.sources.sample import generate_sample
+    """Write a new sample (to files, or into the database), or move an existing one by --add-days."""
+    from datetime import UTC, datetime
 
     started = time.perf_counter()
-    truth = generate_sample(args.out, customers=args.customers, products=args.products, orders=args.orders, seed=args.seed)
+    if args.add_days:
+        return add_days(args)
+    if args.end and args.end.replace(tzinfo=args.end.tzinfo or UTC) > datetime.now(UTC):
+        raise CommandError(f"--end {args.end.isoformat()} is in the future: a sample ends now or earlier (the "
+                           "pipeline quarantines purchases after the run started)")
+    from product_affinity.sources.sample import generate_sample
+
+    if args.postgres:
+        import tempfile
+
+        from product_affinity.sources.database import DatabaseSourceError, write_sample
+
+        with tempfile.TemporaryDirectory() as folder:
+            generate_sample(Path(folder), customers=args.customers, products=args.products, orders=args.orders,
+                            seed=args.seed, end=args.end)
+            try:
+                written = write_sample(args.postgres, Path(folder), now=datetime.now(UTC).replace(tzinfo=None))
+            except DatabaseSourceError as error:
+                raise CommandError(str(error)) from None
+        rows = ", ".join(f"{name} {count:,}" for name, count in written.rows.items())
+        left = ", ".join(f"{name} {count:,}" for name, count in written.left_out.items() if count)
+        print(f"Wrote the sample into the database in {time.perf_counter() - started:.1f}s: {rows}"
+              + (f" (left out, as keyed typed tables cannot hold them: {left} file defect rows)" if left else ""))
+        return 0
+    truth = generate_sample(args.out, customers=args.customers, products=args.products, orders=args.orders,
+                            seed=args.seed, end=args.end)
     rows = ", ".join(f"{name} {count:,}" for name, count in truth["rows"].items())
     print(f"Wrote sample sources to {args.out} in {time.perf_counter() - started:.1f}s: {rows}")
     return 0
 
 
+def add_days(args: argparse.Namespace) -> int:
+    from product_affinity.sources.sample import add_days_to_files
+
+    try:
+        if args.postgres:
+            from product_affinity.sources.database import DatabaseSourceError, add_days as add_days_to_database
+
+            try:
+                added = add_days_to_database(args.postgres, args.add_days, seed=args.seed)
+            except DatabaseSourceError as error:
+                raise CommandError(str(error)) from None
+            where = "the database"
+        else:
+            added = add_days_to_files(args.out, args.add_days, seed=args.seed)
+            where = str(args.out)
+    except (ValueError, FileNotFoundError) as error:
+        raise CommandError(str(error)) from None
+    print(f"Added {added.days} day(s) after {added.first_new:%Y-%m-%d %H:%M:%S} to {where}: {len(added.lines):,} new "
+          f"purchase lines (late lines of earlier orders included), {len(added.prices)} corrected prices, "
+          f"{len(added.emails)} changed e-mails")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    check_can_run(args.sources, args.warehouse)
+    database = args.postgres or os.environ.get(SOURCE_DSN_VARIABLE) or None
+    check_can_run(args.sources, args.warehouse, database)
     from product_affinity.definitions import build_definitions
 
-    return run_job(build_definitions(args.sources, args.warehouse), args.warehouse, verbose=args.verbose)
+    return run_job(build_definitions(args.sources, args.warehouse, database=database), args.warehouse,
+                   verbose=args.verbose)
 
 
-def check_can_run(sources: Path, warehouse: Path) -> None:
+def check_can_run(sources: Path, warehouse: Path, database: str | None = None) -> None:
     """Refuse before anything is written when the run could not work: no sources folder (a run would otherwise
-    create an empty warehouse and fail in every ingestion step), or a warehouse this user cannot write."""
-    if not sources.is_dir():
+    create an empty warehouse and fail in every ingestion step), a database source without dlt or not answering,
+    or a warehouse this user cannot write."""
+    if database:
+        check_database(database)
+    elif not sources.is_dir():
         raise CommandError(
             f"no sources folder at {sources}{' (it is a file)' if sources.exists() else ''}. "
             f"Write the sample there with `product-affinity generate --out {sources}`, "
@@ -71,6 +137,22 @@ def check_can_run(sources: Path, warehouse: Path) -> None:
             f"cannot write the warehouse's folder {existing} (the run writes {warehouse}, its lock and "
             f"{folder / 'published'} there). Pass --warehouse with a path in a folder you can write."
         )
+
+
+def check_database(dsn: str) -> None:
+    try:
+        import dagster_dlt  # noqa: F401  (only the database source needs it)
+        import dlt  # noqa: F401
+    except ImportError as error:
+        raise CommandError(f"the database source needs dlt and dagster-dlt ({error}); install them with "
+                           "`pip install -c constraints.txt -e '.[postgres]'`") from None
+    from product_affinity.sources.database import DatabaseSourceError, watermark
+
+    try:
+        watermark(dsn)
+    except DatabaseSourceError as error:
+        raise CommandError(f"{error}. Write the sample there with `product-affinity generate --postgres DSN`, or "
+                           f"unset {SOURCE_DSN_VARIABLE} and leave out --postgres to read the files") from None
 
 
 def run_job(defs, warehouse: Path, verbose: bool = False) -> int:
@@ -232,11 +314,18 @@ def main(argv: list[str] | None = None) -> int:
     for name, default in DEFAULT_SIZE.items():
         gen.add_argument(f"--{name}", type=positive_int, default=default, help=f"number of {name} (default: %(default)s)")
     gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--end", type=timestamp, help="UTC date-time of the sample's last day (default: now)")
+    gen.add_argument("--postgres", metavar="DSN", help="write into (or, with --add-days, move) the sample in this "
+                     "PostgreSQL database (tables customer_info, product, purchase) instead of files")
+    gen.add_argument("--add-days", type=positive_int, metavar="N", help="add the orders of N new days after the latest "
+                     "purchase to the existing sample (plus a few corrected prices, changed e-mails, late lines)")
     gen.set_defaults(func=generate)
 
     run_ = command("run", help="materialize and audit every asset in process, publish a snapshot, print a summary")
     run_.add_argument("--sources", type=Path, default=DEFAULT_SOURCES, help="folder with the source files (default: %(default)s)")
     run_.add_argument("--warehouse", type=Path, default=DEFAULT_WAREHOUSE, help="DuckDB file to write (default: %(default)s)")
+    run_.add_argument("--postgres", metavar="DSN", help="read the sources from this PostgreSQL database, loaded "
+                      f"incrementally, instead of --sources (default: ${SOURCE_DSN_VARIABLE} if set, else the files)")
     run_.set_defaults(func=run)
 
     exp = command("expectations", help="regenerate the Great Expectations suites from the data contract")

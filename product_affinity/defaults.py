@@ -17,3 +17,7 @@ DEFAULT_SIZE = dict(customers=2_000, products=400, orders=20_000)
 
 # How long a BI tool's statement may run on the Postgres port before the server cancels it (seconds).
 POSTGRES_STATEMENT_TIMEOUT = 60.0
+
+# The operational database to load the sources from instead of files (`run --postgres DSN` overrides it); unset,
+# the sources are the files in DEFAULT_SOURCES, which needs no database.
+SOURCE_DSN_VARIABLE = "PRODUCT_AFFINITY_SOURCE_DSN"

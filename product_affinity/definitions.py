@@ -8,12 +8,13 @@ only) is a run too.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
 
 from product_affinity.contract.odcs import checked_tables
-from product_affinity.defaults import DEFAULT_SOURCES, DEFAULT_WAREHOUSE
+from product_affinity.defaults import DEFAULT_SOURCES, DEFAULT_WAREHOUSE, SOURCE_DSN_VARIABLE
 from product_affinity.defs.business import business_assets
 from product_affinity.defs.consumer_aligned import consumer_aligned_assets
 from product_affinity.defs.page import page_path, product_page
@@ -21,7 +22,9 @@ from product_affinity.defs.quality import slo_results
 from product_affinity.defs.quality_checks import asset_key, docs_dir, quality_checks
 from product_affinity.defs.resources import resources
 from product_affinity.defs.rollups import rollup_assets, rollup_checks
-from product_affinity.defs.source_aligned import quarantine, source_aligned_assets, source_files
+from product_affinity.defs.sensors import database_watermark_sensor, source_files_sensor
+from product_affinity.defs.source_aligned import (SOURCES, quarantine, source_aligned_asset, source_aligned_assets,
+                                                  source_file_spec, source_files)
 from product_affinity.defs.publication import snapshot
 
 # Tables in the catalogue that no step of their own builds (Dagster cannot run them): shown, never selected.
@@ -57,18 +60,29 @@ def links(warehouse: Path):
     return link
 
 
-def build_definitions(sources: Path = DEFAULT_SOURCES, warehouse: Path = DEFAULT_WAREHOUSE) -> dg.Definitions:
+def build_definitions(sources: Path = DEFAULT_SOURCES, warehouse: Path = DEFAULT_WAREHOUSE,
+                      database: str | None = None) -> dg.Definitions:
+    """The product's definitions, reading its sources from the files in `sources`, or, given a DSN in `database`,
+    from the operational PostgreSQL database (loaded incrementally by dlt into the warehouse's staging schema)."""
     # One DuckDB writer at a time: DuckDB locks the file per process, so steps run in one process.
-    assets = [*source_files, *source_aligned_assets, quarantine, *consumer_aligned_assets, *business_assets, *rollup_assets,
+    loading, extra_resources = [*source_files, *source_aligned_assets], {}
+    if database:
+        from product_affinity.defs.staging import staging_assets
+
+        load, extra_resources = staging_assets(database, warehouse)
+        loading = [*(source_file_spec(name, database=True) for name in SOURCES), load,
+                   *(source_aligned_asset(name, database=True) for name in SOURCES)]
+    assets = [*loading, quarantine, *consumer_aligned_assets, *business_assets, *rollup_assets,
               snapshot, product_page, slo_results]
     return dg.Definitions(
         assets=dg.map_asset_specs(links(warehouse), assets),
         asset_checks=[*quality_checks, *rollup_checks],
         jobs=[everything],
         schedules=[daily],
-        resources=resources(sources, warehouse),
+        sensors=[source_files_sensor(sources, database=bool(database)), database_watermark_sensor(database)],
+        resources=resources(sources, warehouse) | extra_resources,
         executor=dg.in_process_executor,
     )
 
 
-defs = build_definitions()
+defs = build_definitions(database=os.environ.get(SOURCE_DSN_VARIABLE) or None)

@@ -1,6 +1,7 @@
 """Source-aligned assets: typed, cleaned copies of customer_info, product and purchase.
 
-Each asset loads one source file; rows it cannot accept land in source_aligned.quarantine.
+Each asset loads one source, a file or (with a database source) the table dlt staged from PostgreSQL; rows it cannot
+accept land in source_aligned.quarantine.
 """
 
 
@@ -13,28 +14,34 @@ from product_affinity.contract.odcs import table
 from product_affinity.product.descriptor import asset_tags, custom, kinds, owners, port
 from product_affinity.defs.quality_checks import freshness_policy
 from product_affinity.defs.resources import SourceFiles
-from product_affinity.source_aligned.cleaning import FOREIGN_KEYS, ingest
+from product_affinity.source_aligned.cleaning import FOREIGN_KEYS, ingest, ingest_scan
+from product_affinity.sources.database import SOURCES, table_name
+from product_affinity.sources.staging import STAGING_SCHEMA, staged_scan
 from product_affinity.defs.metadata import column_schema, materialization_metadata
 
 OWNERS = owners()  # from the data product descriptor's team
 
 
-def source_file_spec(name: str) -> dg.AssetSpec:
-    """The operational source file, observed rather than built by this product."""
+def source_file_spec(name: str, database: bool = False) -> dg.AssetSpec:
+    """The operational source (a file, or a table of the operational database), observed rather than built here."""
     t = table(name)
+    stem = t.source_file.removesuffix(".csv")
     return dg.AssetSpec(
-        key=["sources", t.source_file.removesuffix(".csv")],
-        description=f"Operational source file {t.source_file} ({t.description})",
+        key=["sources", stem],
+        description=f"Operational database table {stem}, loaded incrementally on updated_at ({t.description})"
+        if database else f"Operational source file {t.source_file} ({t.description})",
         group_name="sources",
         owners=OWNERS,
-        kinds=set(custom(port(name))["sourceKinds"]),
+        kinds={"postgres"} if database else set(custom(port(name))["sourceKinds"]),
         tags=asset_tags(),
     )
 
 
-def source_aligned_asset(name: str) -> dg.AssetsDefinition:
+def source_aligned_asset(name: str, database: bool = False) -> dg.AssetsDefinition:
+    """The cleaned table of one source: from its file, or (database) from the table dlt staged from PostgreSQL."""
     t = table(name)
-    upstream = [source_file_spec(name).key] + [
+    loaded_from = dg.AssetKey([STAGING_SCHEMA, table_name(name)]) if database else source_file_spec(name).key
+    upstream = [loaded_from] + [
         dg.AssetKey(["source_aligned", fk.references]) for fk in FOREIGN_KEYS.get(name, [])
     ]
 
@@ -53,7 +60,11 @@ def source_aligned_asset(name: str) -> dg.AssetsDefinition:
     )
     def _asset(context: dg.AssetExecutionContext, warehouse: DuckDBResource, source_files: SourceFiles):
         with warehouse.get_connection() as conn:
-            result = ingest(conn, source_files.path, name, now=datetime.now(UTC).replace(tzinfo=None))
+            now = datetime.now(UTC).replace(tzinfo=None)
+            if database:
+                result = ingest_scan(conn, staged_scan(conn, name), name, now=now)
+            else:
+                result = ingest(conn, source_files.path, name, now=now)
             context.log.info(
                 f"{result.source}: {result.rows_in:,} rows in, {result.accepted:,} accepted, "
                 f"{sum(result.quarantined.values()):,} quarantined {result.quarantined or ''}"
@@ -95,7 +106,6 @@ def quarantine_spec(assets: list[dg.AssetsDefinition]) -> dg.AssetSpec:
     )
 
 
-SOURCES = ("customer", "product", "purchase")
 source_files = [source_file_spec(name) for name in SOURCES]
 source_aligned_assets = [source_aligned_asset(name) for name in SOURCES]
 quarantine = quarantine_spec(source_aligned_assets)

@@ -21,7 +21,7 @@ import duckdb
 
 from product_affinity.contract.odcs import Table, table
 from product_affinity.reference import COUNTRY_SPELLINGS
-from product_affinity.sources.files import scan
+from product_affinity.sources.files import SourceScan, scan
 from product_affinity.warehouse import execute
 
 
@@ -227,13 +227,19 @@ def _quarantine_rejected(conn: duckdb.DuckDBPyConnection, t: Table, rejected: st
 
 
 def ingest(conn: duckdb.DuckDBPyConnection, sources: Path, name: str, now: datetime) -> IngestResult:
-    """Load one source file into its source-aligned table and its rejected rows into quarantine.
+    """Load one source file into its source-aligned table and its rejected rows into quarantine."""
+    t = table(name)
+    return ingest_scan(conn, scan(sources / t.source_file, t), name, now)
+
+
+def ingest_scan(conn: duckdb.DuckDBPyConnection, source: SourceScan, name: str, now: datetime) -> IngestResult:
+    """Load one scanned source (a file, or a table staged from the database) into its source-aligned table and its
+    rejected rows into quarantine.
 
     The loaded table replaces the previous one in the same transaction that replaces this source's
     quarantine rows, so readers of the warehouse see either the old or the new state of both.
     """
     t = table(name)
-    source = scan(sources / t.source_file, t)
     quarantine = table("quarantine")
     loading = f"{t.schema}._{t.name}_loading"
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {t.schema}")

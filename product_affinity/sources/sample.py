@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -820,3 +820,164 @@ def _write_purchases(directory: Path, rng: np.random.Generator, orders: Orders, 
             _interleaved(chunk, extra[inside], before[inside] - start).write_csv(
                 out, include_header=start == 0, datetime_format=TIMESTAMP_FORMAT)
     return counts
+
+
+# ------------------------------------------------------------------------------ moving the sample
+
+# What `generate --add-days` changes at the source besides the new days' orders, so that an incremental load has
+# updates and late data to merge: a few lines get a corrected price, a few customers a new e-mail, and a few lines
+# arrive late in orders of an earlier day.
+PRICE_CORRECTIONS, EMAIL_CHANGES, LATE_LINES = 5, 3, 3
+PRICE_CORRECTION_FACTOR = 0.9  # the deal discount the till forgot
+RECENT_DAYS = 28  # the new days' order rate is the rate of these last days; their baskets are drawn from them
+LATE_DAYS = (2, 7)  # late lines go into orders this many days before the latest purchase
+
+
+@dataclass(frozen=True)
+class Additions:
+    """What `generate --add-days` writes to an existing sample: new lines (new orders and late lines of older orders,
+    in the purchase columns) and updated rows (a corrected unit_price per line key, a new e-mail per customer)."""
+
+    lines: pl.DataFrame
+    prices: pl.DataFrame  # order_id, line_number, unit_price (text, two decimals)
+    emails: pl.DataFrame  # customer_id, email
+    first_new: datetime  # the new days are the 24-hour periods from here
+    days: int
+
+
+def read_sample_text(purchase: pl.DataFrame, customer: pl.DataFrame, product: pl.DataFrame) -> tuple[pl.DataFrame, ...]:
+    """The rows a moving sample is drawn from, from the sources as text (files or a database, read alike):
+    the lines of known customers and products with a usable quantity and price, customers by id (first row of a
+    repeated id), and every order_id in use (defect rows included) so new orders never reuse one."""
+    customers = (customer.select(customer_id=pl.col("customer_id").cast(pl.Int64, strict=False), email="email")
+                 .drop_nulls("customer_id").unique("customer_id", keep="first", maintain_order=True).sort("customer_id"))
+    products = product.select(product_id=pl.col("product_id").cast(pl.Int64, strict=False)).drop_nulls()
+    typed = purchase.select(
+        order_id=pl.col("order_id").cast(pl.Int64, strict=False),
+        line_number=pl.col("line_number").cast(pl.Int64, strict=False),
+        customer_id=pl.col("customer_id").cast(pl.Int64, strict=False),
+        product_id=pl.col("product_id").cast(pl.Int64, strict=False),
+        quantity=pl.col("quantity").cast(pl.Int64, strict=False),
+        unit_price=pl.col("unit_price").str.strip_chars(),
+        purchased_at=pl.col("purchased_at").str.strptime(pl.Datetime("ms"), TIMESTAMP_FORMAT, strict=False),
+        channel="channel",
+        deal=pl.col("deal").is_in(["true", "t"]),
+    )
+    valid = typed.filter(
+        pl.col("customer_id").is_in(customers["customer_id"].implode()),
+        pl.col("product_id").is_in(products["product_id"].implode()),
+        pl.col("quantity") > 0,
+        pl.col("unit_price").cast(pl.Float64, strict=False) >= 0,
+        pl.col("purchased_at").is_not_null(), pl.col("order_id").is_not_null(), pl.col("line_number").is_not_null(),
+    ).sort("order_id", "line_number")
+    return valid, customers, typed["order_id"].drop_nulls()
+
+
+def additions(valid: pl.DataFrame, customers: pl.DataFrame, order_ids: pl.Series, days: int, now: datetime,
+              seed: int = 7) -> Additions:
+    """The orders of `days` new days after the latest purchase, plus corrected prices, changed e-mails and late lines.
+
+    A new day has as many orders as an average day of the last RECENT_DAYS (Poisson), each a copy of a basket bought
+    in those days (its customer, products, quantities, prices, channel) at a new time of the day: a bootstrap of the
+    recent history, so the planted affinities keep holding. It does not advance each customer's BG/NBD process.
+    Everything is drawn from `seed` and the sample's last order_id, so the same sample moves the same way."""
+    if days < 1:
+        raise ValueError(f"days must be a positive whole number of days to add, not {days}")
+    if valid.is_empty():
+        raise ValueError("the sample has no usable purchase line to continue from (known customer and product, "
+                         "quantity above 0, price 0 or more); write one with `product-affinity generate` first")
+    now = _as_end(now)
+    latest = valid["purchased_at"].max()
+    last_new = latest + _seconds(days * DAY)
+    if last_new > now:
+        room = int((now - latest).total_seconds() // DAY)
+        raise ValueError(f"the sample's latest purchase is at {latest:%Y-%m-%d %H:%M:%S}, so {days} more day(s) would "
+                         f"end at {last_new:%Y-%m-%d %H:%M:%S}, after now ({now:%Y-%m-%d %H:%M:%S} UTC): the sample "
+                         f"moves with the clock; add at most {room} day(s) now")
+    next_order = int(order_ids.max()) + 1
+    rng = np.random.default_rng([seed, next_order])
+    recent = valid.filter(pl.col("purchased_at") > latest - _seconds(RECENT_DAYS * DAY))
+    baskets = recent["order_id"].unique().sort()
+    per_day = len(baskets) / RECENT_DAYS
+    counts = rng.poisson(per_day, days)
+    chosen = baskets.gather(rng.integers(0, len(baskets), counts.sum())).to_numpy()
+    offsets = np.sort(rng.integers(1, DAY + 1, counts.sum())) + np.repeat(np.arange(days) * DAY, counts)
+    orders = pl.DataFrame({"template": chosen, "order_id": np.arange(next_order, next_order + len(chosen)),
+                           "purchased_at": [latest + _seconds(int(s)) for s in offsets]},
+                          schema={"template": pl.Int64, "order_id": pl.Int64, "purchased_at": pl.Datetime("ms")})
+    copied = (orders.join(recent.drop("purchased_at").rename({"order_id": "template"}), on="template",
+                          maintain_order="left_right")
+              .with_columns(line_number=pl.int_range(1, pl.len() + 1).over("order_id")))
+    columns = table("purchase").column_names
+    lines = pl.concat([copied.select(columns), _late_lines(rng, valid, latest).select(columns)])
+    return Additions(lines=lines, prices=_corrected_prices(rng, recent), emails=_changed_emails(rng, customers, next_order),
+                     first_new=latest, days=days)
+
+
+def _seconds(seconds: int) -> timedelta:
+    return timedelta(seconds=seconds)
+
+
+def _late_lines(rng: np.random.Generator, valid: pl.DataFrame, latest: datetime) -> pl.DataFrame:
+    """One more line in each of LATE_LINES orders of an earlier day (LATE_DAYS before the latest purchase): a product
+    the order does not hold yet, at the price another line paid for it, under the order's next line number."""
+    window = valid.filter(pl.col("purchased_at").is_between(latest - _seconds(LATE_DAYS[1] * DAY),
+                                                            latest - _seconds(LATE_DAYS[0] * DAY)))
+    order_ids = window["order_id"].unique().sort()
+    late = []
+    for order_id in order_ids.gather(rng.choice(len(order_ids), min(LATE_LINES, len(order_ids)), replace=False)):
+        order = valid.filter(pl.col("order_id") == order_id)
+        others = valid.filter(~pl.col("product_id").is_in(order["product_id"].implode()))
+        if others.is_empty():
+            continue
+        extra = others.row(int(rng.integers(0, len(others))), named=True)
+        first = order.row(0, named=True)
+        late.append(first | {"line_number": order["line_number"].max() + 1, "product_id": extra["product_id"],
+                             "quantity": extra["quantity"], "unit_price": extra["unit_price"]})
+    return pl.DataFrame(late, schema=valid.schema)
+
+
+def _corrected_prices(rng: np.random.Generator, recent: pl.DataFrame) -> pl.DataFrame:
+    """PRICE_CORRECTIONS recent lines whose unit_price is corrected (down by the forgotten discount)."""
+    picked = recent[np.sort(rng.choice(len(recent), min(PRICE_CORRECTIONS, len(recent)), replace=False))]
+    cents = np.round(picked["unit_price"].cast(pl.Float64).to_numpy() * 100 * PRICE_CORRECTION_FACTOR).astype(np.int64)
+    return picked.select("order_id", "line_number").with_columns(unit_price=_price_text(cents))
+
+
+def _changed_emails(rng: np.random.Generator, customers: pl.DataFrame, tag: int) -> pl.DataFrame:
+    """EMAIL_CHANGES customers who moved to a new address (tagged with the move's first order_id, so each change is
+    a new value, and a sample moved in files and in the database changes alike)."""
+    picked = customers[np.sort(rng.choice(len(customers), min(EMAIL_CHANGES, len(customers)), replace=False))]
+    return picked.select("customer_id", email=pl.format("customer{}.{}@example.org", "customer_id", pl.lit(tag)))
+
+
+def add_days_to_files(directory: Path, days: int, now: datetime | None = None, seed: int = 7) -> Additions:
+    """Move a sample in files: append the new days' orders and the late lines to purchase.csv, rewrite the corrected
+    prices and e-mails in place (the files are rewritten whole), and count the new lines in ground_truth.json."""
+    directory = Path(directory)
+    paths = {name: directory / name for name in ("purchase.csv", "customer_info.csv", "product.csv")}
+    missing = [str(path) for path in paths.values() if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"cannot add days to the sample in {directory}: {', '.join(missing)} not found; "
+                                f"write a sample there first with `product-affinity generate --out {directory}`")
+    purchase, customer, product = (pl.read_csv(path, infer_schema=False) for path in paths.values())
+    added = additions(*read_sample_text(purchase, customer, product), days, now or datetime.now(timezone.utc), seed)
+    key = ["order_id", "line_number"]
+    text = pl.col("order_id").cast(pl.String), pl.col("line_number").cast(pl.String)
+    prices = added.prices.with_columns(*text)
+    purchase = (purchase.join(prices.rename({"unit_price": "_corrected"}), on=key, how="left", maintain_order="left")
+                .with_columns(unit_price=pl.coalesce("_corrected", "unit_price")).drop("_corrected"))
+    new_lines = added.lines.with_columns(purchased_at=pl.col("purchased_at").dt.strftime(TIMESTAMP_FORMAT),
+                                         deal=pl.col("deal").cast(pl.String).str.to_lowercase())
+    pl.concat([purchase, new_lines.select(pl.all().cast(pl.String))]).write_csv(paths["purchase.csv"])
+    emails = added.emails.with_columns(pl.col("customer_id").cast(pl.String))
+    (customer.join(emails.rename({"email": "_new"}), on="customer_id", how="left", maintain_order="left")
+     .with_columns(email=pl.coalesce("_new", "email")).drop("_new").write_csv(paths["customer_info.csv"]))
+    truth_path = directory / "ground_truth.json"
+    if truth_path.is_file():
+        truth = json.loads(truth_path.read_text(encoding="utf-8"))
+        truth["rows"]["purchase.csv"] += len(added.lines)
+        truth.setdefault("added_days", []).append({"after": added.first_new.isoformat(), "days": days,
+                                                   "lines": len(added.lines)})
+        truth_path.write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
+    return added

@@ -1,0 +1,67 @@
+"""The database source's incremental load: dlt copies what changed in PostgreSQL into the warehouse's staging schema.
+
+dlt's `sql_database` source reads `customer_info`, `product` and `purchase` with an incremental cursor on
+`updated_at` (only rows written after the last load's highest value are read) and merges them on the tables' keys
+(`write_disposition="merge"`): an updated row replaces its staged copy, a new row is added, nothing is duplicated.
+The cursor lives in the pipeline's state, which dlt keeps in the warehouse itself (and in a working folder next to
+it), so a new warehouse starts with a full load. A row deleted at the source is not seen (no new `updated_at` says
+so): it stays staged until the source marks deletions instead (a soft delete, dlt's `hard_delete` column hint).
+
+The staged tables are then read like a source file (`staged_scan`): the cleaning and quarantine of the source-aligned
+layer run on them unchanged, so every staged row is accepted or quarantined with its reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from product_affinity.contract.odcs import table
+from product_affinity.sources.database import SOURCES, sqlalchemy_url, table_name
+from product_affinity.sources.files import SourceScan
+
+STAGING_SCHEMA = "staging"
+PIPELINE_NAME = "product_affinity_postgres"
+CURSOR = "updated_at"
+
+
+def dlt_source(dsn: str):
+    """The three sample tables, each incremental on updated_at and merged on its contract key. Tables are reflected
+    when the load runs, not when the definitions load, so an unreachable database fails the load step, not the UI.
+    The pyarrow backend reads in Arrow batches: on the sample, a full load takes 4 s instead of 40 s row by row."""
+    import dlt
+    from dlt.sources.sql_database import sql_database
+
+    source = sql_database(credentials=sqlalchemy_url(dsn), table_names=[table_name(n) for n in SOURCES],
+                          defer_table_reflect=True, reflection_level="full_with_precision", backend="pyarrow")
+    for name in SOURCES:
+        source.resources[table_name(name)].apply_hints(
+            incremental=dlt.sources.incremental(CURSOR), primary_key=table(name).primary_key, write_disposition="merge")
+    return source
+
+
+def working_dir(warehouse: Path) -> Path:
+    """dlt's local working folder (load packages, a copy of the state), kept next to the warehouse it loads."""
+    return Path(f"{warehouse}.dlt")
+
+
+def dlt_pipeline(warehouse: Path):
+    """The pipeline loading into the warehouse's staging schema."""
+    import dlt
+
+    return dlt.pipeline(pipeline_name=PIPELINE_NAME, destination=dlt.destinations.duckdb(str(warehouse)),
+                        dataset_name=STAGING_SCHEMA, pipelines_dir=str(working_dir(warehouse)), progress=None)
+
+
+def staged_scan(conn: duckdb.DuckDBPyConnection, name: str) -> SourceScan:
+    """Read a staged table as the cleaning reads a source file: the contract's columns in key order, and an (empty)
+    rejects table, since the database typed every value already. A row's `line` in quarantine is its position in key
+    order, counted as in a file with a header (the first row is line 2); its record names its key."""
+    t = table(name)
+    staged = f"{STAGING_SCHEMA}.{table_name(name)}"
+    rejects = f"rejects_{t.name}"
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE {rejects} (line BIGINT, error_type VARCHAR, column_idx BIGINT, "
+                 "column_name VARCHAR, error_message VARCHAR, csv_line VARCHAR)")
+    return SourceScan(path=Path(staged), select_sql=f"SELECT {', '.join(t.column_names)} FROM {staged} "
+                      f"ORDER BY {', '.join(t.primary_key)}", rejects_table=rejects, ignored_columns=())
