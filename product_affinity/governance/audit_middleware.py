@@ -89,6 +89,11 @@ class AuditMiddleware:
                 except Exception:
                     log.exception("could not write the audit entry of %s %s", request.method, request.path)
             raise
+        else:
+            if not state["written"]:  # the app returned without answering (a middleware gave up on a client that left)
+                state["written"] = True
+                await anyio.to_thread.run_sync(self.audit.write, entry(499, "aborted", ABORTED) if state["disconnected"]
+                                               else entry(500, "error", "the application returned no response"))
         finally:
             audited_request.reset(token)
 
