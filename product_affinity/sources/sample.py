@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import yaml
 
 from product_affinity.contract.odcs import table
 
@@ -35,11 +36,9 @@ from product_affinity.reference import COUNTRY_SPELLINGS
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 DAY = 86_400
 
-# --------------------------------------------------------------------------------------------
-# Catalogue: category -> (share of lines, median list price, price spread, subcategories).
-# A subcategory lists its pack sizes (label, price factor) and its base product names; a
-# product name is [brand] [range] base size, so names stay readable and unique at any size.
-# --------------------------------------------------------------------------------------------
+# The catalogue (categories, their subcategories, pack sizes and product names) and the vocabulary customers
+# are drawn from are data, in catalogue.yaml beside this file; what follows in code is how customers buy.
+CATALOGUE = yaml.safe_load(Path(__file__).with_name("catalogue.yaml").read_text(encoding="utf-8"))
 
 
 @dataclass(frozen=True)
@@ -51,101 +50,18 @@ class Category:
 
 
 CATEGORIES: dict[str, Category] = {
-    "Wines": Category(0.07, 13.0, 0.45, {
-        "Red Wine": ((("750ml", 1.0), ("1.5L", 1.9)),
-                     ("Rioja Reserva", "Malbec", "Cabernet Sauvignon", "Pinot Noir", "Tempranillo Crianza", "Merlot")),
-        "White Wine": ((("750ml", 1.0), ("375ml", 0.55)),
-                       ("Albariño", "Chardonnay", "Sauvignon Blanc", "Riesling", "Verdejo")),
-        "Sparkling": ((("750ml", 1.0), ("200ml", 0.35)), ("Cava Brut", "Prosecco", "Champagne Brut", "Crémant Rosé")),
-    }),
-    "Meats": Category(0.08, 8.0, 0.4, {
-        "Beef": ((("500g", 1.0), ("1kg", 1.9)), ("Ribeye Steak", "Ground Beef", "Sirloin Steak", "Beef Brisket")),
-        "Pork": ((("500g", 1.0), ("1kg", 1.9)), ("Pork Chops", "Pork Sausages", "Pork Loin", "Pulled Pork")),
-        "Poultry": ((("500g", 1.0), ("1kg", 1.9)),
-                    ("Chicken Breast", "Chicken Thighs", "Turkey Mince", "Chicken Wings")),
-        "Charcuterie": ((("100g", 0.45), ("250g", 1.0)),
-                        ("Serrano Ham", "Chorizo", "Salami", "Prosciutto", "Smoked Bacon")),
-    }),
-    "Fish": Category(0.07, 9.0, 0.45, {
-        "Fresh Fish": ((("300g", 1.0), ("600g", 1.9)),
-                       ("Salmon Fillet", "Cod Loin", "Sea Bass", "Hake Fillet", "Tuna Steak")),
-        "Shellfish": ((("250g", 1.0), ("500g", 1.9)), ("King Prawns", "Mussels", "Scallops", "Squid Rings")),
-        "Canned Fish": ((("120g", 0.35), ("3x80g", 0.6)), ("Tuna in Olive Oil", "Sardines", "Anchovies", "Mackerel")),
-    }),
-    "Sweets": Category(0.07, 3.2, 0.4, {
-        "Chocolate": ((("100g", 1.0), ("200g", 1.8)),
-                      ("Dark Chocolate 70%", "Milk Chocolate", "Hazelnut Pralines", "White Chocolate")),
-        "Candy": ((("150g", 1.0), ("400g", 2.2)), ("Gummy Bears", "Licorice", "Fruit Drops", "Marshmallows")),
-        "Biscuits": ((("200g", 1.0), ("400g", 1.8)),
-                     ("Butter Cookies", "Chocolate Chip Cookies", "Shortbread", "Digestives")),
-    }),
-    "Fruits": Category(0.10, 2.6, 0.4, {
-        "Fresh Fruit": ((("1kg", 1.0), ("Pack of 6", 1.3)),
-                        ("Bananas", "Gala Apples", "Navel Oranges", "Lemons", "Conference Pears", "Mangoes",
-                         "Hass Avocados")),
-        "Berries": ((("150g", 1.0), ("300g", 1.8)), ("Strawberries", "Blueberries", "Raspberries", "Blackberries")),
-        "Dried Fruit": ((("200g", 1.0), ("500g", 2.2)), ("Medjool Dates", "Raisins", "Dried Apricots", "Prunes")),
-    }),
-    "Gold": Category(0.06, 30.0, 0.55, {
-        "Delicacies": ((("50g", 0.6), ("100g", 1.0)),
-                       ("Iberico Ham", "Black Truffle", "Oscietra Caviar", "Foie Gras", "Smoked Eel")),
-        "Premium Oils": ((("250ml", 0.6), ("500ml", 1.0)),
-                         ("Extra Virgin Olive Oil", "White Truffle Oil", "Aged Balsamic Vinegar")),
-        "Gift Boxes": ((("Classic", 1.0), ("Deluxe", 1.8)),
-                       ("Gourmet Hamper", "Cheese Selection", "Chocolate Truffle Box", "Wine & Cheese Box")),
-    }),
-    "Vegetables": Category(0.11, 1.9, 0.4, {
-        "Fresh Vegetables": ((("500g", 1.0), ("1kg", 1.8)),
-                             ("Vine Tomatoes", "Carrots", "Broccoli", "Red Onions", "Potatoes", "Bell Peppers",
-                              "Courgettes", "Cucumber")),
-        "Salad": ((("100g", 1.0), ("200g", 1.8)), ("Baby Spinach", "Mixed Salad Leaves", "Rocket", "Romaine Lettuce")),
-        "Herbs": ((("20g", 1.0), ("50g", 2.0)), ("Basil", "Coriander", "Flat Leaf Parsley", "Mint")),
-    }),
-    "Dairy": Category(0.11, 2.4, 0.35, {
-        "Milk": ((("1L", 1.0), ("2L", 1.8)), ("Whole Milk", "Semi-Skimmed Milk", "Oat Drink", "Lactose-Free Milk")),
-        "Cheese": ((("200g", 1.0), ("400g", 1.9)),
-                   ("Aged Manchego", "Mature Cheddar", "Mozzarella", "Brie", "Parmigiano Reggiano")),
-        "Yogurt & Butter": ((("500g", 1.0), ("4x125g", 1.1)),
-                            ("Greek Yogurt", "Natural Yogurt", "Salted Butter", "Skyr")),
-    }),
-    "Bakery": Category(0.09, 2.2, 0.35, {
-        "Bread": ((("400g", 1.0), ("800g", 1.7)),
-                  ("Sourdough Loaf", "Wholemeal Bread", "Rye Bread", "Baguette", "Ciabatta")),
-        "Pastries": ((("2 pack", 1.0), ("4 pack", 1.8)),
-                     ("Butter Croissants", "Pain au Chocolat", "Cinnamon Rolls", "Blueberry Muffins")),
-        "Cakes": ((("Slice", 1.0), ("Whole", 4.0)), ("Carrot Cake", "Cheesecake", "Lemon Drizzle Cake")),
-    }),
-    "Beverages": Category(0.09, 2.5, 0.45, {
-        "Coffee & Tea": ((("250g", 1.0), ("500g", 1.8)),
-                         ("Ground Coffee", "Espresso Beans", "Green Tea", "English Breakfast Tea")),
-        "Soft Drinks": ((("1.5L", 1.0), ("6x330ml", 1.6)), ("Cola", "Lemon Soda", "Sparkling Water", "Ginger Ale")),
-        "Juices": ((("1L", 1.0), ("330ml", 0.45)),
-                   ("Orange Juice", "Apple Juice", "Tomato Juice", "Multivitamin Juice")),
-    }),
-    "Snacks": Category(0.08, 2.3, 0.4, {
-        "Crisps": ((("150g", 1.0), ("300g", 1.7)), ("Sea Salt Crisps", "Tortilla Chips", "Paprika Crisps", "Pretzels")),
-        "Nuts": ((("150g", 1.0), ("400g", 2.3)), ("Salted Almonds", "Roasted Cashews", "Pistachios", "Mixed Nuts")),
-        "Crackers": ((("125g", 1.0), ("250g", 1.8)), ("Rice Crackers", "Oat Crackers", "Breadsticks")),
-    }),
-    "Household": Category(0.07, 3.5, 0.45, {
-        "Cleaning": ((("500ml", 1.0), ("1L", 1.7)),
-                     ("Dish Soap", "All-Purpose Cleaner", "Laundry Liquid", "Glass Cleaner")),
-        "Paper": ((("4 rolls", 1.0), ("9 rolls", 2.0)), ("Toilet Paper", "Kitchen Towels", "Paper Napkins")),
-        "Kitchen": ((("20 pack", 1.0), ("50 pack", 2.1)),
-                    ("Bin Bags", "Freezer Bags", "Aluminium Foil", "Baking Paper")),
-    }),
+    name: Category(c["share"], c["median_price"], c["price_spread"],
+                   {sub: (tuple((label, factor) for label, factor in s["sizes"]), tuple(s["products"]))
+                    for sub, s in c["subcategories"].items()})
+    for name, c in CATALOGUE["categories"].items()
 }
 CATEGORY_NAMES = tuple(CATEGORIES)
-RANGES = ("", "Organic", "Classic", "Premium", "Select", "Farmhouse", "Artisan", "Everyday", "Signature",
-          "Heritage", "Family", "Traditional")
-BRANDS = ("", "Hillcrest", "Casa Verde", "Northfield", "Bella Terra", "Oak & Stone", "Bluewater", "Sunvale",
-          "Green Acre", "Old Mill", "Riverside", "Alpine", "Harvest Moon", "Golden Coast", "La Huerta",
-          "Stonebridge", "Maple Row", "Seaview", "Red Barn", "Willow Creek", "Brightfield")
+RANGES = tuple(CATALOGUE["ranges"])
+BRANDS = tuple(CATALOGUE["brands"])
 POPULARITY_EXPONENT = 1.0  # Zipf exponent of product popularity within a category
 
 # Affinities worth planting: (antecedent, consequent). Three are drawn with no shared category.
-CATEGORY_AFFINITY_POOL = (("Wines", "Meats"), ("Bakery", "Dairy"), ("Fish", "Vegetables"), ("Snacks", "Beverages"),
-                          ("Gold", "Wines"), ("Sweets", "Fruits"), ("Meats", "Vegetables"), ("Household", "Snacks"))
+CATEGORY_AFFINITY_POOL = tuple(tuple(pair) for pair in CATALOGUE["category_affinity_pool"])
 CATEGORY_AFFINITY_PROBABILITY = 0.1  # an order with the antecedent and not the consequent gets it as an add-on
 PRODUCT_AFFINITY_PROBABILITY = 0.8  # the same for a planted product pair
 PRODUCT_AFFINITY_RANKS = (100, 150)  # popularity ranks (at 400 products) of the planted products
@@ -197,22 +113,13 @@ HOUR_WEIGHTS = (0.3, 0.2, 0.1, 0.1, 0.1, 0.2, 0.5, 1.2, 2.5, 4.0, 5.5, 6.0,
 GROWTH_OVER_HISTORY = 1.3
 
 # Customers.
-FIRST_NAMES = ("Maria", "Jose", "Carmen", "Antonio", "Lucia", "Manuel", "Laura", "David", "Ana", "Javier",
-               "James", "Mary", "John", "Patricia", "Robert", "Jennifer", "Michael", "Linda", "William",
-               "Elizabeth", "Anna", "Lukas", "Emma", "Felix", "Sophie", "Priya", "Rahul", "Aisha", "Omar",
-               "Fatima", "Liam", "Olivia", "Noah", "Charlotte", "Jack", "Chloe", "Ethan", "Isla", "Marko",
-               "Milica")
-LAST_NAMES = ("Garcia", "Fernandez", "Lopez", "Martinez", "Sanchez", "Perez", "Gomez", "Martin", "Ruiz",
-              "Diaz", "Smith", "Johnson", "Williams", "Brown", "Jones", "Miller", "Davis", "Wilson",
-              "Mueller", "Schmidt", "Schneider", "Fischer", "Weber", "Sharma", "Patel", "Singh", "Kumar",
-              "Alsaud", "Alharbi", "Alqahtani", "Tremblay", "Roy", "Gagnon", "Taylor", "Anderson",
-              "Thompson", "Petrovic", "Jovanovic", "Nguyen", "Kelly")
-EMAIL_DOMAINS = ("example.com", "example.net", "example.org", "mail.example.com")
+FIRST_NAMES = tuple(CATALOGUE["first_names"])
+LAST_NAMES = tuple(CATALOGUE["last_names"])
+EMAIL_DOMAINS = tuple(CATALOGUE["email_domains"])
 MESSY_EMAIL_SHARE = 0.03
-EDUCATION = {"Graduation": 0.50, "PhD": 0.22, "Master": 0.16, "2n Cycle": 0.09, "Basic": 0.03}
-MARITAL_STATUS = {"Married": 0.39, "Together": 0.26, "Single": 0.21, "Divorced": 0.10, "Widow": 0.04}
-COUNTRY_WEIGHTS = {"Spain": 0.49, "Saudi Arabia": 0.15, "Canada": 0.12, "Australia": 0.07, "India": 0.07,
-                   "Germany": 0.05, "United States": 0.05, "Montenegro": 0.01}
+EDUCATION = CATALOGUE["education"]
+MARITAL_STATUS = CATALOGUE["marital_status"]
+COUNTRY_WEIGHTS = CATALOGUE["countries"]
 ALIAS_SHARE, RECASED_SHARE = 0.15, 0.08
 NON_BUYER_SHARE = 0.05
 CHANNELS = ("web", "store", "catalog")
