@@ -19,7 +19,8 @@ from product_affinity.defs.business import business_assets
 from product_affinity.defs.consumer_aligned import consumer_aligned_assets
 from product_affinity.defs.page import page_path, product_page
 from product_affinity.defs.quality import slo_results
-from product_affinity.defs.quality_checks import asset_key, docs_dir, quality_checks
+from product_affinity.defs.metadata import table_key
+from product_affinity.defs.quality_checks import docs_dir, quality_checks
 from product_affinity.defs.resources import resources
 from product_affinity.defs.rollups import rollup_assets, rollup_checks
 from product_affinity.defs.sensors import database_watermark_sensor, source_files_sensor
@@ -49,7 +50,7 @@ def links(warehouse: Path):
     """Adds to an asset's metadata links to the product page and to the Data Docs (a checked table's own expectation
     suite page, else the index). Both are files next to the warehouse, written by the first run."""
     docs = docs_dir(resources(DEFAULT_SOURCES, warehouse)["warehouse"])
-    suites = {asset_key(t): docs / "expectations" / f"{t.name}.html" for t in checked_tables()}
+    suites = {table_key(t): docs / "expectations" / f"{t.name}.html" for t in checked_tables()}
 
     def link(spec: dg.AssetSpec) -> dg.AssetSpec:
         return spec.merge_attributes(metadata={

@@ -23,7 +23,8 @@ from product_affinity.cli import main
 from product_affinity.defs.consumer_aligned import consumer_aligned_assets
 from product_affinity.contract.odcs import checked_tables, quality_rules, service_levels, table
 from product_affinity.definitions import build_definitions, defs
-from product_affinity.defs.quality_checks import asset_key, quality_checks
+from product_affinity.defs.metadata import table_key
+from product_affinity.defs.quality_checks import quality_checks
 from product_affinity.semantic.loader import model
 from product_affinity.quality.report import declared_markdown
 from product_affinity.quality.suites import EXPECTATIONS_DIR, NOT_IN_SUITES, suite_json
@@ -119,7 +120,7 @@ def test_the_contract_keeps_the_floors_of_every_dimension():
 
 def test_each_rule_is_a_check_blocking_exactly_when_its_severity_is_error():
     specs = {(spec.asset_key, spec.name): spec for check in quality_checks for spec in check.check_specs}
-    expected = {(asset_key(t), r.id): r for t in checked_tables() for r in quality_rules(t.name)}
+    expected = {(table_key(t), r.id): r for t in checked_tables() for r in quality_rules(t.name)}
     assert specs.keys() == expected.keys()
     for key, rule in expected.items():
         assert specs[key].blocking == (rule.severity == "error")
@@ -130,7 +131,7 @@ def test_each_rule_is_a_check_blocking_exactly_when_its_severity_is_error():
 def test_purchase_and_output_ports_carry_the_latency_sla_as_freshness_policy():
     graph = defs.resolve_asset_graph()
     for t in [table("purchase"), *PORTS]:
-        policy = graph.get(asset_key(t)).freshness_policy
+        policy = graph.get(table_key(t)).freshness_policy
         assert policy.fail_window.to_timedelta() == timedelta(hours=24), t.name
 
 
@@ -236,7 +237,7 @@ def test_a_wrong_type_or_a_figure_that_does_not_reconcile_fails_blocking(clean, 
     with duckdb.connect(str(warehouse)) as conn:
         conn.execute("ALTER TABLE consumer_aligned.product_affinity_matrix ALTER baskets_with_both TYPE VARCHAR")
         conn.execute("UPDATE consumer_aligned.customer_metrics SET total_spend = total_spend + 1 WHERE customer_id % 20 = 0")
-    ports = [asset_key(table("product_affinity_matrix")), asset_key(table("customer_metrics"))]
+    ports = [table_key(table("product_affinity_matrix")), table_key(table("customer_metrics"))]
     result = dg.materialize(
         [*source_aligned_assets, *consumer_aligned_assets, *quality_checks],
         selection=dg.AssetSelection.checks_for_assets(*ports),

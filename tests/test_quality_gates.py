@@ -26,7 +26,8 @@ from product_affinity.contract.odcs import checked_tables, quality_rules, table
 from product_affinity.definitions import build_definitions
 from product_affinity.publication import published_snapshot
 from product_affinity.quality import report
-from product_affinity.defs.quality_checks import asset_key, quality_checks
+from product_affinity.defs.metadata import table_key
+from product_affinity.defs.quality_checks import quality_checks
 from product_affinity.defs.resources import resources
 from product_affinity.defs.source_aligned import SOURCES, source_aligned_assets
 from product_affinity.sources.sample import generate_sample
@@ -108,7 +109,7 @@ def test_every_blocking_source_rule_fails_on_the_rows_received(tmp_path):
     """Customer and product broken in one run; purchase, which is built from them, broken in a second."""
     stale = tmp_path / "stale"  # three days old: freshness fails too
     generate_sample(stale, **SMALL, end=now() - timedelta(days=3))
-    checks = [c for c in quality_checks if any(k.asset_key in {asset_key(t) for t in SOURCE_TABLES} for k in c.check_keys)]
+    checks = [c for c in quality_checks if any(k.asset_key in {table_key(t) for t in SOURCE_TABLES} for k in c.check_keys)]
     planted, found = {}, {}
     for names in (("customer", "product"), ("purchase",)):
         broken = tmp_path / "_".join(names)
@@ -163,7 +164,7 @@ def test_every_blocking_output_port_rule_fails_on_a_wrong_build(clean, tmp_path)
             _tamper(conn, t)
     result = dg.materialize(
         [*source_aligned_assets, *consumer_aligned_assets, *quality_checks],
-        selection=dg.AssetSelection.checks_for_assets(*(asset_key(t) for t in PORTS)),
+        selection=dg.AssetSelection.checks_for_assets(*(table_key(t) for t in PORTS)),
         resources=resources(sources, warehouse), instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
     )
     found = failed(result)

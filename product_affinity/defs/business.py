@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
+from product_affinity.defs.metadata import table_key
 from product_affinity.business import backtest, clv_backtest, kpi_tree
 from product_affinity.consumer_aligned import clv
 from product_affinity.defs.consumer_aligned import SOURCE_ALIGNED, output_port, publish_port
@@ -12,7 +13,6 @@ from product_affinity.contract.odcs import table
 from product_affinity.product.descriptor import alignment
 from product_affinity.defs.resources import AffinitySettings
 
-BACKTEST_KEY = dg.AssetKey(["consumer_aligned", "recommendation_backtest"])
 
 
 @dg.asset(**output_port("recommendation_backtest", [SOURCE_ALIGNED["purchase"], SOURCE_ALIGNED["product"]], backtest))
@@ -49,7 +49,7 @@ def clv_backtest_asset(context: dg.AssetExecutionContext, warehouse: DuckDBResou
 @dg.asset(
     **output_port(
         "kpi_tree",
-        [SOURCE_ALIGNED["purchase"], SOURCE_ALIGNED["product"], dg.AssetKey(["consumer_aligned", "customer_metrics"]), BACKTEST_KEY],
+        [SOURCE_ALIGNED["purchase"], SOURCE_ALIGNED["product"], table_key("customer_metrics"), table_key("recommendation_backtest")],
         kpi_tree,
     )
 )

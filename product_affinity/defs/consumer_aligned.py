@@ -9,19 +9,15 @@ from dagster_duckdb import DuckDBResource
 from product_affinity.consumer_aligned import affinity_matrix, clv, customer_metrics, recommendations
 from product_affinity.consumer_aligned import association_rules as rules
 from product_affinity.consumer_aligned.baskets import LEVELS, load_basket_items
-from product_affinity.contract.odcs import table
+from product_affinity.contract.odcs import table, tables
 from product_affinity.product.descriptor import asset_tags, kinds, port
 from product_affinity.defs.quality_checks import freshness_policy
 from product_affinity.defs.resources import AffinitySettings
 from product_affinity.defs.source_aligned import OWNERS
-from product_affinity.defs.metadata import column_schema, materialization_metadata
+from product_affinity.defs.metadata import column_schema, materialization_metadata, table_key
 from product_affinity.warehouse import replace_table
 
-SOURCE_ALIGNED = {name: dg.AssetKey(["source_aligned", name]) for name in ("customer", "product", "purchase")}
-
-
-def _key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["consumer_aligned", name])
+SOURCE_ALIGNED = {t.name: table_key(t) for t in tables().values() if t.source_file}  # the tables loaded from a source
 
 
 def output_port(name: str, deps: list[dg.AssetKey], defined_in: ModuleType) -> dict:
@@ -65,7 +61,7 @@ def product_affinity_matrix(warehouse: DuckDBResource):
         return publish_port(conn, "product_affinity_matrix", affinity_matrix.affinity_matrix_sql(basket_items, "item_labels_category"))
 
 
-@dg.asset(**output_port("cross_sell_recommendations", [_key("association_rules"), SOURCE_ALIGNED["purchase"]], recommendations))
+@dg.asset(**output_port("cross_sell_recommendations", [table_key("association_rules"), SOURCE_ALIGNED["purchase"]], recommendations))
 def cross_sell_recommendations(warehouse: DuckDBResource, settings: AffinitySettings):
     with warehouse.get_connection() as conn:
         return publish_port(conn, "cross_sell_recommendations", recommendations.build(conn, settings.recommendations_per_customer))
@@ -74,7 +70,7 @@ def cross_sell_recommendations(warehouse: DuckDBResource, settings: AffinitySett
 @dg.asset(
     **output_port(
         "customer_metrics",
-        [SOURCE_ALIGNED["customer"], SOURCE_ALIGNED["purchase"], _key("cross_sell_recommendations")],
+        [SOURCE_ALIGNED["customer"], SOURCE_ALIGNED["purchase"], table_key("cross_sell_recommendations")],
         customer_metrics,
     )
 )

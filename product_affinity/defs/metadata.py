@@ -6,8 +6,14 @@ from typing import Any
 import dagster as dg
 import duckdb
 
-from product_affinity.contract.odcs import Table
+from product_affinity.contract.odcs import Table, table
 from product_affinity.warehouse import profile
+
+def table_key(t: Table | str) -> dg.AssetKey:
+    """The asset of a contract table: its schema and name, the one way every asset key of a table is made."""
+    t = table(t) if isinstance(t, str) else t
+    return dg.AssetKey([t.schema, t.name])
+
 
 def column_schema(t: Table) -> dg.TableSchema:
     return dg.TableSchema(

@@ -4,7 +4,7 @@ import dagster as dg
 
 from product_affinity.contract.odcs import checked_tables
 from product_affinity.product.descriptor import asset_tags, owners
-from product_affinity.defs.quality_checks import asset_key
+from product_affinity.defs.metadata import table_key
 from product_affinity.quality.results import COLUMNS, SLO_RESULTS
 
 
@@ -13,7 +13,7 @@ def slo_results_spec() -> dg.AssetSpec:
     table and Dagster cannot run it: it is shown downstream of the tables whose checks write it."""
     return dg.AssetSpec(
         key=SLO_RESULTS.split("."),
-        deps=[asset_key(t) for t in checked_tables()],
+        deps=[table_key(t) for t in checked_tables()],
         description="One row per quality rule per run: observed value, target, passed, rows checked. Appended by the "
         "asset checks of the tables upstream; SLO attainment and the error budget are computed from it.",
         group_name="quality",

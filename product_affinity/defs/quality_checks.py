@@ -18,14 +18,11 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from product_affinity.defs.metadata import table_key
 from product_affinity.contract.odcs import Rule, Table, checked_tables, quality_rules, service_level
 from product_affinity.quality import frames, measures, results
 
 SEVERITY = {"error": dg.AssetCheckSeverity.ERROR, "warning": dg.AssetCheckSeverity.WARN}
-
-
-def asset_key(t: Table) -> dg.AssetKey:
-    return dg.AssetKey([t.schema, t.name])
 
 
 def freshness_policy() -> dg.FreshnessPolicy:
@@ -51,7 +48,7 @@ def description(t: Table, rule: Rule) -> str:
 def _spec(t: Table, rule: Rule) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
         rule.id,
-        asset=asset_key(t),
+        asset=table_key(t),
         description=description(t, rule),
         blocking=rule.blocking,
         metadata={"rule_id": rule.id, "dimension": rule.dimension, "severity": rule.severity, "slo_target": rule.target},
@@ -61,7 +58,7 @@ def _spec(t: Table, rule: Rule) -> dg.AssetCheckSpec:
 def _result(t: Table, row: results.Row, rows_in_table: int | None) -> dg.AssetCheckResult:
     rule = row.rule
     return dg.AssetCheckResult(
-        asset_key=asset_key(t),
+        asset_key=table_key(t),
         check_name=rule.id,
         passed=row.passed,
         severity=SEVERITY[rule.severity],
@@ -151,7 +148,7 @@ def table_checks(t: Table) -> dg.AssetChecksDefinition:
         rows = [row for row in rows if row.rule.id in selected]
         checked_at = _utc_now()
         with warehouse.get_connection() as conn:
-            results.record(conn, run_of(context, asset_key(t)), checked_at, t, rows_in_table, rows)
+            results.record(conn, run_of(context, table_key(t)), checked_at, t, rows_in_table, rows)
         for row in rows:
             yield _result(t, row, rows_in_table)
 

@@ -15,6 +15,7 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
+from product_affinity.defs.metadata import table_key
 from product_affinity.contract.odcs import table, tables
 from product_affinity.product.descriptor import asset_tags, owners
 from product_affinity.semantic.model import Rollup
@@ -29,7 +30,7 @@ def _key(rollup: Rollup) -> dg.AssetKey:
 def _upstream(rollup: Rollup) -> list[dg.AssetKey]:
     """The tables of every cube the rollup's view joins, as assets."""
     view = model().views[rollup.view]
-    return [dg.AssetKey([t.schema, t.name]) for t in (table(model().cubes[c].contract_table) for c in view.paths)]
+    return [table_key(t) for t in (table(model().cubes[c].contract_table) for c in view.paths)]
 
 
 def column_schemas(rollups: list[Rollup]) -> dict[str, dg.TableSchema]:

@@ -17,7 +17,7 @@ from product_affinity.defs.resources import SourceFiles
 from product_affinity.source_aligned.cleaning import FOREIGN_KEYS, ingest, ingest_scan
 from product_affinity.sources.database import SOURCES, table_name
 from product_affinity.sources.staging import STAGING_SCHEMA, staged_scan
-from product_affinity.defs.metadata import column_schema, materialization_metadata
+from product_affinity.defs.metadata import column_schema, materialization_metadata, table_key
 
 OWNERS = owners()  # from the data product descriptor's team
 
@@ -42,7 +42,7 @@ def source_aligned_asset(name: str, database: bool = False) -> dg.AssetsDefiniti
     t = table(name)
     loaded_from = dg.AssetKey([STAGING_SCHEMA, table_name(name)]) if database else source_file_spec(name).key
     upstream = [loaded_from] + [
-        dg.AssetKey(["source_aligned", fk.references]) for fk in FOREIGN_KEYS.get(name, [])
+        table_key(fk.references) for fk in FOREIGN_KEYS.get(name, [])
     ]
 
     @dg.asset(
