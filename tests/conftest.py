@@ -101,3 +101,22 @@ def browser():
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The PostgreSQL server's maintenance database; skip (fail when CI is set) when no server answers."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from product_affinity.delivery.postgres_common import default_dsn, safe_dsn
+
+    dsn = make_conninfo(default_dsn(), dbname="postgres")
+    try:
+        psycopg.connect(dsn, connect_timeout=5).close()
+    except psycopg.OperationalError as error:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI is set and PostgreSQL does not answer at {safe_dsn(dsn)}: {error}")
+        pytest.skip(f"PostgreSQL does not answer at {safe_dsn(dsn)} ({error}); with CI=true this fails instead")
+    return dsn
+

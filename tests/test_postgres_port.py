@@ -3,7 +3,6 @@ personal data masked alike, row filters holding on totals, base tables and the m
 republication that never shows a reader a mix. Skipped when no PostgreSQL answers, unless CI is set."""
 
 import hashlib
-import os
 import secrets
 import shutil
 import threading
@@ -19,7 +18,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from product_affinity.cli import main
-from product_affinity.delivery import postgres, postgres_common, postgres_load
+from product_affinity.delivery import postgres, postgres_load
 from product_affinity.delivery.service import DeliveryService, _json_value
 from product_affinity.semantic.access import AccessDenied
 from product_affinity.governance.policies import access, policies, principal, readable_views
@@ -37,16 +36,8 @@ SPAIN_SPEND = "SELECT sum(quantity * unit_price) FROM source_aligned.purchase JO
 
 
 @pytest.fixture(scope="session")
-def server() -> str:
-    """The server's maintenance database; skip (fail when CI is set) when no PostgreSQL answers."""
-    dsn = make_conninfo(postgres_common.default_dsn(), dbname="postgres")
-    try:
-        psycopg.connect(dsn, connect_timeout=5).close()
-    except psycopg.OperationalError as error:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI is set and PostgreSQL does not answer at {postgres_common.safe_dsn(dsn)}: {error}")
-        pytest.skip(f"PostgreSQL does not answer at {postgres_common.safe_dsn(dsn)} ({error}); with CI=true this fails instead")
-    return dsn
+def server(postgres_server) -> str:
+    return postgres_server
 
 
 @pytest.fixture(scope="session")
