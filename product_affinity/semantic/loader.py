@@ -12,7 +12,7 @@ contract; a bare column name is refused, so nothing is read unseen). Classificat
 lineage: a derived dimension reading a pii column is pii itself (it must declare a mask) unless
 it declares that it `generalises` that column (a coarser value, such as age bands of a birth
 year, reviewed as fit to show where the column is masked). The policy engine decides access on
-lineage (product_affinity.governance), so a measure can never return what its columns may not.
+lineage (product_affinity.governance.policies), so a measure can never return what its columns may not.
 
 Every identifier here is checked at load time, so a query can only ever name members the model
 declares (product_affinity.semantic.compiler refuses anything else).
