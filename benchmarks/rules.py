@@ -2,11 +2,12 @@
 
 "From scratch" means from the purchase lines in the warehouse to scored product rules (pairs, the
 product level's default `max_itemset_size` of 2). Every engine runs in a process of its own (spawned,
-so its peak RSS, read with getrusage, is its own: tracemalloc does not see native memory) and reads
+so its peak RSS, VmHWM from /proc, is its own: tracemalloc does not see native memory) and reads
 the same DuckDB file:
 
 - ours: `load_basket_items` + `mine_rules`, the code the association_rules asset runs;
-- rusket: the lines as a SciPy CSR baskets x items matrix, `rusket.fpgrowth` + `rusket.association_rules`;
+- rusket: the lines into its streaming `FPMiner` (faster here than `rusket.fpgrowth` on a SciPy CSR
+  matrix, which also needs the baskets and products renumbered first), then `rusket.association_rules`;
 - mlxtend: the lines as a dense boolean baskets x items DataFrame, `fpgrowth` + `association_rules`.
   The dense array does not fit at 1M orders x 20k products, so mlxtend runs on a second, smaller
   data set, on which ours and rusket run again: every ratio is between engines run on the same
@@ -99,16 +100,12 @@ def ours(path: Path) -> set:
     }
 
 
-def _lines(path: Path):
-    """The distinct (basket row, item column) of the lines, and the product id of each column."""
+def _lines(path: Path) -> dict:
+    """The purchase lines as two arrays; repeated (order, product) lines are left in, as ours leaves them to its counting."""
     import duckdb
-    import pandas as pd
 
     with duckdb.connect(str(path), read_only=True) as conn:
-        lines = conn.execute("SELECT DISTINCT order_id, product_id FROM source_aligned.purchase").fetchnumpy()
-    rows, _ = pd.factorize(lines["order_id"])
-    columns, products = pd.factorize(lines["product_id"])
-    return rows, columns, products
+        return conn.execute("SELECT order_id, product_id FROM source_aligned.purchase").fetchnumpy()
 
 
 def _exact(rules, n: int, columns) -> set:
@@ -120,42 +117,45 @@ def _exact(rules, n: int, columns) -> set:
     ):
         counts = round(s * n), round(sa * n), round(sc * n)
         if len(c) == 1 and counts[0] * confidence.denominator >= counts[1] * confidence.numerator:
-            found.add((tuple(sorted(int(columns[i]) for i in a)), (int(columns[c[0]]),), *counts))
+            found.add((tuple(sorted(int(columns[i]) for i in a)), tuple(int(columns[i]) for i in c), *counts))
     return found
 
 
 def rusket_rules(path: Path) -> set:
+    """rusket's fastest path we found: its streaming FPMiner (it drops repeated lines itself) fed the raw order ids and,
+    as item columns, the product ids themselves (they are small integers here, so no renumbering is needed)."""
     import numpy as np
     import rusket
-    from scipy.sparse import csr_matrix
 
     from product_affinity.consumer_aligned.association_rules import min_count
 
-    rows, columns, products = _lines(path)
-    n = int(rows.max()) + 1
-    matrix = csr_matrix((np.ones(len(rows), dtype=np.uint8), (rows, columns)), shape=(n, len(products)))
+    lines = _lines(path)
+    miner = rusket.FPMiner(n_items=int(lines["product_id"].max()) + 1)
+    miner.add_chunk(lines["order_id"].astype(np.int64), lines["product_id"].astype(np.int32))
+    n = miner.n_transactions
     minimum = min_count(MIN_SUPPORT, n)
-    itemsets = rusket.fpgrowth(matrix, min_support=(minimum - 0.5) / n, max_len=2, use_colnames=False)
+    itemsets = miner.mine(min_support=(minimum - 0.5) / n, max_len=2, use_colnames=False)
     rules = rusket.association_rules(itemsets, num_itemsets=n, metric="confidence", min_threshold=MIN_CONFIDENCE - 1e-9)
-    return _exact(rules, n, products)
+    return _exact(rules, n, np.arange(miner.n_items))
 
 
 def mlxtend_rules(path: Path) -> set:
+    """mlxtend's documented path: a dense one-hot baskets x products DataFrame, fpgrowth, association_rules."""
     import numpy as np
     import pandas as pd
     from mlxtend.frequent_patterns import association_rules, fpgrowth
 
     from product_affinity.consumer_aligned.association_rules import min_count
 
-    rows, columns, products = _lines(path)
+    lines = _lines(path)
+    rows, _ = pd.factorize(lines["order_id"])
+    columns, products = pd.factorize(lines["product_id"])
     n = int(rows.max()) + 1
     onehot = np.zeros((n, len(products)), dtype=bool)
     onehot[rows, columns] = True
     minimum = min_count(MIN_SUPPORT, n)
     itemsets = fpgrowth(pd.DataFrame(onehot, copy=False), min_support=(minimum - 0.5) / n, max_len=2)
     rules = association_rules(itemsets, num_itemsets=n, metric="confidence", min_threshold=MIN_CONFIDENCE - 1e-9)
-    rules["antecedents"] = rules["antecedents"].map(sorted)
-    rules["consequents"] = rules["consequents"].map(sorted)
     return _exact(rules, n, products)
 
 
@@ -163,7 +163,7 @@ ENGINES = {"ours": ours, "rusket": rusket_rules, "mlxtend": mlxtend_rules}
 # Imported before the clock starts: the interpreter's and the libraries' start-up are no engine's work.
 IMPORTS = {
     "ours": ["duckdb", "pandas", "product_affinity.consumer_aligned.association_rules"],
-    "rusket": ["duckdb", "pandas", "scipy.sparse", "rusket", "product_affinity.consumer_aligned.association_rules"],
+    "rusket": ["duckdb", "numpy", "rusket", "product_affinity.consumer_aligned.association_rules"],
     "mlxtend": ["duckdb", "pandas", "mlxtend.frequent_patterns", "product_affinity.consumer_aligned.association_rules"],
 }
 
@@ -172,9 +172,24 @@ def _child(queue, name: str, path: Path) -> None:
     for module in IMPORTS[name]:
         importlib.import_module(module)
     started = time.perf_counter()
-    rules = ENGINES[name](path)
+    try:
+        rules = ENGINES[name](path)
+    except BaseException as failure:  # the parent waits on the queue: tell it, rather than leave it waiting
+        queue.put({"failure": f"{name}: {failure!r}"})
+        raise
     seconds = time.perf_counter() - started
-    queue.put({"seconds": seconds, "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, "rules": rules})
+    queue.put({"seconds": seconds, "peak_gb": _peak_kb() / 1024**2, "rules": rules})
+
+
+def _peak_kb() -> int:
+    """This process's peak resident memory in kB. Linux keeps ru_maxrss across exec, so a spawned child would
+    report its parent's peak when that was higher; VmHWM belongs to the process's own address space."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def isolated(name: str, path: Path) -> dict:
@@ -185,6 +200,8 @@ def isolated(name: str, path: Path) -> dict:
     process.start()
     outcome = queue.get()
     process.join()
+    if "failure" in outcome:
+        raise SystemExit(f"engine failed: {outcome['failure']}")
     return outcome
 
 
