@@ -28,6 +28,16 @@ def test_itemset_counts(conn):
     assert counts == {(1,): 4, (2,): 4, (3,): 3, (1, 2): 3, (1, 3): 3, (2, 3): 2, (1, 2, 3): 2}
 
 
+def test_a_product_on_two_lines_of_a_basket_counts_once(conn):
+    """Purchase lines are keyed by (order, line number), so a basket can hold a product twice; product
+    baskets are no longer made distinct before counting, so the counting itself must count the basket once."""
+    load(conn, BASKETS)
+    conn.execute("INSERT INTO baskets SELECT * FROM baskets WHERE basket IN (1, 3)")  # a, b, c bought again in 1; a, c in 3
+    itemsets = count_itemsets(conn, "baskets", minimum=2, max_size=3)
+    counts = dict(zip(itemsets["items"], itemsets["baskets"]))
+    assert counts == {(1,): 4, (2,): 4, (3,): 3, (1, 2): 3, (1, 3): 3, (2, 3): 2, (1, 2, 3): 2}
+
+
 def test_itemsets_below_the_minimum_are_not_extended(conn):
     itemsets = count_itemsets(conn, load(conn, BASKETS), minimum=3, max_size=3)
     assert set(itemsets["items"]) == {(1,), (2,), (3,), (1, 2), (1, 3)}
