@@ -23,7 +23,7 @@ less 1e-9 and the rules are then filtered on exact counts (support_count * den >
 consequents (ours, arules' convention) are kept. Rules are compared as exact tuples (antecedent,
 consequent, support count, antecedent count, consequent count), counts recovered from support * n.
 
-    python benchmarks/rules.py                       # 1M orders x 20k products; mlxtend at 100k x 2k
+    python benchmarks/rules.py                       # 1M orders x 20k products; mlxtend at 200k x 3k
     python benchmarks/rules.py --orders 20000 --products 2000 --mlxtend-orders 20000 --repeat 1
 """
 
@@ -244,8 +244,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orders", type=int, default=1_000_000)
     parser.add_argument("--products", type=int, default=20_000)
-    parser.add_argument("--mlxtend-orders", type=int, default=100_000, help="0 skips mlxtend")
-    parser.add_argument("--mlxtend-products", type=int, default=2_000)
+    parser.add_argument("--mlxtend-orders", type=int, default=200_000, help="0 skips mlxtend")
+    parser.add_argument("--mlxtend-products", type=int, default=3_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each engine; the best time counts")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()

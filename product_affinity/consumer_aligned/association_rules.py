@@ -1,9 +1,11 @@
 """Association rules between categories and between products. A basket is an order.
 
-Frequent itemsets are counted in DuckDB, level by level (Apriori): an itemset of size k is
-counted only where its first k-1 items are already frequent, by joining each basket's frequent
-(k-1)-itemsets with the basket's larger items. Counting scales to Instacart size, where
-mlxtend's dense baskets x items array does not fit in memory. Rules are generated from the
+Frequent itemsets are counted level by level (Apriori): an itemset of size k is counted only
+where its first k-1 items are already frequent, by extending each basket's frequent
+(k-1)-itemsets with the basket's larger items. DuckDB filters and sorts the lines; the counting
+itself is NumPy array work over the sorted lines (see count_itemsets), which scales to Instacart
+size, where mlxtend's dense baskets x items array does not fit in memory, and is faster than
+rusket (benchmarks/rules.py, docs/benchmarks.md). Rules are generated from the
 counted itemsets in DuckDB, with arules' convention of one item in the consequent unless told
 otherwise, and scored with the formulas mlxtend and arules use (the tests check against mlxtend):
 
@@ -56,11 +58,12 @@ def count_itemsets(
     Returns one row per frequent itemset: `items` (tuple of item ids, ascending) and `baskets` (its count).
 
     DuckDB keeps the items on at least `minimum` lines (a superset of the frequent ones), numbers
-    them 0..n-1 and hands over their lines sorted by (basket, item), packed in one integer. The
-    counting is then array work in NumPy: the self-join DuckDB needs to pair a basket's items (each
-    against every other, then a filter on order) was most of the engine's time. An occurrence of a
-    k-itemset is the position of its last item in the sorted lines, so its extensions are the next
-    positions of the same basket; (itemset, extending item) is one integer key, counted at once.
+    them 0..n-1 and hands over their lines sorted by (basket, item). The counting is then array
+    work in NumPy: the self-join DuckDB needs to pair a basket's items (each against every other,
+    then a filter on order) was most of the engine's time. An occurrence of a k-itemset is the
+    position of its last item in the sorted lines, so its extensions are the next positions of the
+    same basket; (itemset, extending item) is one integer key, and keys are counted with bincount
+    (or a sort, when there are too many possible keys for an array of counters).
     """
     conn.execute(
         f"""CREATE OR REPLACE TEMP TABLE _line_items AS
