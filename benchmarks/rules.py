@@ -63,7 +63,7 @@ def generate(path: Path, orders: int, products: int, seed: int) -> int:
     basket = np.concatenate([basket, basket[first[takes]]])
     item = np.concatenate([item, item[first[takes]] + 1])
     lines = np.unique(basket * (1 << 32) + item + 1)  # distinct (order, product), product ids from 1
-    order_id, product_id = lines >> 32, lines & 0xFFFFFFFF  # noqa: F841 (read by DuckDB below)
+    order_id, product_id = lines >> 32, lines & 0xFFFFFFFF
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
     with duckdb.connect(str(path)) as conn:
