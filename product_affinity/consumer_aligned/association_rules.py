@@ -76,11 +76,12 @@ def count_itemsets(
     starts, item = _sorted_lines(conn, basket_items)
     conn.execute("DROP TABLE _line_items")
     singles = np.bincount(item, minlength=len(items))
-    frequent = np.flatnonzero(singles >= minimum)
+    is_frequent = singles >= minimum
+    frequent = np.flatnonzero(is_frequent)
     levels = [(frequent[:, None], singles[frequent])]
     # Occurrences of the frequent k-itemsets: the itemset's row in `members` and the position of its last item.
     members = np.arange(len(items))[:, None]
-    occurrences = _Occurrences(starts, item, width, np.flatnonzero((singles >= minimum)[item]), item)
+    occurrences = _Occurrences(starts, item, width, np.flatnonzero(is_frequent[item]), item)
     for k in range(2, max_size + 1):
         counted, counts = occurrences.count_extensions(len(members) * width)
         found = counts >= minimum
@@ -110,6 +111,8 @@ def _sorted_lines(conn: duckdb.DuckDBPyConnection, basket_items: str) -> tuple[n
         ORDER BY b.basket, i.n"""
     ).fetchnumpy()
     basket, item = lines["basket"], lines["n"]
+    if len(item) >= 2**31:
+        raise ValueError(f"{basket_items}: {len(item):,} lines of frequent items; the counting indexes lines with 32-bit integers")
     new_basket = np.empty(len(basket), dtype=bool)
     new_basket[:1] = True
     np.not_equal(basket[1:], basket[:-1], out=new_basket[1:])
@@ -166,7 +169,7 @@ class _Occurrences:
             kept = frequent[np.minimum(rank, len(frequent) - 1)] == keys
             ids.append(rank[kept])
             ends.append(positions[kept])
-        ends = np.concatenate(ends) if ends else np.zeros(0, dtype=np.int32)
+        ends = np.concatenate(ends)  # not empty: called with the keys of counted extensions
         order = np.argsort(ends, kind="stable")  # back in position order
         return _Occurrences(self.starts, self.item, self.width, ends[order], np.concatenate(ids)[order])
 
