@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: run test test-fast docs dev bench bench-api bench-postgres clean
+.PHONY: run test test-fast docs dev bench bench-rules bench-api bench-postgres clean
 
 # `make run` installs what running needs and nothing else; each target adds the extra it needs on top
 # (pyproject.toml: test, docs, dev). A stamp per extra: the environment is rebuilt only when the declared
@@ -40,6 +40,10 @@ dev: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-run
 	$(BIN)/python benchmarks/pipeline.py
+
+# The rules engine from scratch against rusket (the bench extra) and mlxtend, identical rules; options: benchmarks/rules.py --help.
+bench-rules: $(VENV)/.installed-bench
+	$(BIN)/python benchmarks/rules.py
 
 # Reuses the Instacart-scale snapshot `make bench` published, or builds it first; its client is httpx (the test extra).
 bench-api: $(VENV)/.installed-test

@@ -28,6 +28,30 @@ def test_itemset_counts(conn):
     assert counts == {(1,): 4, (2,): 4, (3,): 3, (1, 2): 3, (1, 3): 3, (2, 3): 2, (1, 2, 3): 2}
 
 
+def test_a_product_on_two_lines_of_a_basket_counts_once(conn):
+    """Purchase lines are keyed by (order, line number), so a basket can hold a product twice; product
+    baskets are no longer made distinct before counting, so the counting itself must count the basket once."""
+    load(conn, BASKETS)
+    conn.execute("INSERT INTO baskets SELECT * FROM baskets WHERE basket IN (1, 3)")  # a, b, c bought again in 1; a, c in 3
+    itemsets = count_itemsets(conn, "baskets", minimum=2, max_size=3)
+    counts = dict(zip(itemsets["items"], itemsets["baskets"]))
+    assert counts == {(1,): 4, (2,): 4, (3,): 3, (1, 2): 3, (1, 3): 3, (2, 3): 2, (1, 2, 3): 2}
+
+
+def test_counts_with_more_possible_keys_than_counters(conn):
+    """Over 4,096 items, pairs no longer fit an array of counters (2^24) and are counted by sorting: same counts."""
+    from collections import Counter
+    from itertools import combinations
+
+    baskets = {b: (b, b + 1, b + 2, 9_000) for b in range(1, 4_200)}
+    conn.execute(
+        "CREATE OR REPLACE TABLE baskets AS SELECT b::INTEGER AS basket, unnest([b, b + 1, b + 2, 9000])::INTEGER AS item FROM range(1, 4200) AS t(b)"
+    )
+    itemsets = count_itemsets(conn, "baskets", minimum=2, max_size=3)
+    expected = Counter(c for items in baskets.values() for k in (1, 2, 3) for c in combinations(sorted(items), k))
+    assert dict(zip(itemsets["items"], itemsets["baskets"])) == {c: n for c, n in expected.items() if n >= 2}
+
+
 def test_itemsets_below_the_minimum_are_not_extended(conn):
     itemsets = count_itemsets(conn, load(conn, BASKETS), minimum=3, max_size=3)
     assert set(itemsets["items"]) == {(1,), (2,), (3,), (1, 2), (1, 3)}

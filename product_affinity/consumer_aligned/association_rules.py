@@ -1,9 +1,11 @@
 """Association rules between categories and between products. A basket is an order.
 
-Frequent itemsets are counted in DuckDB, level by level (Apriori): an itemset of size k is
-counted only where its first k-1 items are already frequent, by joining each basket's frequent
-(k-1)-itemsets with the basket's larger items. Counting scales to Instacart size, where
-mlxtend's dense baskets x items array does not fit in memory. Rules are generated from the
+Frequent itemsets are counted level by level (Apriori): an itemset of size k is counted only
+where its first k-1 items are already frequent, by extending each basket's frequent
+(k-1)-itemsets with the basket's larger items. DuckDB filters and sorts the lines; the counting
+itself is NumPy array work over the sorted lines (see count_itemsets), which scales to Instacart
+size, where mlxtend's dense baskets x items array does not fit in memory, and is faster than
+rusket (benchmarks/rules.py, docs/benchmarks.md). Rules are generated from the
 counted itemsets in DuckDB, with arules' convention of one item in the consequent unless told
 otherwise, and scored with the formulas mlxtend and arules use (the tests check against mlxtend):
 
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from product_affinity.consumer_aligned.baskets import PURCHASES, basket_count, load_basket_items
@@ -50,41 +53,125 @@ def min_count(min_support: float, baskets: int) -> int:
 def count_itemsets(
     conn: duckdb.DuckDBPyConnection, basket_items: str, minimum: int, max_size: int
 ) -> pd.DataFrame:
-    """Frequent itemsets of `basket_items` (a table of distinct (basket, item) with integer items).
+    """Frequent itemsets of `basket_items` (a table of (basket, item) with integer items; a repeated pair counts once).
 
     Returns one row per frequent itemset: `items` (tuple of item ids, ascending) and `baskets` (its count).
+
+    DuckDB keeps the items on at least `minimum` lines (a superset of the frequent ones), numbers
+    them 0..n-1 and hands over their lines sorted by (basket, item). The counting is then array
+    work in NumPy: the self-join DuckDB needs to pair a basket's items (each against every other,
+    then a filter on order) was most of the engine's time. An occurrence of a k-itemset is the
+    position of its last item in the sorted lines, so its extensions are the next positions of the
+    same basket; (itemset, extending item) is one integer key, and keys are counted with bincount
+    (or a sort, when there are too many possible keys for an array of counters).
     """
     conn.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _occurrences_1 AS
-        SELECT basket, item AS i1 FROM {basket_items}
-        WHERE item IN (SELECT item FROM {basket_items} GROUP BY item HAVING count(*) >= {minimum})"""
+        f"""CREATE OR REPLACE TEMP TABLE _line_items AS
+        SELECT item, (row_number() OVER (ORDER BY item) - 1)::BIGINT AS n FROM {basket_items}
+        GROUP BY item HAVING count(*) >= $minimum""",
+        {"minimum": minimum},
     )
-    levels = [conn.execute("SELECT [i1] AS items, count(*) AS baskets FROM _occurrences_1 GROUP BY i1").df()]
+    items = conn.execute("SELECT item FROM _line_items ORDER BY n").fetchnumpy()["item"]
+    width = max(len(items), 1)
+    starts, item = _sorted_lines(conn, basket_items)
+    conn.execute("DROP TABLE _line_items")
+    singles = np.bincount(item, minlength=len(items))
+    is_frequent = singles >= minimum
+    frequent = np.flatnonzero(is_frequent)
+    levels = [(frequent[:, None], singles[frequent])]
+    # Occurrences of the frequent k-itemsets: the itemset's row in `members` and the position of its last item.
+    members = np.arange(len(items))[:, None]
+    occurrences = _Occurrences(starts, item, width, np.flatnonzero(is_frequent[item]), item)
     for k in range(2, max_size + 1):
-        prefix = ", ".join(f"o.i{j}" for j in range(1, k))
-        items = ", ".join(f"i{j}" for j in range(1, k + 1))
-        extended = (
-            f"SELECT o.basket, {prefix}, n.i1 AS i{k} FROM _occurrences_{k - 1} AS o "
-            f"JOIN _occurrences_1 AS n ON n.basket = o.basket AND n.i1 > o.i{k - 1}"
-        )
-        conn.execute(
-            f"""CREATE OR REPLACE TEMP TABLE _frequent_{k} AS
-            SELECT {items}, count(*) AS baskets FROM ({extended}) GROUP BY ALL HAVING count(*) >= {minimum}"""
-        )
-        found = conn.execute(f"SELECT [{items}] AS items, baskets FROM _frequent_{k}").df()
-        if found.empty:
+        counted, counts = occurrences.count_extensions(len(members) * width)
+        found = counts >= minimum
+        counted, counts = counted[found], counts[found]
+        if len(counted) == 0:
             break
-        levels.append(found)
+        members = np.column_stack([members[counted // width], counted % width])
+        levels.append((members, counts))
         if k < max_size:  # keep only occurrences of frequent k-itemsets, to extend them next
-            conn.execute(
-                f"""CREATE OR REPLACE TEMP TABLE _occurrences_{k} AS
-                SELECT e.* FROM ({extended}) AS e SEMI JOIN _frequent_{k} AS f USING ({items})"""
-            )
-    for k in range(1, max_size + 1):
-        conn.execute(f"DROP TABLE IF EXISTS _occurrences_{k}; DROP TABLE IF EXISTS _frequent_{k}")
-    itemsets = pd.concat(levels, ignore_index=True)
-    itemsets["items"] = [tuple(int(i) for i in items) for items in itemsets["items"]]
-    return itemsets
+            occurrences = occurrences.extended_to(counted)
+    return pd.DataFrame(
+        {
+            "items": [tuple(row) for sets, _ in levels for row in items[sets].tolist()],
+            "baskets": np.concatenate([counts for _, counts in levels]).astype(np.int64),
+        }
+    )
+
+
+def _sorted_lines(conn: duckdb.DuckDBPyConnection, basket_items: str) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct lines of the items in _line_items, sorted by (basket, item): where each basket starts, and the item numbers.
+
+    DuckDB sorts; NumPy drops repeated lines (a product bought twice in a basket counts once).
+    Items come as 32-bit integers: half the memory to touch, which is what the counting costs.
+    """
+    lines = conn.execute(
+        f"""SELECT b.basket, i.n::INTEGER AS n FROM {basket_items} AS b JOIN _line_items AS i USING (item)
+        ORDER BY b.basket, i.n"""
+    ).fetchnumpy()
+    basket, item = lines["basket"], lines["n"]
+    if len(item) >= 2**31:
+        raise ValueError(f"{basket_items}: {len(item):,} lines of frequent items; the counting indexes lines with 32-bit integers")
+    new_basket = np.empty(len(basket), dtype=bool)
+    new_basket[:1] = True
+    np.not_equal(basket[1:], basket[:-1], out=new_basket[1:])
+    repeated = ~new_basket[1:] & (item[1:] == item[:-1])
+    if repeated.any():
+        kept = np.concatenate([[True], ~repeated])
+        new_basket, item = new_basket[kept], item[kept]
+    return np.flatnonzero(new_basket), np.ascontiguousarray(item, dtype=np.int32)
+
+
+class _Occurrences:
+    """Occurrences of k-itemsets in the sorted lines, and their extensions by one later item of the same basket.
+
+    An occurrence is (itemset number, position of its last item); its extensions are the next
+    positions of its basket, keyed itemset * width + item. Pass d extends every occurrence that
+    has d or more items after it, so the work is the number of extensions, not baskets x items;
+    the occurrences still extending shrink from pass to pass and stay in position order, so every
+    gather reads memory forwards.
+    """
+
+    def __init__(self, starts: np.ndarray, item: np.ndarray, width: int, end: np.ndarray, ids: np.ndarray):
+        self.starts, self.item, self.width = starts, item, width
+        sizes = np.diff(np.append(starts, len(item)))
+        last = np.repeat((starts + sizes - 1).astype(np.int32), sizes)  # position of the last item of each line's basket
+        left = last[end] - end.astype(np.int32)
+        extending = left > 0
+        self.left, self.end = left[extending], end[extending].astype(np.int32)
+        self.keys = ids[extending].astype(np.int64 if (int(ids.max()) + 1) * width >= 2**31 else np.int32) * width if len(ids) else ids
+
+    def _extensions(self):
+        """For d = 1, 2, ...: the keys and the positions of the occurrences extended d positions on."""
+        left, end, keys, d = self.left, self.end, self.keys, 1
+        while len(end):
+            positions = end + d
+            yield keys + self.item[positions], positions
+            more = left > d
+            left, end, keys, d = left[more], end[more], keys[more], d + 1
+
+    def count_extensions(self, space: int) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct extension keys (ascending) and how often each occurs."""
+        if space <= 1 << 24:  # small key space: one bincount per pass, added up
+            counts = np.zeros(space, dtype=np.int64)
+            for keys, _ in self._extensions():
+                counts += np.bincount(keys, minlength=space)
+            counted = np.flatnonzero(counts)
+            return counted, counts[counted]
+        return np.unique(np.concatenate([keys.astype(np.int64) for keys, _ in self._extensions()]), return_counts=True)
+
+    def extended_to(self, frequent: np.ndarray) -> _Occurrences:
+        """The extensions whose key is in `frequent` (ascending), each numbered by its key's rank there."""
+        ids, ends = [], []
+        for keys, positions in self._extensions():
+            rank = np.searchsorted(frequent, keys)
+            kept = frequent[np.minimum(rank, len(frequent) - 1)] == keys
+            ids.append(rank[kept])
+            ends.append(positions[kept])
+        ends = np.concatenate(ends)  # not empty: called with the keys of counted extensions
+        order = np.argsort(ends, kind="stable")  # back in position order
+        return _Occurrences(self.starts, self.item, self.width, ends[order], np.concatenate(ids)[order])
 
 
 def rules_from_itemsets(
