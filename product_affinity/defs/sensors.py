@@ -47,13 +47,19 @@ def source_files_sensor(directory: Path, database: bool) -> dg.SensorDefinition:
         current = files_state(directory)
         if not current:
             return dg.SkipReason(f"no source file in {directory} yet")
-        changed = _changed(context.cursor, current)
-        context.update_cursor(json.dumps(current, sort_keys=True))
-        if not changed:
-            return dg.SkipReason("no source file changed since the last run was requested")
-        return dg.RunRequest(run_key=_run_key("files", current), tags={"product_affinity/changed": ",".join(changed)})
+        return _request_on_change(context, "files", current, "no source file changed since the last run was requested")
 
     return _sensor
+
+
+def _request_on_change(context: dg.SensorEvaluationContext, kind: str, current: dict, unchanged: str):
+    """A run request naming what changed since the cursor, keyed by the state seen (the same state never starts two
+    runs); the cursor moves to the state seen either way."""
+    changed = _changed(context.cursor, current)
+    context.update_cursor(json.dumps(current, sort_keys=True))
+    if not changed:
+        return dg.SkipReason(unchanged)
+    return dg.RunRequest(run_key=_run_key(kind, current), tags={"product_affinity/changed": ",".join(changed)})
 
 
 def database_watermark_sensor(dsn: str | None) -> dg.SensorDefinition:
@@ -67,10 +73,6 @@ def database_watermark_sensor(dsn: str | None) -> dg.SensorDefinition:
             return dg.SkipReason("the sources are files (no database source is set); the source_files_changed sensor "
                                  "watches them")
         current = watermark(dsn)  # an unreachable database fails the tick, visibly, rather than skipping quietly
-        changed = _changed(context.cursor, current)
-        context.update_cursor(json.dumps(current, sort_keys=True))
-        if not changed:
-            return dg.SkipReason("no table's updated_at moved since the last run was requested")
-        return dg.RunRequest(run_key=_run_key("database", current), tags={"product_affinity/changed": ",".join(changed)})
+        return _request_on_change(context, "database", current, "no table's updated_at moved since the last run was requested")
 
     return _sensor
