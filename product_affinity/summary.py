@@ -14,7 +14,7 @@ SECTIONS = {
         WITH accepted AS ({accepted}),
         quarantined AS (
             SELECT source, sum(n) AS quarantined, string_agg(reason || ' ' || n, ', ' ORDER BY n DESC, reason) AS reasons
-            FROM (SELECT source, reason, count(*) AS n FROM source_aligned.quarantine GROUP BY ALL)
+            FROM (SELECT source, reason, count(*) AS n FROM {quarantine} GROUP BY ALL)
             GROUP BY source
         )
         SELECT source, accepted + coalesce(quarantined, 0) AS rows_in, accepted, coalesce(quarantined, 0) AS quarantined,
@@ -24,17 +24,17 @@ SECTIONS = {
     "Strongest category affinities": """
         SELECT category_1, category_2, round(support, 4) AS support, round(confidence, 3) AS confidence,
                round(lift, 2) AS lift
-        FROM consumer_aligned.product_affinity_matrix ORDER BY lift DESC, category_1 LIMIT 6""",
+        FROM {product_affinity_matrix} ORDER BY lift DESC, category_1 LIMIT 6""",
     "Strongest product rules": """
         SELECT r.rule_id, a.product_name AS if_bought, c.product_name AS then_likely, round(r.confidence, 3) AS confidence,
                round(r.lift, 1) AS lift
-        FROM consumer_aligned.association_rules AS r
-        JOIN source_aligned.product AS a ON a.product_id::VARCHAR = r.antecedents[1]
-        JOIN source_aligned.product AS c ON c.product_id::VARCHAR = r.consequents[1]
+        FROM {association_rules} AS r
+        JOIN {product} AS a ON a.product_id::VARCHAR = r.antecedents[1]
+        JOIN {product} AS c ON c.product_id::VARCHAR = r.consequents[1]
         WHERE r.level = 'product' ORDER BY r.lift DESC, r.rule_id LIMIT 6""",
     "Top cross-sell opportunities (category level, by expected value)": """
         SELECT customer_id, recommended_name, round(score, 3) AS score, round(expected_value, 2) AS expected_value, rule_id
-        FROM consumer_aligned.cross_sell_recommendations
+        FROM {cross_sell_recommendations}
         WHERE level = 'category' ORDER BY expected_value DESC, customer_id LIMIT 5""",
 }
 
@@ -43,6 +43,7 @@ def print_summary(warehouse: Path) -> None:
     ports = [t for t in tables().values() if t.schema == "consumer_aligned"]
     sources = [t for t in tables().values() if t.source_file]
     fill = {
+        **{t.name: t.physical_name for t in tables().values()},  # the tables the sections name, as the contract names them
         "accepted": " UNION ALL ".join(
             f"SELECT '{t.source_file}' AS source, count(*) AS accepted FROM {t.physical_name}" for t in sources
         ),

@@ -20,7 +20,7 @@ from datetime import date
 
 import duckdb
 
-from product_affinity.consumer_aligned.baskets import PURCHASES, lines
+from product_affinity.consumer_aligned.baskets import PRODUCTS, PURCHASES, lines
 from product_affinity.contract.odcs import table
 from product_affinity.product.descriptor import alignment
 
@@ -79,7 +79,7 @@ def monthly_sql(purchases: str = PURCHASES) -> str:
     ), per_month AS (
         SELECT month,
                count(*) FILTER (WHERE tried_before > 0) AS returning_buyers,
-               count(*) FILTER (WHERE tried_before > 0 AND tried_before < (SELECT count(DISTINCT category) FROM source_aligned.product)) AS with_headroom,
+               count(*) FILTER (WHERE tried_before > 0 AND tried_before < (SELECT count(DISTINCT category) FROM {PRODUCTS})) AS with_headroom,
                count(*) FILTER (WHERE tried_before > 0 AND tried_now > 0) AS expanding_customers,
                count(*) AS active_customers, sum(orders) AS orders, sum(spend) AS revenue
         FROM buyers GROUP BY month
@@ -99,7 +99,7 @@ def monthly_sql(purchases: str = PURCHASES) -> str:
            coalesce(p.expanding_customers, 0) AS expanding_customers, coalesce(p.active_customers, 0) AS active_customers,
            coalesce(p.orders, 0) AS orders, coalesce(p.revenue, 0)::DOUBLE AS revenue,
            c.customers_to_date, c.customer_categories_to_date, c.revenue_to_date::DOUBLE AS revenue_to_date,
-           (SELECT count(DISTINCT category) FROM source_aligned.product) AS categories
+           (SELECT count(DISTINCT category) FROM {PRODUCTS}) AS categories
     FROM cumulative AS c
     LEFT JOIN (SELECT month, count(*) AS customers FROM first_order GROUP BY month) AS n USING (month)
     LEFT JOIN per_month AS p USING (month)

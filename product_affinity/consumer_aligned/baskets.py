@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import duckdb
 
+from product_affinity.contract.odcs import table
+
 LEVELS = ("category", "product")
-PURCHASES = "source_aligned.purchase"
+PURCHASES = table("purchase").physical_name
+PRODUCTS = table("product").physical_name
 
 # Item key (in its native type, so 32M lines are never cast to text) and display name at each
 # level, valid over lines() and over source_aligned.product AS pr.
@@ -21,7 +24,7 @@ ITEM_NAME = {"category": "pr.category", "product": "pr.product_name"}
 
 def lines(purchases: str = PURCHASES) -> str:
     """Purchase lines (AS p) with their product (AS pr)."""
-    return f"{purchases} AS p JOIN source_aligned.product AS pr USING (product_id)"
+    return f"{purchases} AS p JOIN {PRODUCTS} AS pr USING (product_id)"
 
 
 def item_lines(level: str, purchases: str = PURCHASES) -> str:
@@ -54,12 +57,12 @@ def load_basket_items(
             SEMI JOIN (SELECT product_id FROM {purchases} GROUP BY product_id HAVING count(*) >= $minimum) USING (product_id)""",
             {"minimum": minimum},
         )
-        ids = conn.execute("SELECT product_id, product_id::VARCHAR FROM source_aligned.product").fetchall()
+        ids = conn.execute(f"SELECT product_id, product_id::VARCHAR FROM {PRODUCTS}").fetchall()
     else:
         conn.execute(
             f"""CREATE OR REPLACE TEMP TABLE item_labels_{level} AS
             SELECT (row_number() OVER (ORDER BY category))::INTEGER AS item, category AS label
-            FROM (SELECT DISTINCT category FROM source_aligned.product)"""
+            FROM (SELECT DISTINCT category FROM {PRODUCTS})"""
         )
         conn.execute(
             f"""CREATE OR REPLACE TEMP TABLE {name} AS

@@ -6,6 +6,8 @@ summary and joined in as the registered frame PREDICTIONS."""
 from __future__ import annotations
 
 from product_affinity.consumer_aligned import metrics
+from product_affinity.consumer_aligned.baskets import PRODUCTS, PURCHASES
+from product_affinity.contract.odcs import table
 
 PREDICTIONS = "_clv_predictions"
 
@@ -13,10 +15,10 @@ PREDICTIONS = "_clv_predictions"
 def customer_metrics_sql(window_days: int) -> str:
     return f"""
     WITH as_of AS (
-        SELECT max(purchased_at) AS as_of FROM source_aligned.purchase
+        SELECT max(purchased_at) AS as_of FROM {PURCHASES}
     ), orders AS (
         SELECT customer_id, order_id, min(purchased_at) AS purchased_at, sum(quantity * unit_price) AS amount
-        FROM source_aligned.purchase GROUP BY customer_id, order_id
+        FROM {PURCHASES} GROUP BY customer_id, order_id
     ), by_customer AS (
         SELECT customer_id,
                count(*) AS orders,
@@ -31,10 +33,10 @@ def customer_metrics_sql(window_days: int) -> str:
         FROM orders, as_of GROUP BY customer_id
     ), categories AS (
         SELECT p.customer_id, {metrics.categories_bought()} AS categories_bought
-        FROM source_aligned.purchase AS p JOIN source_aligned.product USING (product_id) GROUP BY p.customer_id
+        FROM {PURCHASES} AS p JOIN {PRODUCTS} USING (product_id) GROUP BY p.customer_id
     ), opportunity AS (
         SELECT customer_id, {metrics.cross_sell_opportunity_score()} AS cross_sell_opportunity_score
-        FROM consumer_aligned.cross_sell_recommendations WHERE level = 'category' GROUP BY customer_id
+        FROM {table('cross_sell_recommendations').physical_name} WHERE level = 'category' GROUP BY customer_id
     )
     SELECT c.customer_id,
            coalesce(b.orders, 0) AS orders,
@@ -49,7 +51,7 @@ def customer_metrics_sql(window_days: int) -> str:
            {metrics.expected_spend()} AS expected_spend,
            {metrics.predicted_customer_lifetime_value()} AS predicted_customer_lifetime_value,
            coalesce(o.cross_sell_opportunity_score, 0) AS cross_sell_opportunity_score
-    FROM source_aligned.customer AS c
+    FROM {table('customer').physical_name} AS c
     LEFT JOIN by_customer AS b USING (customer_id)
     LEFT JOIN categories AS k USING (customer_id)
     LEFT JOIN opportunity AS o USING (customer_id)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import duckdb
 
 from product_affinity.consumer_aligned import metrics
-from product_affinity.consumer_aligned.baskets import ITEM, ITEM_NAME, ITEM_TYPE, LEVELS, PURCHASES, item_lines
+from product_affinity.consumer_aligned.baskets import ITEM, ITEM_NAME, ITEM_TYPE, LEVELS, PRODUCTS, PURCHASES, item_lines
 from product_affinity.contract.odcs import table
 
 RULES = table("association_rules").physical_name
@@ -78,7 +78,7 @@ def _level_sql(level: str, per_customer: int, purchases: str) -> str:
             FROM {item_lines(level, purchases)} WHERE {ITEM[level]} IN (SELECT item FROM _rules) GROUP BY ALL
         ) GROUP BY item
     ), item_name AS (
-        SELECT DISTINCT {ITEM[level]} AS item, {ITEM_NAME[level]} AS name FROM source_aligned.product AS pr
+        SELECT DISTINCT {ITEM[level]} AS item, {ITEM_NAME[level]} AS name FROM {PRODUCTS} AS pr
     )
     SELECT customer_id, '{level}' AS level, rank, CAST(item AS VARCHAR) AS recommended_item,
            name AS recommended_name, score, rule_id, {metrics.expected_value()} AS expected_value

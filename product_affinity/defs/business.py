@@ -8,7 +8,7 @@ from product_affinity.defs.metadata import table_key
 from product_affinity.business import backtest, clv_backtest, kpi_tree
 from product_affinity.consumer_aligned import clv
 from product_affinity.defs.consumer_aligned import SOURCE_ALIGNED, output_port, publish_port
-from product_affinity.consumer_aligned.baskets import LEVELS
+from product_affinity.consumer_aligned.baskets import LEVELS, PURCHASES
 from product_affinity.contract.odcs import table
 from product_affinity.product.descriptor import alignment
 from product_affinity.defs.resources import AffinitySettings
@@ -34,7 +34,7 @@ def recommendation_backtest(context: dg.AssetExecutionContext, warehouse: DuckDB
 @dg.asset(**output_port("clv_backtest", [SOURCE_ALIGNED["purchase"]], clv_backtest))
 def clv_backtest_asset(context: dg.AssetExecutionContext, warehouse: DuckDBResource, settings: AffinitySettings):
     with warehouse.get_connection() as conn:
-        rows, fitted = clv_backtest.backtest(conn, "source_aligned.purchase", settings.clv_holdout_days)
+        rows, fitted = clv_backtest.backtest(conn, PURCHASES, settings.clv_holdout_days)
         for problem in fitted.problems:
             context.log.warning(f"clv_backtest: no model prediction: {problem}")
         conn.register("_clv_backtest_rows", rows)

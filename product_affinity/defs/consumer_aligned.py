@@ -8,7 +8,7 @@ from dagster_duckdb import DuckDBResource
 
 from product_affinity.consumer_aligned import affinity_matrix, clv, customer_metrics, recommendations
 from product_affinity.consumer_aligned import association_rules as rules
-from product_affinity.consumer_aligned.baskets import LEVELS, load_basket_items
+from product_affinity.consumer_aligned.baskets import LEVELS, PURCHASES, load_basket_items
 from product_affinity.contract.odcs import table, tables
 from product_affinity.product.descriptor import asset_tags, kinds, port
 from product_affinity.defs.quality_checks import freshness_policy
@@ -76,8 +76,8 @@ def cross_sell_recommendations(warehouse: DuckDBResource, settings: AffinitySett
 )
 def customer_metrics_asset(context: dg.AssetExecutionContext, warehouse: DuckDBResource, settings: AffinitySettings):
     with warehouse.get_connection() as conn:
-        last_day = conn.execute("SELECT CAST(max(purchased_at) AS DATE) FROM source_aligned.purchase").fetchone()[0]
-        summary = clv.summarise(conn, "source_aligned.purchase", last_day)
+        last_day = conn.execute(f"SELECT CAST(max(purchased_at) AS DATE) FROM {PURCHASES}").fetchone()[0]
+        summary = clv.summarise(conn, PURCHASES, last_day)
         fitted = clv.fit(summary)
         for problem in fitted.problems:
             context.log.warning(f"customer_metrics: predictions left empty: {problem}")

@@ -120,7 +120,7 @@ def context(snapshot: Path, warehouse: Path, lineage: list[dict], docs: Path | N
             for level in ("category", "product")
         }
         if top_rules["product"]:  # product rules name products, not ids
-            names = dict(conn.execute("SELECT product_id::VARCHAR, product_name FROM source_aligned.product").fetchall())
+            names = dict(conn.execute(f"SELECT product_id::VARCHAR, product_name FROM {table('product').physical_name}").fetchall())
             for r in top_rules["product"]:
                 r["antecedents"], r["consequents"] = (" + ".join(names.get(i, i) for i in r[side].split(" + ")) for side in ("antecedents", "consequents"))
         rows_in = {p["name"]: conn.execute(f"SELECT count(*) FROM {custom(p)['table']}").fetchall()[0][0] for p in product["outputPorts"]}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from product_affinity.consumer_aligned.baskets import PRODUCTS, PURCHASES
 from product_affinity.product.descriptor import alignment
 
 CHECKED = "checked_rows"
@@ -19,14 +20,14 @@ PRODUCT_RULES_RECOUNTED = 100
 
 # Orders grouped by the set of categories they hold, as a bit mask: at most 2^categories groups,
 # so testing every category rule or pair against them costs nothing whatever the number of orders.
-_CATEGORY_SETS = """
+_CATEGORY_SETS = f"""
 category_bit AS (
     SELECT category, (row_number() OVER (ORDER BY category) - 1)::UTINYINT AS bit
-    FROM (SELECT DISTINCT category FROM source_aligned.product)
+    FROM (SELECT DISTINCT category FROM {PRODUCTS})
 ), category_sets AS (
     SELECT mask, count(*) AS baskets FROM (
         SELECT bit_or(1::UHUGEINT << c.bit) AS mask
-        FROM source_aligned.purchase AS p JOIN source_aligned.product AS pr USING (product_id)
+        FROM {PURCHASES} AS p JOIN {PRODUCTS} AS pr USING (product_id)
         JOIN category_bit AS c USING (category)
         GROUP BY p.order_id
     ) GROUP BY mask
@@ -58,7 +59,7 @@ RECOMPUTED: dict[str, Recomputation] = {
                   FROM (SELECT DISTINCT rule_id, antecedents, consequents FROM {CHECKED} WHERE level = 'product')
                   USING SAMPLE reservoir({PRODUCT_RULES_RECOUNTED} ROWS) REPEATABLE (7))
         ), product_lines AS (
-            SELECT DISTINCT order_id, product_id FROM source_aligned.purchase
+            SELECT DISTINCT order_id, product_id FROM {PURCHASES}
             WHERE product_id IN (SELECT product_id FROM product_rules)
         ), product_baskets AS (
             SELECT r.rule_id FROM product_rules AS r JOIN product_lines AS l USING (product_id)
@@ -84,8 +85,8 @@ RECOMPUTED: dict[str, Recomputation] = {
         ("month", "node_id"),
         f"""WITH first_in_category AS (
             SELECT p.customer_id, pr.category, min(p.purchased_at) AS first_at
-            FROM source_aligned.purchase AS p JOIN source_aligned.product AS pr USING (product_id) GROUP BY ALL
-        ), first_order AS (SELECT customer_id, min(purchased_at) AS first_at FROM source_aligned.purchase GROUP BY ALL)
+            FROM {PURCHASES} AS p JOIN {PRODUCTS} AS pr USING (product_id) GROUP BY ALL
+        ), first_order AS (SELECT customer_id, min(purchased_at) AS first_at FROM {PURCHASES} GROUP BY ALL)
         SELECT m.month, m.node_id, count(DISTINCT f.customer_id) FILTER (WHERE o.first_at < m.month) AS recounted_north_star
         FROM (SELECT DISTINCT month, node_id FROM {CHECKED} WHERE node_id = '{alignment()["northStar"]["id"]}') AS m
         LEFT JOIN first_in_category AS f ON f.first_at >= m.month AND f.first_at < m.month + INTERVAL 1 MONTH
