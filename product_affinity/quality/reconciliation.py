@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from product_affinity.consumer_aligned.baskets import PRODUCTS, PURCHASES
+from product_affinity.contract.odcs import table
 from product_affinity.product.descriptor import alignment
 
 CHECKED = "checked_rows"
@@ -95,7 +96,7 @@ RECOMPUTED: dict[str, Recomputation] = {
     ),
     "confidence_of_rule": Recomputation(
         ("rule_id",),
-        f"""SELECT rule_id, confidence AS confidence_of_rule FROM consumer_aligned.association_rules
+        f"""SELECT rule_id, confidence AS confidence_of_rule FROM {table("association_rules").physical_name}
         WHERE rule_id IN (SELECT rule_id FROM {CHECKED})""",
     ),
 }
