@@ -142,17 +142,23 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_serve_says_where_it_listens_and_warns_when_nothing_is_published(tmp_path):
-    warehouse, port = tmp_path / "warehouse.duckdb", free_port()
+def serve_first_line(warehouse, port: int) -> tuple[str, str]:
+    """`serve` in its own process: the first line it prints, and all it wrote to stderr once stopped."""
     server = subprocess.Popen([sys.executable, "-m", "product_affinity.cli", "serve", "--warehouse", str(warehouse),
                                "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=os.environ | {"PYTHONUNBUFFERED": "1"})
     try:
-        listening = server.stdout.readline()
+        first = server.stdout.readline()
     finally:
         server.terminate()
         _, err = server.communicate(timeout=60)
+    return first, err
+
+
+@pytest.mark.slow
+def test_serve_says_where_it_listens_and_warns_when_nothing_is_published(tmp_path):
+    warehouse, port = tmp_path / "warehouse.duckdb", free_port()
+    listening, err = serve_first_line(warehouse, port)
     assert f"REST API on http://127.0.0.1:{port} (docs http://127.0.0.1:{port}/docs), GraphQL on http://127.0.0.1:{port}/graphql" in listening
     assert f"WARNING: nothing has been published from {warehouse} yet" in err and "product-affinity run" in err
 
@@ -175,14 +181,6 @@ def test_a_run_reports_each_step_with_counts_and_serve_names_the_snapshot_it_pub
     assert {"source_aligned__purchase", "consumer_aligned__association_rules", "publication__snapshot"} <= set(started)
     assert "Traceback" not in done.stderr and "DEBUG" not in done.stderr and " - INFO - " not in done.stderr
 
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "product_affinity.cli", "serve", "--warehouse", str(warehouse),
-                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=os.environ | {"PYTHONUNBUFFERED": "1"})
-    try:
-        serving = server.stdout.readline()
-    finally:
-        server.terminate()
-        _, err = server.communicate(timeout=60)
+    serving, err = serve_first_line(warehouse, free_port())
     assert serving.startswith(f"Serving the snapshot {published_snapshot(warehouse)} ")
     assert "WARNING" not in err
