@@ -16,7 +16,7 @@ Then the worst requests (issue 10): adversarial requests, valid or not (a body n
 100 filters of 1,000 values, ten GraphQL aliases of an ungrouped load, a huge ungrouped result,
 the costliest grouped query), each sent alone while /health is asked every 20 ms; for each, how long
 it held the server, the bytes it returned and the slowest /health meanwhile, against the targets
-in product_affinity/delivery/limits.py: no request holds a worker more than 2 s, /health within 100 ms.
+in product_affinity/request_limits.py: no request holds a worker more than 2 s, /health within 100 ms.
 
     python benchmarks/api.py --reuse     # the snapshot benchmarks/pipeline.py published, if there is one
     python benchmarks/api.py --orders 200000 --customers 20000 --products 5000 --seconds 3
@@ -365,7 +365,7 @@ def worst_requests(url: str, key: str) -> list[dict]:
 
 
 def _worst_report(worst: list[dict]) -> str:
-    from product_affinity.delivery.limits import TARGET_HEALTH_MS, TARGET_HELD_S
+    from product_affinity.request_limits import TARGET_HEALTH_MS, TARGET_HELD_S
 
     lines = [f"{'worst requests (adversarial)':<42} {'status':>6} {'held s':>7} {'bytes':>11} {'/health max ms':>14}  verdict"]
     for w in worst:
@@ -500,7 +500,7 @@ def main() -> None:
         for issued in store.issued():
             if issued.key_id not in earlier:
                 store.revoke(issued.key_id)
-    from product_affinity.delivery.limits import TARGET_HEALTH_MS, TARGET_HELD_S
+    from product_affinity.request_limits import TARGET_HEALTH_MS, TARGET_HELD_S
 
     print(f"\nTargets: p95 < {TARGET_P95_MS} ms one at a time, {TARGET_RPS} req/s at concurrency {args.concurrency} on "
           f"{os.cpu_count()} cores. API / baseline: p50 one at a time, req/s (x fewer), CPU per request. "

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 
-from product_affinity.delivery.limits import (MAX_BODY_BYTES, MAX_GRAPHQL_ALIASES, MAX_GRAPHQL_DATA_FIELDS,
+from product_affinity.request_limits import (MAX_BODY_BYTES, MAX_GRAPHQL_ALIASES, MAX_GRAPHQL_DATA_FIELDS,
                                               MAX_GRAPHQL_DEPTH, MAX_GRAPHQL_TOKENS, MAX_JSON_DEPTH, json_depth)
 
 DATA_FIELDS = {"load", "port"}  # the GraphQL fields that read the warehouse

@@ -18,7 +18,7 @@ from strawberry.fastapi import GraphQLRouter
 from strawberry.scalars import JSON
 
 from product_affinity.delivery.bounds import GRAPHQL_LIMITS
-from product_affinity.delivery.limits import MAX_CURSOR_CHARS, MAX_LIMIT, MAX_OFFSET
+from product_affinity.request_limits import MAX_CURSOR_CHARS, MAX_LIMIT, MAX_OFFSET
 from product_affinity.delivery.offline import OfflineGraphQLRouter
 from product_affinity.delivery.service import DeliveryService, Result
 from product_affinity.governance.audit import AuditLog

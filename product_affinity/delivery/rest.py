@@ -26,7 +26,7 @@ from product_affinity.governance.credentials import Caller
 from product_affinity.publication import NothingPublished
 from product_affinity.defaults import DEFAULT_WAREHOUSE
 from product_affinity.semantic.compiler import QueryError
-from product_affinity.delivery.limits import MAX_CURSOR_CHARS, MAX_LIMIT, MAX_OFFSET, MAX_QUERY_PARAM_CHARS
+from product_affinity.request_limits import MAX_CURSOR_CHARS, MAX_LIMIT, MAX_OFFSET, MAX_QUERY_PARAM_CHARS
 from product_affinity.semantic.query import Query
 
 WAREHOUSE_ENV = "PRODUCT_AFFINITY_WAREHOUSE"

@@ -22,7 +22,7 @@ from typing import Any
 import duckdb
 
 from product_affinity.contract.odcs import table
-from product_affinity.delivery.limits import MAX_RESULT_BYTES, MAX_VALUE_CHARS, statement_timeout_s
+from product_affinity.request_limits import MAX_RESULT_BYTES, MAX_VALUE_CHARS, statement_timeout_s
 from product_affinity.semantic.access import Access, AccessDenied
 from product_affinity.governance.policies import access, readable_views
 from product_affinity.governance.audit import AuditLog

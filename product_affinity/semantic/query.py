@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-from product_affinity.delivery.limits import (MAX_FILTER_CONDITIONS, MAX_FILTER_DEPTH, MAX_FILTER_VALUES, MAX_LIMIT,
+from product_affinity.request_limits import (MAX_FILTER_CONDITIONS, MAX_FILTER_DEPTH, MAX_FILTER_VALUES, MAX_LIMIT,
                                               MAX_OFFSET, MAX_VALUE_CHARS)
 
 Value = Annotated[str, Field(max_length=MAX_VALUE_CHARS)] | Annotated[float, Field(allow_inf_nan=False)] | bool

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from product_affinity.delivery.limits import STATEMENT_TIMEOUT_ENV
+from product_affinity.request_limits import STATEMENT_TIMEOUT_ENV
 
 HEALTH_WAIT_S = 1.0  # generous: the promise is 100 ms; a server whose event loop is held misses it by seconds
 

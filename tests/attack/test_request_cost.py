@@ -1,7 +1,7 @@
 """Attacker tests: one cheap request must not pin the server (issue 10, "one cheap request pins the server").
 
 Each request below cost seconds of a worker, or its event loop, before the limits in
-product_affinity/delivery/limits.py: a 4.7 KB body nested 480 deep, 100 filters of 1,000 values,
+product_affinity/request_limits.py: a 4.7 KB body nested 480 deep, 100 filters of 1,000 values,
 ten GraphQL aliases of an ungrouped load, a huge ungrouped result, a query DuckDB works on for long.
 Each is sent to a real server (a process of its own) and must be refused with a client error
 naming the limit, while /health keeps answering.
@@ -12,7 +12,7 @@ import json
 import httpx
 import pytest
 
-from product_affinity.delivery.limits import MAX_FILTER_CONDITIONS, MAX_FILTER_VALUES, MAX_GRAPHQL_ALIASES
+from product_affinity.request_limits import MAX_FILTER_CONDITIONS, MAX_FILTER_VALUES, MAX_GRAPHQL_ALIASES
 from product_affinity.governance.credentials import KeyStore
 from tests.attack.live_server import live_server, while_in_flight
 
