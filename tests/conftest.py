@@ -77,6 +77,32 @@ def sample_run(tmp_path_factory):
     return warehouse, truth, printed.getvalue()
 
 
+def copy_of_sample_run(sample_run, directory: Path) -> tuple[Path, Path]:
+    """The session's sample run in a folder of its own: (sources, warehouse), the warehouse with what the run published.
+
+    For a test that needs a product already built and published to run against (a refused run, a killed one): a copy
+    instead of one more run of the whole pipeline."""
+    from product_affinity.publication import published_dir
+
+    warehouse, truth, _ = sample_run
+    sources = Path(shutil.copytree(truth["directory"], directory / "sources"))
+    copied = directory / "warehouse" / warehouse.name
+    copied.parent.mkdir(parents=True)
+    shutil.copy2(warehouse, copied)
+    shutil.copytree(published_dir(warehouse), published_dir(copied))
+    return sources, copied
+
+
+def source_aligned_run(sources: Path, warehouse: Path, instance):
+    """The product_affinity job on `warehouse`, only its source-aligned assets and their checks (the same job,
+    a subset of its assets): for a test about what ingestion accepts and quarantines, where the rest adds nothing."""
+    from product_affinity.definitions import build_definitions
+    from product_affinity.defs.source_aligned import source_aligned_assets
+
+    job = build_definitions(sources, warehouse).resolve_job_def("product_affinity")
+    return job.execute_in_process(instance=instance, asset_selection=[a.key for a in source_aligned_assets], raise_on_error=False)
+
+
 @pytest.fixture(scope="session")
 def published_sample(sample_run) -> Path:
     """The working warehouse of the session's sample run: consumers' tests (APIs, policies, the BI port) read what it published."""

@@ -27,11 +27,10 @@ import pytest
 
 from product_affinity.cli import main
 from product_affinity.contract.odcs import table
-from product_affinity.definitions import build_definitions
 from product_affinity.defs.publication import failure_report
 from product_affinity.publication import published_snapshot
-from product_affinity.defs.source_aligned import source_aligned_assets
 from product_affinity.sources.sample import generate_sample
+from tests.conftest import copy_of_sample_run, source_aligned_run
 
 SIZE = dict(customers=300, products=150, orders=3_000)
 SOURCES = {t.source_file: t for t in (table("customer"), table("product"), table("purchase"))}
@@ -80,12 +79,9 @@ class Subset:
 
 
 def run_source_aligned(sources: Path, warehouse: Path) -> Subset:
-    """The product_affinity job, only its source-aligned assets and their checks, on a fresh warehouse."""
-    job = build_definitions(sources, warehouse).resolve_job_def("product_affinity")
+    """The source-aligned subset of the job on a fresh warehouse, with what it logged."""
     instance = dg.DagsterInstance.ephemeral()
-    result = job.execute_in_process(
-        instance=instance, asset_selection=[a.key for a in source_aligned_assets], raise_on_error=False
-    )
+    result = source_aligned_run(sources, warehouse, instance)
     messages = [record.user_message for record in instance.all_logs(result.run_id)]
     if not result.success:
         messages.append(failure_report(result, instance, warehouse))
@@ -220,12 +216,10 @@ def test_wrong_encoding_of_the_whole_file_is_refused_naming_it(refused):
 
 
 @pytest.fixture(scope="module")
-def published(clean_sources, tmp_path_factory) -> Path:
-    """A warehouse with a snapshot already published from the clean sources."""
-    warehouse = tmp_path_factory.mktemp("published") / "warehouse.duckdb"
-    with redirect_stdout(StringIO()), redirect_stderr(StringIO()):
-        assert main(["run", "--sources", str(clean_sources), "--warehouse", str(warehouse)]) == 0
-    return warehouse
+def published(sample_run, tmp_path_factory) -> Path:
+    """A warehouse with a snapshot already published (a copy of the session's sample run: which sources it was built
+    from does not matter to a run that is refused)."""
+    return copy_of_sample_run(sample_run, tmp_path_factory.mktemp("published"))[1]
 
 
 def assert_refused_and_published_unchanged(warehouse: Path, sources: Path, *expected: str) -> None:

@@ -1,9 +1,9 @@
 """Write-audit-publish: consumers read a published snapshot that no run, failed, concurrent or killed, can damage.
 
-The runs here are real `product-affinity run` processes on a generated sample large enough to take
-a few seconds, so readers, a second run and kill -9 can meet a run in the middle of its writes (each
-kill waits for the log line of the step it is meant to interrupt, so a smaller sample still kills
-mid-run; it only shortens the steps). The tests that run the pipeline are marked slow.
+The runs here are real `product-affinity run` processes on a copy of the session's sample run (its sources and
+its published warehouse), long enough that readers, a second run and kill -9 can meet a run in the middle of its
+writes (each kill waits for the log line of the step it is meant to interrupt, so the sample's size decides how long
+the steps take, not whether the kill lands inside them). The tests that run the pipeline are marked slow.
 """
 
 import hashlib
@@ -21,12 +21,12 @@ import pytest
 from dagster_duckdb import DuckDBResource
 
 from product_affinity.cli import main, run_job
-from product_affinity.contract.odcs import tables
+from product_affinity.contract.odcs import table, tables
 from product_affinity.semantic.loader import model
 from product_affinity.definitions import build_definitions, defs
 from product_affinity.publication import KEEP_SNAPSHOTS, NothingPublished, open_published, publish, published_dir, published_snapshot
 from product_affinity.defs.publication import SNAPSHOT_KEY
-from product_affinity.sources.sample import generate_sample
+from tests.conftest import copy_of_sample_run
 
 TABLES = [t.physical_name for t in tables().values()]
 PORTS = [t.physical_name for t in tables().values() if t.schema == "consumer_aligned"]
@@ -46,20 +46,10 @@ def start_run(sources: Path, warehouse: Path, **streams) -> subprocess.Popen:
     return subprocess.Popen(command, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"}, **streams)
 
 
-def run_to_completion(sources: Path, warehouse: Path) -> None:
-    run = start_run(sources, warehouse, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, err = run.communicate()
-    assert run.returncode == 0, err[-3000:]
-
-
 @pytest.fixture(scope="module")
-def product(tmp_path_factory):
-    """A sample of 30,000 orders (a run takes several seconds), built and published once."""
-    root = tmp_path_factory.mktemp("publication")
-    sources, warehouse = root / "sources", root / "warehouse" / "warehouse.duckdb"
-    generate_sample(sources, orders=30_000, customers=3_000, products=1_500)
-    run_to_completion(sources, warehouse)
-    return sources, warehouse
+def product(sample_run, tmp_path_factory):
+    """The session's sample (20,000 orders: a run takes several seconds), built and published: a copy of the sample run."""
+    return copy_of_sample_run(sample_run, tmp_path_factory.mktemp("publication"))
 
 
 def published_state(warehouse: Path) -> tuple[Path, str, dict[str, int]]:
@@ -125,33 +115,6 @@ def test_publication_keeps_the_last_snapshots_and_removes_what_a_killed_run_left
 
 
 @pytest.mark.slow
-def test_readers_are_never_blocked_while_a_run_writes_and_a_second_run_is_refused(product, capsys):
-    sources, warehouse = product
-    before = published_state(warehouse)
-    run = start_run(sources, warehouse, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    lock = Path(f"{warehouse}.lock")
-    while run.poll() is None and not (lock.exists() and lock.read_text().strip() == str(run.pid)):
-        time.sleep(0.05)
-    assert run.poll() is None, "the run ended before it was seen holding its lock"
-
-    assert main(["run", "--sources", str(sources), "--warehouse", str(warehouse)]) == 1
-    err = capsys.readouterr().err
-    assert f"{warehouse} is being written by another pipeline run (PID {run.pid} holds the lock {lock})" in err
-    assert f"Nothing from this run was published; consumers still read {before[0]}, unchanged." in err
-
-    seen = []
-    while run.poll() is None:
-        with open_published(warehouse) as conn:
-            seen.append(Path(conn.execute("SELECT path FROM duckdb_databases() WHERE NOT internal").fetchall()[0][0]).name)
-            assert row_counts(conn) == before[2]
-        time.sleep(0.05)  # leave the run its CPU
-    assert run.returncode == 0
-    after = published_snapshot(warehouse)
-    assert after != before[0] and digest(before[0]) == before[1]  # a new snapshot; the old one untouched
-    assert len(seen) > 1 and set(seen) <= {before[0].name, after.name}
-
-
-@pytest.mark.slow
 def test_a_session_left_open_on_the_working_warehouse_fails_the_run_at_once_naming_it(product, capsys):
     sources, warehouse = product
     before = published_state(warehouse)
@@ -180,8 +143,37 @@ KILL_POINTS = {
 }
 
 
+def recover_while_reading(sources: Path, warehouse: Path, before: tuple[Path, str, dict[str, int]], capsys) -> Path:
+    """A complete run, and while it writes: a second run is refused, and readers read the published snapshot, unblocked,
+    as often as they can until it ends. Returns the snapshot it published."""
+    run = start_run(sources, warehouse, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lock = Path(f"{warehouse}.lock")
+    while run.poll() is None and not (lock.exists() and lock.read_text().strip() == str(run.pid)):
+        time.sleep(0.05)
+    assert run.poll() is None, "the run ended before it was seen holding its lock"
+
+    assert main(["run", "--sources", str(sources), "--warehouse", str(warehouse)]) == 1
+    err = capsys.readouterr().err
+    assert f"{warehouse} is being written by another pipeline run (PID {run.pid} holds the lock {lock})" in err
+    assert f"Nothing from this run was published; consumers still read {before[0]}, unchanged." in err
+
+    seen = []
+    while run.poll() is None:
+        with open_published(warehouse) as conn:
+            seen.append(Path(conn.execute("SELECT path FROM duckdb_databases() WHERE NOT internal").fetchall()[0][0]).name)
+            assert row_counts(conn) == before[2]
+        time.sleep(0.05)  # leave the run its CPU
+    assert run.returncode == 0
+    after = published_snapshot(warehouse)
+    assert after != before[0] and digest(before[0]) == before[1]  # a new snapshot; the old one untouched
+    assert len(seen) > 1 and set(seen) <= {before[0].name, after.name}
+    return after
+
+
 @pytest.mark.slow
-def test_a_run_killed_at_any_point_leaves_the_published_data_intact_and_the_next_run_recovers(product):
+def test_a_run_killed_at_any_point_leaves_the_published_data_intact_and_the_next_run_recovers_unblocking_readers(product, capsys):
+    """Killed at each point, then the next run: it recovers with no manual cleanup, and while it writes, readers are
+    never blocked and a second run is refused (one complete run shows both: what these tests cost is whole runs)."""
     sources, warehouse = product
     before = published_state(warehouse)
     for point, line in KILL_POINTS.items():
@@ -197,9 +189,8 @@ def test_a_run_killed_at_any_point_leaves_the_published_data_intact_and_the_next
             before = (moved, digest(moved), before[2])
         assert_still_published(warehouse, before)
 
-    run_to_completion(sources, warehouse)  # no manual cleanup in between
+    recover_while_reading(sources, warehouse, before, capsys)  # no manual cleanup in between
     directory = published_dir(warehouse)
-    assert published_snapshot(warehouse) != before[0] and digest(before[0]) == before[1]
     assert not list(directory.glob("*.partial"))
     assert len(list(directory.glob("*.duckdb"))) <= KEEP_SNAPSHOTS
     with open_published(warehouse) as conn:
@@ -222,7 +213,8 @@ def test_a_failing_blocking_check_blocks_publication_and_the_run_says_what(produ
         assert run_job(with_check, warehouse) == 1
 
     err = capsys.readouterr().err
-    assert "FAILED check source_aligned/product:at_most_100_products (ERROR, blocking): observed_value=1500, max=100" in err
+    products = before[2][table("product").physical_name]
+    assert f"FAILED check source_aligned/product:at_most_100_products (ERROR, blocking): observed_value={products}, max=100" in err
     not_materialized = next(line for line in err.splitlines() if line.startswith("Not materialized: ")).split(": ")[1].split(", ")
     graph = with_check.resolve_asset_graph()  # everything built from the checked table, whatever assets there are
     downstream = dg.AssetSelection.assets(dg.AssetKey(["source_aligned", "product"])).downstream(include_self=False).resolve(graph)
