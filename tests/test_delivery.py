@@ -1,8 +1,12 @@
 """The REST and GraphQL APIs on the published sample, tested as an attacker and as a client would:
-no key, the wrong group, masked personal data, row filters on rows and on totals, the audit log, publication."""
+no key, the wrong group, masked personal data, row filters on rows and on totals, the audit log, publication.
+
+The last test runs in the fast tier: a warehouse of three customers, ingested and published by the product's own
+code, served by the real app, so a change that breaks delivery or a policy fails `pytest -m "not slow"` too."""
 
 import json
 import shutil
+from datetime import datetime
 
 import duckdb
 import pytest
@@ -17,6 +21,8 @@ from product_affinity.product.descriptor import descriptor
 from product_affinity.publication import open_published, publish, published_snapshot
 from product_affinity.quality.governance import pii_masked_on_delivery
 from product_affinity.semantic import compiler
+from product_affinity.source_aligned.cleaning import ingest
+from tests.conftest import PRODUCTS, customer, write_sources
 
 SPAIN_SPEND = "SELECT sum(quantity * unit_price) FROM source_aligned.purchase JOIN source_aligned.customer USING (customer_id) WHERE country = 'Spain'"
 
@@ -271,3 +277,42 @@ def test_values_json_cannot_carry_are_refused_not_a_server_error(api, query):
     client, keys, _ = api
     response = client.get("/load", params={"query": query}, headers={"Authorization": f"Bearer {keys['marta']}"})
     assert response.status_code == 422
+
+
+# ---- the fast tier: a tiny warehouse, published by the product's own code ---------------------------------------
+
+TINY_PURCHASES = [  # Spain (customers 1 and 2) spends 2 x 10 + 20 = 40, Canada (customer 3) 4 x 5 + 10 = 30
+    "1,1,1,1,2,10.00,2025-03-01 10:00:00,web,false",
+    "2,1,2,2,1,20.00,2025-03-02 10:00:00,store,false",
+    "3,1,3,3,4,5.00,2025-03-03 10:00:00,web,true",
+    "3,2,3,1,1,10.00,2025-03-03 10:00:00,web,true",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The three sources ingested (the pipeline's ingestion, on a connection) and published as a run publishes, with
+    no Dagster run: what the APIs need to be tested in the fast tier. No rollup is published, so the detail answers."""
+    root = tmp_path_factory.mktemp("tiny")
+    sources = write_sources(root / "sources", [customer(1), customer(2), customer(3, country="Canada")], PRODUCTS, TINY_PURCHASES)
+    warehouse = root / "warehouse.duckdb"
+    with duckdb.connect(str(warehouse)) as conn:
+        for name in ("customer", "product", "purchase"):
+            ingest(conn, sources, name, datetime(2026, 1, 1))
+        publish(conn, warehouse, "tiny-run")
+    keys = {name: KeyStore(warehouse).issue(name) for name in ("steward", "ana", "jon")}
+    with TestClient(create_app(warehouse)) as client:
+        yield client, keys, warehouse
+
+
+def test_a_tiny_published_warehouse_is_served_under_row_filters_and_hidden_columns(tiny):
+    by_country = {"measures": ["sales.total_spend"], "dimensions": ["sales.country"], "order": [["sales.country", "asc"]]}
+    expected = {"steward": [("Canada", 30.0), ("Spain", 40.0)], "ana": [("Spain", 40.0)], "jon": [("Canada", 30.0)]}
+    for who, spend in expected.items():  # each regional analyst sees their own country's rows only, on both paths
+        for rows in both(tiny, who, by_country):
+            assert [(r["sales.country"], r["sales.total_spend"]) for r in rows] == spend
+    income = {"measures": ["sales.average_income"], "dimensions": ["sales.country"]}
+    assert rest(tiny, "ana", income).status_code == 403  # a regional analyst's group hides incomes
+    assert graphql(tiny, "ana", income).json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    for rows in both(tiny, "jon", income):  # marketing lets jon read incomes (union), of Canada only (intersection)
+        assert rows == [{"sales.country": "Canada", "sales.average_income": 50000.0}]
