@@ -13,7 +13,7 @@ from pathlib import Path
 # Only light modules at the top: `--help` must answer at once, so Dagster, DuckDB, pandas, mlxtend and the
 # product's own modules that import them are imported inside the commands (a test holds every command to it).
 from product_affinity.defaults import (DEFAULT_SIZE, DEFAULT_SOURCES, DEFAULT_WAREHOUSE, POSTGRES_STATEMENT_TIMEOUT,
-                                       SOURCE_DSN_VARIABLE)
+                                       SAMPLE_SEED, SLO_RUNS, SOURCE_DSN_VARIABLE)
 
 
 EXIT_CODES = """exit codes: 0 done; 1 the run published nothing, or an SLO failed; 2 the command could not do its work
@@ -313,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--out", type=Path, default=DEFAULT_SOURCES, help="folder to write (default: %(default)s)")
     for name, default in DEFAULT_SIZE.items():
         gen.add_argument(f"--{name}", type=positive_int, default=default, help=f"number of {name} (default: %(default)s)")
-    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--seed", type=int, default=SAMPLE_SEED,
+                     help="seed of every random draw: the same seed and --end give the same sample (default: %(default)s)")
     gen.add_argument("--end", type=timestamp, help="UTC date-time of the sample's last day (default: now)")
     gen.add_argument("--postgres", metavar="DSN", help="write into (or, with --add-days, move) the sample in this "
                      "PostgreSQL database (tables customer_info, product, purchase) instead of files")
@@ -335,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     slo_ = command("slo", help="print the SLO report: targets, latest observations, attainment, error budget")
     slo_.add_argument("--warehouse", type=Path, default=DEFAULT_WAREHOUSE,
                       help="working warehouse whose published snapshot to report on (default: %(default)s)")
-    slo_.add_argument("--runs", type=int, default=30, help="attainment over the last N runs (default: %(default)s)")
+    slo_.add_argument("--runs", type=int, default=SLO_RUNS, help="attainment over the last N runs (default: %(default)s)")
     slo_.add_argument("--json", type=Path, help="also write the report as JSON to this file")
     slo_.add_argument("--junit", type=Path, help="also write the report as JUnit XML to this file (a failing SLO is a <failure>)")
     slo_.set_defaults(func=slo)

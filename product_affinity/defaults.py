@@ -14,6 +14,12 @@ DEFAULT_WAREHOUSE = PROJECT_ROOT / "data" / "warehouse.duckdb"
 
 # The sample generator's default size: a run on it takes about a minute on two cores.
 DEFAULT_SIZE = dict(customers=2_000, products=400, orders=20_000)
+# The sample generator's default seed: the same seed and end give the same sample, byte for byte.
+SAMPLE_SEED = 7
+
+# SLO attainment and the quarantine trend are measured over the last this many pipeline runs, unless a reader asks
+# for another window (`slo --runs`, GET /slo?runs=, GraphQL slo(runs:)); the product page always uses it.
+SLO_RUNS = 30
 
 # How long a BI tool's statement may run on the Postgres port before the server cancels it (seconds).
 POSTGRES_STATEMENT_TIMEOUT = 60.0

@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from product_affinity.contract.odcs import tables
+from product_affinity.contract.odcs import source_tables, tables
 
 SECTIONS = {
     "Row accounting (rows in = accepted + quarantined)": """
@@ -41,11 +41,10 @@ SECTIONS = {
 
 def print_summary(warehouse: Path) -> None:
     ports = [t for t in tables().values() if t.schema == "consumer_aligned"]
-    sources = [t for t in tables().values() if t.source_file]
     fill = {
         **{t.name: t.physical_name for t in tables().values()},  # the tables the sections name, as the contract names them
         "accepted": " UNION ALL ".join(
-            f"SELECT '{t.source_file}' AS source, count(*) AS accepted FROM {t.physical_name}" for t in sources
+            f"SELECT '{t.source_file}' AS source, count(*) AS accepted FROM {t.physical_name}" for t in source_tables()
         ),
         "outputs": " UNION ALL ".join(f"SELECT '{t.name}' AS output_port, count(*) AS rows FROM {t.physical_name}" for t in ports),
     }

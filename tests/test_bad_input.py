@@ -26,14 +26,14 @@ import duckdb
 import pytest
 
 from product_affinity.cli import main
-from product_affinity.contract.odcs import table
+from product_affinity.contract.odcs import source_tables, table
 from product_affinity.defs.publication import failure_report
 from product_affinity.publication import published_snapshot
 from product_affinity.sources.sample import generate_sample
 from tests.conftest import copy_of_sample_run, source_aligned_run
 
 SIZE = dict(customers=300, products=150, orders=3_000)
-SOURCES = {t.source_file: t for t in (table("customer"), table("product"), table("purchase"))}
+SOURCES = {t.source_file: t for t in source_tables()}
 
 
 def digest(path: Path) -> str:

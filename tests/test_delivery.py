@@ -12,6 +12,7 @@ import duckdb
 import pytest
 from fastapi.testclient import TestClient
 
+from product_affinity.contract.odcs import source_tables
 from product_affinity.delivery.rest import create_app
 from product_affinity.governance.policies import access, policies, principal
 from product_affinity.governance.audit import AuditLog
@@ -297,8 +298,8 @@ def tiny(tmp_path_factory):
     sources = write_sources(root / "sources", [customer(1), customer(2), customer(3, country="Canada")], PRODUCTS, TINY_PURCHASES)
     warehouse = root / "warehouse.duckdb"
     with duckdb.connect(str(warehouse)) as conn:
-        for name in ("customer", "product", "purchase"):
-            ingest(conn, sources, name, datetime(2026, 1, 1))
+        for t in source_tables():
+            ingest(conn, sources, t.name, datetime(2026, 1, 1))
         publish(conn, warehouse, "tiny-run")
     keys = {name: KeyStore(warehouse).issue(name) for name in ("steward", "ana", "jon")}
     with TestClient(create_app(warehouse)) as client:

@@ -4,7 +4,7 @@ from datetime import datetime
 
 import pytest
 
-from product_affinity.contract.odcs import table
+from product_affinity.contract.odcs import source_tables, table
 from product_affinity.source_aligned.cleaning import ingest
 from product_affinity.sources.files import SourceError
 from tests.conftest import PRODUCTS, customer, write_sources
@@ -19,7 +19,7 @@ def quarantine(conn, source):
 
 
 def ingest_all(conn, directory):
-    return [ingest(conn, directory, name, NOW) for name in ("customer", "product", "purchase")]
+    return [ingest(conn, directory, t.name, NOW) for t in source_tables()]
 
 
 def test_customers_are_typed_normalised_and_deduplicated(conn, tmp_path):

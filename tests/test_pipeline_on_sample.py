@@ -10,7 +10,7 @@ from mlxtend.frequent_patterns import association_rules, fpgrowth
 
 from product_affinity.cli import main
 from product_affinity.consumer_aligned.baskets import ITEM, LEVELS, lines
-from product_affinity.contract.odcs import table
+from product_affinity.contract.odcs import source_tables
 from product_affinity.publication import open_published
 from product_affinity.defs.resources import AffinitySettings
 
@@ -23,8 +23,7 @@ def sample(sample_run):
 
 def test_every_source_row_is_accepted_or_quarantined_for_the_planted_reason(sample):
     conn, truth = sample
-    for name in ("customer", "product", "purchase"):
-        t = table(name)
+    for t in source_tables():
         accepted = conn.execute(f"SELECT count(*) FROM {t.physical_name}").fetchone()[0]
         quarantined = dict(
             conn.execute(

@@ -11,7 +11,7 @@ import pytest
 
 from product_affinity.contract.odcs import tables
 from product_affinity.reference import COUNTRY_SPELLINGS
-from product_affinity.defaults import DEFAULT_SIZE
+from product_affinity.defaults import DEFAULT_SIZE, SAMPLE_SEED
 from product_affinity.sources.sample import CATEGORIES, generate_sample
 
 END = datetime(2025, 6, 30, 12, 0, 0)
@@ -58,7 +58,7 @@ def test_headers_and_row_counts_match_ground_truth(small):
         assert frame.columns == header
         assert len(frame) == truth["rows"][name]
     assert json.loads((directory / "ground_truth.json").read_text()) == truth
-    assert truth["parameters"] == dict(**SMALL, seed=7, end="2025-06-30T12:00:00", history_days=730, defects=True)
+    assert truth["parameters"] == dict(**SMALL, seed=SAMPLE_SEED, end="2025-06-30T12:00:00", history_days=730, defects=True)
 
 
 def test_catalogue_covers_every_category_with_unique_readable_names(small, tmp_path):

@@ -285,6 +285,12 @@ def quality_rules(name: str) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
+def source_tables() -> list[Table]:
+    """The tables loaded from the operational sources (customer_info, product, purchase): those with a sourceFile. The
+    contract lists them in the order they load in, customers and products before the purchases checked against them."""
+    return [t for t in tables().values() if t.source_file]
+
+
 def checked_tables() -> list[Table]:
     """The tables whose quality is checked: the input ports (typed copies of the source files) and the output ports."""
-    return [t for t in tables().values() if t.source_file or t.layer == "consumer_aligned"]
+    return [*source_tables(), *(t for t in tables().values() if t.layer == "consumer_aligned")]

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from strawberry.fastapi import GraphQLRouter
 from strawberry.scalars import JSON
 
+from product_affinity.defaults import SLO_RUNS
 from product_affinity.delivery.bounds import GRAPHQL_LIMITS
 from product_affinity.request_limits import MAX_CURSOR_CHARS, MAX_LIMIT, MAX_OFFSET
 from product_affinity.delivery.offline import OfflineGraphQLRouter
@@ -138,7 +139,7 @@ class Queries:
         return await _served(lambda: service.product(caller, "graphql product"))
 
     @strawberry.field(description="SLO status, as GET /slo: every SLO's target, latest observation, attainment and error budget.")
-    async def slo(self, info: strawberry.Info, runs: int = 30) -> JSON:
+    async def slo(self, info: strawberry.Info, runs: int = SLO_RUNS) -> JSON:
         service, caller = info.context["service"], info.context["caller"]
         if not 1 <= runs <= 1_000:
             raise GraphQLError("runs: between 1 and 1000", extensions={"code": "BAD_USER_INPUT"})

@@ -24,7 +24,7 @@ from product_affinity.governance.audit_middleware import audited
 from product_affinity.semantic.access import AccessDenied
 from product_affinity.governance.credentials import Caller
 from product_affinity.publication import NothingPublished
-from product_affinity.defaults import DEFAULT_WAREHOUSE
+from product_affinity.defaults import DEFAULT_WAREHOUSE, SLO_RUNS
 from product_affinity.semantic.compiler import QueryError
 from product_affinity.request_limits import MAX_CURSOR_CHARS, MAX_LIMIT, MAX_OFFSET, MAX_QUERY_PARAM_CHARS
 from product_affinity.semantic.query import Query
@@ -143,7 +143,7 @@ def create_app(warehouse: Path = DEFAULT_WAREHOUSE) -> FastAPI:
         return service.product(who, f"rest GET {request.url.path}")
 
     @app.get("/slo", summary="SLO status: every SLO's target, latest observation, attainment and error budget", responses=ERRORS)
-    def slo(who: Authenticated, request: Request, runs: Annotated[int, Param(ge=1, le=1_000)] = 30) -> dict[str, Any]:
+    def slo(who: Authenticated, request: Request, runs: Annotated[int, Param(ge=1, le=1_000)] = SLO_RUNS) -> dict[str, Any]:
         return service.slo(who, runs, f"rest GET {request.url.path}")
 
     app.mount(GRAPHIQL_URL, graphiql_files(), name="graphiql")  # the files GraphiQL's page loads, with no network

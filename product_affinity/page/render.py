@@ -14,12 +14,12 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from product_affinity.consumer_aligned.metrics import definitions
 from product_affinity.contract.odcs import contract, table
+from product_affinity.defaults import SLO_RUNS
 from product_affinity.page import charts
 from product_affinity.product.descriptor import alignment, custom, owners
 from product_affinity.product.descriptor import descriptor
 from product_affinity.quality import report
 
-SLO_RUNS = 30
 TOP_RULES = 8
 TOP_OPPORTUNITIES = 8
 # Where the product's other pages are when they run with their defaults (`product-affinity serve`, `make dev`).

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from product_affinity.contract.odcs import Table, contract, tables
+from product_affinity.contract.odcs import Table, contract, source_tables, tables
 
 DESCRIPTOR_PATH = Path(__file__).with_name("product_affinity.odps.yaml")
 ALIGNMENT_PATH = Path(__file__).with_name("alignment.yaml")
@@ -81,11 +81,10 @@ def _descriptor() -> dict:
             raise DescriptorError(f"{path}: {field} {raw.get(field)!r} differs from the contract's {theirs} {contract().get(theirs)!r}")
     if not [member for member in raw.get("team", []) if member.get("role") == "owner"]:
         raise DescriptorError(f"{path}: the team needs a member with role owner")
-    all_tables = list(tables().values())
     return {
         **raw,
-        "inputPorts": _ports(raw, "inputPorts", [t for t in all_tables if t.source_file], path),
-        "outputPorts": _ports(raw, "outputPorts", [t for t in all_tables if t.layer == "consumer_aligned"], path),
+        "inputPorts": _ports(raw, "inputPorts", source_tables(), path),
+        "outputPorts": _ports(raw, "outputPorts", [t for t in tables().values() if t.layer == "consumer_aligned"], path),
     }
 
 
