@@ -8,6 +8,7 @@ import duckdb
 import polars as pl
 
 from product_affinity.contract.odcs import source_tables, tables
+from product_affinity.warehouse import used_parameters
 
 SECTIONS = {
     "Row accounting (rows in = accepted + quarantined)": """
@@ -44,12 +45,15 @@ def print_summary(warehouse: Path) -> None:
     fill = {
         **{t.name: t.physical_name for t in tables().values()},  # the tables the sections name, as the contract names them
         "accepted": " UNION ALL ".join(
-            f"SELECT '{t.source_file}' AS source, count(*) AS accepted FROM {t.physical_name}" for t in source_tables()
+            f"SELECT ${t.name} AS source, count(*) AS accepted FROM {t.physical_name}" for t in source_tables()
         ),
-        "outputs": " UNION ALL ".join(f"SELECT '{t.name}' AS output_port, count(*) AS rows FROM {t.physical_name}" for t in ports),
+        "outputs": " UNION ALL ".join(f"SELECT ${t.name} AS output_port, count(*) AS rows FROM {t.physical_name}" for t in ports),
     }
+    # What the rows are labelled with, bound: each source table's file, each port's name.
+    labels = {t.name: t.source_file for t in source_tables()} | {t.name: t.name for t in ports}
     with duckdb.connect(str(warehouse), read_only=True) as conn, pl.Config(
         tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, fmt_str_lengths=100, tbl_width_chars=160
     ):
         for title, sql in SECTIONS.items():
-            print(f"{title}\n{conn.sql(sql.format(**fill)).pl()}\n")
+            query = sql.format(**fill)
+            print(f"{title}\n{conn.sql(query, params=used_parameters(query, labels)).pl()}\n")

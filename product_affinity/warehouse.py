@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import duckdb
@@ -13,15 +14,16 @@ class ContractViolation(Exception):
     """A query meant to produce a contract table yields other columns."""
 
 
-def _params(sql: str, params: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Pass only the named parameters the statement uses (DuckDB rejects unused ones)."""
+def used_parameters(sql: str, params: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Pass only the named parameters the statement uses (DuckDB rejects unused ones): $name as a whole word, so
+    $product is not taken to be used by a statement that names only $product_affinity_matrix."""
     if not params:
         return None
-    return {k: v for k, v in params.items() if f"${k}" in sql} or None
+    return {k: v for k, v in params.items() if re.search(rf"\${re.escape(k)}\b", sql)} or None
 
 
 def execute(conn: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None):
-    return conn.execute(sql, _params(sql, params))
+    return conn.execute(sql, used_parameters(sql, params))
 
 
 def typed_columns(t: Table) -> str:

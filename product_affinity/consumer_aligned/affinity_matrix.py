@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
+from product_affinity import sql
 from product_affinity.consumer_aligned import metrics
 
 
 def affinity_matrix_sql(basket_items: str, labels: str) -> str:
-    """Pairs never bought together are kept, with support, confidence and lift 0."""
-    return f"""
-    WITH baskets AS (SELECT count(DISTINCT basket) AS baskets FROM {basket_items}),
-    per_item AS (SELECT item, count(*) AS with_item FROM {basket_items} GROUP BY item),
-    pairs AS (
-        SELECT a.item AS item_1, b.item AS item_2, count(*) AS together
-        FROM {basket_items} AS a JOIN {basket_items} AS b ON a.basket = b.basket AND a.item <> b.item
-        GROUP BY ALL
-    ), grid AS (
-        SELECT x.item AS item_1, y.item AS item_2, x.with_item AS with_antecedent, y.with_item AS with_consequent,
-               coalesce(pairs.together, 0) AS together, baskets
-        FROM per_item AS x JOIN per_item AS y ON x.item <> y.item
-        LEFT JOIN pairs ON pairs.item_1 = x.item AND pairs.item_2 = y.item, baskets
+    """Pairs never bought together are kept, with support, confidence and lift 0 (affinity_matrix.sql)."""
+    return sql.load(__file__, "affinity_matrix.sql").format(
+        basket_items=basket_items, labels=labels, support=metrics.support(), confidence=metrics.confidence(), lift=metrics.lift()
     )
-    SELECT l1.label AS category_1, l2.label AS category_2,
-           {metrics.support()} AS support, {metrics.confidence()} AS confidence, {metrics.lift()} AS lift,
-           together AS baskets_with_both
-    FROM grid JOIN {labels} AS l1 ON l1.item = item_1 JOIN {labels} AS l2 ON l2.item = item_2
-    """

@@ -226,7 +226,7 @@ def predict(purchases: BgNbd, values: GammaGamma, x, t_x, T, m, horizon_weeks: f
 
 def summary_sql(purchases: str) -> str:
     """Per customer, from purchase lines (customer_id, purchased_at, quantity, unit_price) up to the last day `$last_day`
-    (a bound DATE parameter): x, t_x and T in weeks, and m, the average value of the repeat purchases.
+    (a bound DATE parameter): x, t_x and T in weeks ($days_per_week), and m, the average value of the repeat purchases.
 
     A purchase is a customer's buying on one calendar day: orders on the same day count once, with their values
     added, as in the CDNOW analyses these models were published on (and since the time unit is a day, two purchases
@@ -238,8 +238,8 @@ def summary_sql(purchases: str) -> str:
         FROM {purchases} WHERE CAST(purchased_at AS DATE) <= $last_day GROUP BY ALL
     ), numbered AS (SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY day) AS n FROM days)
     SELECT customer_id, count(*) - 1 AS x,
-           date_diff('day', min(day), max(day)) / {DAYS_PER_WEEK} AS t_x,
-           date_diff('day', min(day), $last_day) / {DAYS_PER_WEEK} AS T,
+           date_diff('day', min(day), max(day)) / $days_per_week AS t_x,
+           date_diff('day', min(day), $last_day) / $days_per_week AS T,
            avg(amount) FILTER (WHERE n > 1) AS m,
            avg(amount) AS average_purchase_value
     FROM numbered GROUP BY customer_id ORDER BY customer_id"""
@@ -247,7 +247,7 @@ def summary_sql(purchases: str) -> str:
 
 def summarise(conn: duckdb.DuckDBPyConnection, purchases: str, last_day) -> pd.DataFrame:
     """summary_sql run on `purchases` up to `last_day` (a date): one row per customer who bought by then."""
-    return conn.execute(summary_sql(purchases), {"last_day": last_day}).df()
+    return conn.execute(summary_sql(purchases), {"last_day": last_day, "days_per_week": DAYS_PER_WEEK}).df()
 
 
 @dataclass(frozen=True)

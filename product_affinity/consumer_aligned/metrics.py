@@ -21,9 +21,13 @@ def metric(fn: Callable[..., str]) -> Callable[..., str]:
 
 
 def in_window(window_days: int, windows_back: int = 0) -> str:
-    """True for orders inside the trailing window (`windows_back` whole windows earlier)."""
-    end = f"as_of - INTERVAL {window_days * windows_back} DAY"
-    return f"purchased_at > {end} - INTERVAL {window_days} DAY AND purchased_at <= {end}"
+    """True for orders inside the trailing window (`windows_back` whole windows earlier).
+
+    The window is written into the SQL, not bound: the customer_metrics port's statement is run without parameters
+    by its asset. int() makes sure nothing but a whole number of days can get there."""
+    days = int(window_days)
+    end = f"as_of - INTERVAL {days * int(windows_back)} DAY"
+    return f"purchased_at > {end} - INTERVAL {days} DAY AND purchased_at <= {end}"
 
 
 @metric
@@ -37,7 +41,7 @@ def purchase_frequency(window_days: int) -> str:
 def purchase_frequency_per_month(window_days: int) -> str:
     """Grain: customer. Window: as purchase_frequency.
     Formula: purchase_frequency / (window days / 30.4375), orders per average month."""
-    return f"({purchase_frequency(window_days)}) / ({window_days} / 30.4375)"
+    return f"({purchase_frequency(window_days)}) / ({int(window_days)} / 30.4375)"
 
 
 @metric

@@ -22,8 +22,8 @@ def recommendation_backtest(context: dg.AssetExecutionContext, warehouse: DuckDB
         sql = backtest.backtest_sql(conn, thresholds, settings.recommendations_per_customer, settings.backtest_holdout_days)
         result = publish_port(conn, "recommendation_backtest", sql)
         figures = conn.execute(
-            f"""SELECT level, k, recommender, hit_rate, precision_at_k FROM ({sql})
-            WHERE k = {settings.recommendations_per_customer} ORDER BY level, recommender"""
+            f"SELECT level, k, recommender, hit_rate, precision_at_k FROM ({sql}) WHERE k = $k ORDER BY level, recommender",
+            {"k": settings.recommendations_per_customer},
         ).fetchall()
     lines = [f"| {level} | {k} | {who} | {hit:.3f} | {precision:.3f} |" for level, k, who, hit, precision in figures]
     context.log.info("backtest at k: " + "; ".join(line.strip("| ").replace(" | ", " ") for line in lines))

@@ -10,6 +10,7 @@ import psycopg
 from psycopg import sql
 
 from product_affinity.semantic.access import Principal, RowFilter
+from product_affinity.sql import load as load_sql
 from product_affinity.governance.policies import Group, policies
 from product_affinity.semantic.model import Join, View
 from product_affinity.semantic.loader import model
@@ -176,42 +177,14 @@ def _looked_up(lookup: str, found: list[str], where: str, value) -> str:
 
 def _private() -> list[str]:
     """The owner-only schema's objects: the hash mask's key, the publication record, the row filters' values, and
-    the functions the policies call as the owner (SECURITY DEFINER, a fixed search_path):
-
-    - is_current: every table's policy checks that the reader's snapshot sees this publication (a REPEATABLE READ
-      transaction that began before it would otherwise find the new tables empty), and that a login has not
-      lifted or raised its statement timeout (a superuser is trusted with its own);
-    - row_filter_values: the values of one group's row filter for the login reading, by session_user, which
-      neither SET ROLE nor a SECURITY DEFINER function changes; NULL for a login with none."""
+    the functions the policies call as the owner (SECURITY DEFINER, a fixed search_path), each in a .sql file that
+    says what it checks: is_current (this publication, the statement timeout) and row_filter_values (by session_user)."""
     return [
         f"CREATE TABLE {PRIVATE}.masking_key (key text NOT NULL)",
         f"""CREATE TABLE {PRIVATE}.publication (id text NOT NULL, snapshot text NOT NULL, published_at timestamptz NOT NULL,
             statement_timeout_ms integer NOT NULL)""",
         f"""CREATE TABLE {PRIVATE}.row_filter (login name NOT NULL, "group" text NOT NULL, filter integer NOT NULL,
             "values" text[] NOT NULL, PRIMARY KEY (login, "group", filter))""",
-        f"""CREATE FUNCTION {PRIVATE}.is_current(publication text) RETURNS boolean
-            LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-            DECLARE
-              published {PRIVATE}.publication;
-              timeout interval := current_setting('statement_timeout')::interval;  -- as SHOW spells it: 0, 1500ms, 1min
-            BEGIN
-              SELECT * INTO published FROM {PRIVATE}.publication;
-              IF publication IS DISTINCT FROM published.id THEN
-                RAISE EXCEPTION 'the Product Affinity views were republished after this transaction took its snapshot'
-                  USING ERRCODE = 'serialization_failure', HINT = 'Start a new transaction to read them.';
-              END IF;
-              IF timeout = interval '0' OR timeout > published.statement_timeout_ms * interval '1ms' THEN
-                IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
-                  RAISE EXCEPTION 'statement_timeout is %: the Product Affinity views are read with at most %',
-                    current_setting('statement_timeout'), published.statement_timeout_ms * interval '1ms'
-                    USING ERRCODE = 'configuration_limit_exceeded', HINT = 'RESET statement_timeout, or set it lower.';
-                END IF;
-              END IF;
-              RETURN true;
-            END $$""",
-        f"""CREATE FUNCTION {PRIVATE}.row_filter_values("group" text, filter integer) RETURNS text[]
-            LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-              SELECT f."values" FROM {PRIVATE}.row_filter AS f WHERE f.login = session_user AND f."group" = $1 AND f.filter = $2
-            $$""",
+        *(load_sql(__file__, name).format(private=PRIVATE) for name in ("postgres_is_current.sql", "postgres_row_filter_values.sql")),
     ]
 

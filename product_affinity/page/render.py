@@ -12,6 +12,7 @@ from pathlib import Path
 import duckdb
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from product_affinity.consumer_aligned.baskets import LEVELS
 from product_affinity.consumer_aligned.metrics import definitions
 from product_affinity.contract.odcs import contract, table
 from product_affinity.defaults import SLO_RUNS
@@ -70,7 +71,7 @@ def _kpi(conn: duckdb.DuckDBPyConnection) -> tuple[str, list[dict], dict, list[d
     month = str(month_rows[0]["month"])[:7] if month_rows else "no complete month yet"
     root = alignment()["northStar"]["id"]
     trend = _rows(conn, f"""SELECT strftime(month, '%Y-%m') AS month, value FROM {table('kpi_tree').physical_name}
-        WHERE node_id = '{root}' ORDER BY month""")
+        WHERE node_id = ? ORDER BY month""", [root])
     return month, nodes, next((n for n in nodes if n["id"] == root), {}), trend
 
 
@@ -115,9 +116,9 @@ def context(snapshot: Path, warehouse: Path, lineage: list[dict], docs: Path | N
         matrix = _rows(conn, f"SELECT category_1, category_2, lift FROM {table('product_affinity_matrix').physical_name}")
         top_rules = {
             level: _rows(conn, f"""SELECT array_to_string(antecedents, ' + ') AS antecedents, array_to_string(consequents, ' + ') AS consequents,
-                   support, confidence, lift FROM {table('association_rules').physical_name} WHERE level = '{level}'
-                   ORDER BY lift DESC, rule_id LIMIT {TOP_RULES}""")
-            for level in ("category", "product")
+                   support, confidence, lift FROM {table('association_rules').physical_name} WHERE level = ?
+                   ORDER BY lift DESC, rule_id LIMIT ?""", [level, TOP_RULES])
+            for level in LEVELS
         }
         if top_rules["product"]:  # product rules name products, not ids
             names = dict(conn.execute(f"SELECT product_id::VARCHAR, product_name FROM {table('product').physical_name}").fetchall())
