@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import duckdb
@@ -17,7 +18,7 @@ def _params(sql: str, params: dict[str, Any] | None) -> dict[str, Any] | None:
     """Pass only the named parameters the statement uses (DuckDB rejects unused ones)."""
     if not params:
         return None
-    return {k: v for k, v in params.items() if f"${k}" in sql} or None
+    return {k: v for k, v in params.items() if re.search(rf"\${k}\b", sql)} or None
 
 
 def execute(conn: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None):

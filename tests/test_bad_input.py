@@ -28,6 +28,8 @@ import pytest
 from product_affinity.cli import main
 from product_affinity.contract.odcs import table
 from product_affinity.definitions import build_definitions
+from product_affinity.defs.partitions import range_tags
+from product_affinity.partitions import all_days
 from product_affinity.defs.publication import failure_report
 from product_affinity.publication import published_snapshot
 from product_affinity.defs.source_aligned import source_aligned_assets
@@ -84,7 +86,8 @@ def run_source_aligned(sources: Path, warehouse: Path) -> Subset:
     job = build_definitions(sources, warehouse).resolve_job_def("product_affinity")
     instance = dg.DagsterInstance.ephemeral()
     result = job.execute_in_process(
-        instance=instance, asset_selection=[a.key for a in source_aligned_assets], raise_on_error=False
+        instance=instance, asset_selection=[a.key for a in source_aligned_assets], raise_on_error=False,
+        tags=range_tags(all_days(sources, warehouse)),
     )
     messages = [record.user_message for record in instance.all_logs(result.run_id)]
     if not result.success:
