@@ -106,15 +106,20 @@ def count_days(
     )
     conn.execute("BEGIN TRANSACTION")
     try:
+        # The days recounted, and any day counted before that no longer has a line in the warehouse (a warehouse
+        # rebuilt from nothing beside old counts): their counts leave the totals and are replaced or dropped.
         conn.execute(
             f"""CREATE OR REPLACE TEMP TABLE _recounted AS
-            SELECT day FROM {SCHEMA}.window_days WHERE day >= $first AND day < $end""",
+            SELECT day FROM {SCHEMA}.day_baskets WHERE day >= $first AND day < $end
+            UNION SELECT day FROM {SCHEMA}.day_baskets
+                  WHERE day NOT IN (SELECT DISTINCT CAST(purchased_at AS DATE) FROM {purchases})""",
             params,
         )
-        _apply(conn, entering=None, leaving="_recounted")
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE _leaving AS FROM _recounted SEMI JOIN {SCHEMA}.window_days USING (day)")
+        _apply(conn, entering=None, leaving="_leaving")
         conn.execute(f"DELETE FROM {SCHEMA}.window_days WHERE day IN (SELECT day FROM _recounted)")
         for name in ["baskets", *KEYS]:
-            conn.execute(f"DELETE FROM {SCHEMA}.day_{name} WHERE day >= $first AND day < $end", params)
+            conn.execute(f"DELETE FROM {SCHEMA}.day_{name} WHERE day IN (SELECT day FROM _recounted)")
         conn.execute(
             f"""INSERT INTO {SCHEMA}.day_baskets
             SELECT day, count(DISTINCT order_id), $size FROM _lines GROUP BY day""",
@@ -141,8 +146,8 @@ def count_days(
         conn.execute("ROLLBACK")
         raise
     finally:
-        conn.execute("DROP TABLE IF EXISTS _lines")
-        conn.execute("DROP TABLE IF EXISTS _categories")
+        for temp in ("_lines", "_categories", "_recounted", "_leaving"):
+            conn.execute(f"DROP TABLE IF EXISTS {temp}")
     counted_days, baskets = conn.execute(
         f"SELECT count(*), coalesce(sum(baskets), 0) FROM {SCHEMA}.day_baskets WHERE day >= $first AND day < $end", params
     ).fetchone()
