@@ -4,6 +4,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/dagster_home
+# One "planned" event per asset for a run over many days, not one per day (see product_affinity/cli.py run_job).
+export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS := true
 
 .PHONY: run test test-fast docs dev bench bench-rules bench-api bench-postgres clean
 

@@ -57,11 +57,14 @@ def pipeline(sources: Path, warehouse: Path) -> dict:
     import dagster as dg
 
     from product_affinity.definitions import build_definitions
+    from product_affinity.defs.partitions import range_tags
+    from product_affinity.partitions import all_days
 
     warehouse.unlink(missing_ok=True)
     instance = dg.DagsterInstance.ephemeral()
     result = build_definitions(sources, warehouse).resolve_job_def("product_affinity").execute_in_process(
-        instance=instance, run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+        instance=instance, run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+        tags=range_tags(all_days(sources, warehouse)),
     )
     steps = [e for e in instance.all_logs(result.run_id) if e.dagster_event and e.dagster_event.step_key]
     started = {e.step_key: e.timestamp for e in steps if e.dagster_event.event_type_value == "STEP_START"}

@@ -97,10 +97,13 @@ def source_aligned_run(sources: Path, warehouse: Path, instance):
     """The product_affinity job on `warehouse`, only its source-aligned assets and their checks (the same job,
     a subset of its assets): for a test about what ingestion accepts and quarantines, where the rest adds nothing."""
     from product_affinity.definitions import build_definitions
+    from product_affinity.defs.partitions import range_tags
     from product_affinity.defs.source_aligned import source_aligned_assets
+    from product_affinity.partitions import all_days
 
     job = build_definitions(sources, warehouse).resolve_job_def("product_affinity")
-    return job.execute_in_process(instance=instance, asset_selection=[a.key for a in source_aligned_assets], raise_on_error=False)
+    return job.execute_in_process(instance=instance, asset_selection=[a.key for a in source_aligned_assets], raise_on_error=False,
+                                  tags=range_tags(all_days(sources, warehouse)))
 
 
 @pytest.fixture(scope="session")

@@ -110,14 +110,17 @@ def data_docs(tmp_path_factory):
     import dagster as dg
 
     from product_affinity.definitions import build_definitions
+    from product_affinity.defs.partitions import range_tags
     from product_affinity.defs.source_aligned import source_aligned_assets
+    from product_affinity.partitions import all_days
     from product_affinity.sources.sample import generate_sample
 
     root = tmp_path_factory.mktemp("data_docs")
     generate_sample(root / "sources", customers=200, products=60, orders=1_000,
                     end=datetime.now(UTC).replace(tzinfo=None))
     job = build_definitions(root / "sources", root / "warehouse.duckdb").resolve_job_def("product_affinity")
-    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), asset_selection=[a.key for a in source_aligned_assets])
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), asset_selection=[a.key for a in source_aligned_assets],
+                                    tags=range_tags(all_days(root / "sources", root / "warehouse.duckdb")))
     assert result.success
     return root / "quality_docs", [a.key.path[-1] for a in source_aligned_assets]
 

@@ -13,6 +13,8 @@ import pytest
 from product_affinity.consumer_aligned import clv
 from product_affinity.contract.odcs import table
 from product_affinity.definitions import build_definitions
+from product_affinity.defs.partitions import range_tags
+from product_affinity.partitions import all_days
 from product_affinity.defs.resources import AffinitySettings
 from tests.conftest import PRODUCTS, customer, write_sources
 
@@ -38,7 +40,7 @@ def warehouse(tmp_path_factory):
     graph = job.asset_layer.asset_graph
     checks = {key for key in graph.asset_check_keys if key.name != "freshness_purchased_at"}
     result = job.get_subset(asset_selection=graph.materializable_asset_keys, asset_check_selection=checks).execute_in_process(
-        instance=dg.DagsterInstance.ephemeral()
+        instance=dg.DagsterInstance.ephemeral(), tags=range_tags(all_days(sources, path))
     )
     assert result.success
     with duckdb.connect(str(path), read_only=True) as conn:

@@ -23,6 +23,8 @@ from product_affinity.cli import main
 from product_affinity.defs.consumer_aligned import consumer_aligned_assets
 from product_affinity.contract.odcs import checked_tables, quality_rules, service_levels, table
 from product_affinity.definitions import build_definitions, defs
+from product_affinity.defs.partitions import range_tags
+from product_affinity.partitions import all_days
 from product_affinity.defs.metadata import table_key
 from product_affinity.defs.quality_checks import quality_checks
 from product_affinity.semantic.loader import model
@@ -44,7 +46,8 @@ def now() -> datetime:
 def run_job(sources: Path, warehouse: Path) -> dg.ExecuteInProcessResult:
     """The product_affinity job, as `product-affinity run` and the schedule run it."""
     job = build_definitions(sources, warehouse).resolve_job_def("product_affinity")
-    return job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    return job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+                                  tags=range_tags(all_days(sources, warehouse)))
 
 
 def evaluations(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:

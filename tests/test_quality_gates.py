@@ -24,6 +24,8 @@ from product_affinity.cli import main
 from product_affinity.defs.consumer_aligned import consumer_aligned_assets
 from product_affinity.contract.odcs import checked_tables, quality_rules, table
 from product_affinity.definitions import build_definitions
+from product_affinity.defs.partitions import range_tags
+from product_affinity.partitions import all_days
 from product_affinity.publication import published_snapshot
 from product_affinity.quality import report
 from product_affinity.defs.metadata import table_key
@@ -60,7 +62,7 @@ def clean(tmp_path_factory):
     generate_sample(root / "sources", **SMALL, end=now())
     warehouse = root / "warehouse.duckdb"
     result = build_definitions(root / "sources", warehouse).resolve_job_def("product_affinity").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, tags=range_tags(all_days(root / "sources", warehouse)))
     assert result.success and not failed(result)
     return root / "sources", warehouse
 
@@ -115,7 +117,8 @@ def test_every_blocking_source_rule_fails_on_the_rows_received(tmp_path):
         broken = tmp_path / "_".join(names)
         planted |= break_sources(stale, broken, names)
         result = dg.materialize([*source_aligned_assets, *checks], resources=resources(broken, tmp_path / f"{broken.name}.duckdb"),
-                                instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+                                instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+                                tags=range_tags(all_days(broken, tmp_path / f"{broken.name}.duckdb")))
         found |= failed(result)
     expected = {(t.name, rule) for t in SOURCE_TABLES for rule in blocking(t)}
     assert expected == set(planted) | {("purchase", "freshness_purchased_at")}  # a new blocking rule needs its break here

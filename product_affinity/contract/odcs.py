@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ class Column:
     primary_key: bool
     pii: bool
     description: str
+    partitioned: bool = False  # ODCS `partitioned`: the table is stored and loaded in daily partitions of this column
     options: dict[str, Any] = field(default_factory=dict)  # ODCS logicalTypeOptions: minimum, maximum, ...
 
 
@@ -56,6 +57,15 @@ class Table:
     @property
     def layer(self) -> str | None:
         return self.custom.get("layer")
+
+    @property
+    def partition_column(self) -> str | None:
+        """The column whose UTC day is the table's daily partition (ODCS `partitioned`), if the table is partitioned."""
+        return next((c.name for c in self.columns if c.partitioned), None)
+
+    @property
+    def first_partition_day(self) -> date:
+        return date.fromisoformat(self.custom["firstPartitionDay"])
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
@@ -136,6 +146,7 @@ def _column(prop: dict) -> Column:
         unique=bool(prop.get("unique", False)),
         primary_key=bool(prop.get("primaryKey", False)),
         pii=prop.get("classification") == "pii",
+        partitioned=bool(prop.get("partitioned", False)),
         description=prop.get("description", ""),
         options=dict(prop.get("logicalTypeOptions", {})),
     )

@@ -6,12 +6,13 @@ from types import ModuleType
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from product_affinity.consumer_aligned import affinity_matrix, clv, customer_metrics, recommendations
+from product_affinity.consumer_aligned import affinity_matrix, clv, customer_metrics, daily_counts, recommendations
 from product_affinity.consumer_aligned import association_rules as rules
 from product_affinity.consumer_aligned.baskets import LEVELS, PURCHASES, load_basket_items
 from product_affinity.contract.odcs import table, tables
 from product_affinity.product.descriptor import asset_tags, kinds, port
 from product_affinity.defs.quality_checks import freshness_policy
+from product_affinity.defs.partitions import daily, days_of, one_run
 from product_affinity.defs.resources import AffinitySettings
 from product_affinity.defs.source_aligned import OWNERS
 from product_affinity.defs.metadata import column_schema, materialization_metadata, table_key
@@ -44,14 +45,44 @@ def publish_port(conn, name: str, sql: str, **metadata) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata=materialization_metadata(conn, table(name), **metadata))
 
 
-@dg.asset(**output_port("association_rules", [SOURCE_ALIGNED["purchase"], SOURCE_ALIGNED["product"]], rules))
+@dg.asset(
+    key=["counts", "daily_counts"],
+    group_name="consumer_aligned",
+    deps=[SOURCE_ALIGNED["purchase"], SOURCE_ALIGNED["product"]],
+    description=f"Per-day basket, product, product-pair and category-itemset counts, and their sum over the rules' "
+    f"window.\n\n{daily_counts.__doc__}",
+    owners=OWNERS,
+    kinds={"duckdb"},
+    tags=asset_tags(layer="consumer_aligned"),
+    partitions_def=daily,
+    backfill_policy=one_run,
+)
+def counts(context: dg.AssetExecutionContext, warehouse: DuckDBResource, settings: AffinitySettings):
+    days = days_of(context)
+    with warehouse.get_connection() as conn:
+        daily_counts.attach(conn, daily_counts.counts_database(warehouse.database))
+        counted = daily_counts.count_days(conn, days, settings.category_max_itemset_size, settings.rules_window_days)
+        held = daily_counts.size(conn)
+    context.log.info(f"counts ({days}): {counted.baskets:,} baskets on {counted.days:,} days, {counted.itemsets}")
+    return dg.MaterializeResult(metadata={
+        "days_with_baskets": counted.days, "baskets": counted.baskets,
+        "itemset_rows_written": dg.MetadataValue.json(counted.itemsets), "rows_held": dg.MetadataValue.json(held),
+    })
+
+
+@dg.asset(**output_port("association_rules", [counts.key, SOURCE_ALIGNED["product"]], rules))
 def association_rules(context: dg.AssetExecutionContext, warehouse: DuckDBResource, settings: AffinitySettings):
     with warehouse.get_connection() as conn:
-        mined = rules.mine_all_levels(conn, {level: settings.thresholds(level) for level in LEVELS})
+        daily_counts.attach(conn, daily_counts.counts_database(warehouse.database))
+        conn.execute("BEGIN TRANSACTION")  # a window setting changed since the counts ran: age days out, or bring them in
+        daily_counts.sync_window(conn, settings.rules_window_days)
+        conn.execute("COMMIT")
+        mined = daily_counts.rules_from_counts(conn, {level: settings.thresholds(level) for level in LEVELS})
         by_level = {level: int((mined["level"] == level).sum()) for level in LEVELS}
         context.log.info(f"association_rules: {by_level}")
         conn.register("_mined_rules", mined)
-        return publish_port(conn, "association_rules", "SELECT * FROM _mined_rules", rules_by_level=by_level)
+        return publish_port(conn, "association_rules", "SELECT * FROM _mined_rules", rules_by_level=by_level,
+                              window_baskets=daily_counts.window_baskets(conn))
 
 
 @dg.asset(**output_port("product_affinity_matrix", [SOURCE_ALIGNED["purchase"], SOURCE_ALIGNED["product"]], affinity_matrix))
@@ -87,4 +118,5 @@ def customer_metrics_asset(context: dg.AssetExecutionContext, warehouse: DuckDBR
                             **clv.fit_metadata(fitted))
 
 
-consumer_aligned_assets = [association_rules, product_affinity_matrix, cross_sell_recommendations, customer_metrics_asset]
+output_ports = [association_rules, product_affinity_matrix, cross_sell_recommendations, customer_metrics_asset]
+consumer_aligned_assets = [counts, *output_ports]

@@ -10,7 +10,7 @@ from dagster_duckdb import DuckDBResource
 
 from product_affinity.defs.business import business_assets
 from product_affinity.defs.metadata import asset_lineage
-from product_affinity.defs.consumer_aligned import SOURCE_ALIGNED, consumer_aligned_assets
+from product_affinity.defs.consumer_aligned import SOURCE_ALIGNED, output_ports
 from product_affinity.defs.quality_checks import run_of
 from product_affinity.defs.rollups import rollup_assets
 from product_affinity.defs.source_aligned import OWNERS
@@ -24,7 +24,7 @@ SNAPSHOT_KEY = dg.AssetKey(["publication", "snapshot"])
 @dg.asset(
     key=SNAPSHOT_KEY,
     group_name="publication",
-    deps=[*SOURCE_ALIGNED.values(), *(a.key for a in [*consumer_aligned_assets, *business_assets, *rollup_assets])],
+    deps=[*SOURCE_ALIGNED.values(), *(a.key for a in [*output_ports, *business_assets, *rollup_assets])],
     description="The published, read-only snapshot of every table: what consumers read. Runs only once every "
     "table was built and passed its blocking checks; until then the previous snapshot stays published. "
     "Open it with product_affinity.publication.open_published() or the file named in published/CURRENT.",

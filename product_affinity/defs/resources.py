@@ -90,6 +90,7 @@ class AffinitySettings(dg.ConfigurableResource):
     product_min_confidence: float = 0.10
     product_max_itemset_size: int = 2
     multi_item_consequents: bool = False  # arules' convention by default: a rule's consequent is one item
+    rules_window_days: int | None = None  # the rules' window: all history, or the trailing N days up to the latest purchase
     recommendations_per_customer: int = 3
     frequency_window_days: int = 365
     discount_rate: float = 0.10  # yearly, for the predicted customer lifetime value

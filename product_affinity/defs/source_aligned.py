@@ -13,6 +13,7 @@ from dagster_duckdb import DuckDBResource
 from product_affinity.contract.odcs import table
 from product_affinity.product.descriptor import asset_tags, custom, kinds, owners, port
 from product_affinity.defs.quality_checks import freshness_policy
+from product_affinity.defs.partitions import daily, days_of, one_run
 from product_affinity.defs.resources import SourceFiles
 from product_affinity.source_aligned.cleaning import FOREIGN_KEYS, ingest, ingest_scan
 from product_affinity.sources.database import SOURCES, table_name
@@ -57,17 +58,21 @@ def source_aligned_asset(name: str, database: bool = False) -> dg.AssetsDefiniti
         tags=asset_tags(name, layer="source_aligned"),
         metadata={"dagster/column_schema": column_schema(t), "dagster/table_name": t.physical_name},
         freshness_policy=freshness_policy() if name == "purchase" else None,
+        partitions_def=daily if t.partition_column else None,
+        backfill_policy=one_run if t.partition_column else None,
     )
     def _asset(context: dg.AssetExecutionContext, warehouse: DuckDBResource, source_files: SourceFiles):
         with warehouse.get_connection() as conn:
             now = datetime.now(UTC).replace(tzinfo=None)
+            days = days_of(context) if t.partition_column else None
             if database:
-                result = ingest_scan(conn, staged_scan(conn, name), name, now=now)
+                result = ingest_scan(conn, staged_scan(conn, name), name, now=now, days=days)
             else:
-                result = ingest(conn, source_files.path, name, now=now)
+                result = ingest(conn, source_files.path, name, now=now, days=days)
             context.log.info(
                 f"{result.source}: {result.rows_in:,} rows in, {result.accepted:,} accepted, "
                 f"{sum(result.quarantined.values()):,} quarantined {result.quarantined or ''}"
+                + (f" (days {days}, and the lines with no day in the partitions)" if days else "")
             )
             if result.ignored_columns:
                 context.log.warning(f"{result.source}: ignored column(s) not in the contract: {result.ignored_columns}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import duckdb
@@ -174,3 +174,15 @@ def watermark(dsn: str) -> dict[str, str | None]:
                 raise DatabaseSourceError(f"the operational database {_safe(dsn)} has no table {name}") from None
             latest[name] = value.isoformat() if value else None
     return latest
+
+
+def purchase_days(dsn: str, changed_after: str | None = None) -> tuple[date, date] | None:
+    """First and last UTC day of the purchase lines in the database, or of those updated after `changed_after` (an
+    updated_at watermark): the daily partitions a load must replace, late lines and corrections included."""
+    t = table("purchase")
+    query = sql.SQL("SELECT min({c})::date, max({c})::date FROM {t}{w}").format(
+        c=sql.Identifier(t.partition_column), t=sql.Identifier(table_name(t.name)),
+        w=sql.SQL(" WHERE updated_at > %s") if changed_after else sql.SQL(""))
+    with connect(dsn) as conn:
+        first, last = conn.execute(query, [changed_after] if changed_after else []).fetchone()
+    return None if first is None else (first, last)

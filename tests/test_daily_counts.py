@@ -1,0 +1,80 @@
+"""Per-day counts and the window's totals, on a small generated sample loaded a day range at a time."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from product_affinity.consumer_aligned import daily_counts as counts
+from product_affinity.consumer_aligned.association_rules import Thresholds, mine_all_levels
+from product_affinity.partitions import Days, file_days
+from product_affinity.source_aligned.cleaning import ingest
+from product_affinity.sources.sample import generate_sample
+
+END = datetime(2026, 6, 30, 12)
+THRESHOLDS = {"category": Thresholds(0.01, 0.1, 3), "product": Thresholds(0.005, 0.1, 2)}
+
+
+@pytest.fixture
+def loaded(conn, tmp_path):
+    """The sample's customers, products and every purchase day loaded; the counts file attached, empty."""
+    sources = tmp_path / "sources"
+    generate_sample(sources, customers=200, products=60, orders=2_000, end=END, history_days=60)
+    for name in ("customer", "product"):
+        ingest(conn, sources, name, END)
+    first, last = file_days(sources)
+    days = Days(first, last + timedelta(days=1))
+    ingest(conn, sources, "purchase", END, days)
+    counts.attach(conn, tmp_path / "w.counts.duckdb")
+    return conn, days
+
+
+def recent_lines(conn, days: int) -> str:
+    latest = conn.execute("SELECT max(purchased_at)::DATE FROM source_aligned.purchase").fetchone()[0]
+    conn.execute(f"CREATE OR REPLACE TEMP VIEW recent AS FROM source_aligned.purchase WHERE purchased_at >= DATE '{latest - timedelta(days=days - 1)}'")
+    return "recent"
+
+
+def test_rules_from_days_counted_apart_equal_mining_all_the_lines(loaded):
+    conn, days = loaded
+    middle = days.first + timedelta(days=20)
+    counts.count_days(conn, Days(middle, days.end), 3, None)  # the later days first, then the earlier ones
+    counts.count_days(conn, Days(days.first, middle), 3, None)
+    counts.count_days(conn, Days(middle, middle + timedelta(days=5)), 3, None)  # recounted: subtracted, then added
+    assert counts.window_baskets(conn) == conn.execute("SELECT count(DISTINCT order_id) FROM source_aligned.purchase").fetchone()[0]
+    from_counts = counts.rules_from_counts(conn, THRESHOLDS)
+    assert len(from_counts) > 0
+    assert from_counts.equals(mine_all_levels(conn, THRESHOLDS))
+
+
+def test_a_trailing_window_subtracts_the_days_that_age_out(loaded):
+    conn, days = loaded
+    counts.count_days(conn, days, 3, None)
+    conn.execute("BEGIN")
+    counts.sync_window(conn, 30)
+    conn.execute("COMMIT")
+    assert counts.rules_from_counts(conn, THRESHOLDS).equals(mine_all_levels(conn, THRESHOLDS, recent_lines(conn, 30)))
+    conn.execute("BEGIN")
+    counts.sync_window(conn, None)  # back to all history: the days come back in
+    conn.execute("COMMIT")
+    assert counts.rules_from_counts(conn, THRESHOLDS).equals(mine_all_levels(conn, THRESHOLDS))
+
+
+def test_counts_of_days_no_longer_in_the_warehouse_are_dropped(loaded):
+    conn, days = loaded
+    counts.count_days(conn, days, 3, None)
+    gone = days.first + timedelta(days=3)
+    conn.execute("DELETE FROM source_aligned.purchase WHERE CAST(purchased_at AS DATE) = ?", [gone])
+    counts.count_days(conn, Days(days.last, days.end), 3, None)  # a run of the last day only
+    assert conn.execute("SELECT count(*) FROM counts.day_baskets WHERE day = ?", [gone]).fetchone()[0] == 0
+    assert counts.rules_from_counts(conn, THRESHOLDS).equals(mine_all_levels(conn, THRESHOLDS))
+
+
+def test_settings_the_counts_cannot_serve_are_refused(loaded):
+    conn, days = loaded
+    counts.count_days(conn, days, 2, None)
+    with pytest.raises(counts.CountsError, match="counted up to 2"):
+        counts.rules_from_counts(conn, THRESHOLDS)
+    with pytest.raises(counts.CountsError, match="at most 2"):
+        counts.rules_from_counts(conn, {**THRESHOLDS, "category": Thresholds(0.01, 0.1, 2), "product": Thresholds(0.005, 0.1, 3)})
