@@ -4,7 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from product_affinity.contract.odcs import checked_tables, table, tables
+from product_affinity.contract.odcs import checked_tables, source_tables, table, tables
 from product_affinity.definitions import build_definitions, defs
 from product_affinity.defs.page import page_path
 from product_affinity.publication import open_published
@@ -58,7 +58,7 @@ def test_tables_written_alongside_are_assets_with_schema_and_lineage_that_no_job
     """quarantine is written by the source-aligned steps, slo_results by the checks: shown downstream of them, never run."""
     graph, job = defs.resolve_asset_graph(), defs.resolve_job_def("product_affinity")
     quarantine, results = dg.AssetKey(["source_aligned", "quarantine"]), dg.AssetKey(SLO_RESULTS.split("."))
-    assert graph.get(quarantine).parent_keys == {dg.AssetKey(["source_aligned", n]) for n in ("customer", "product", "purchase")}
+    assert graph.get(quarantine).parent_keys == {dg.AssetKey(["source_aligned", t.name]) for t in source_tables()}
     assert graph.get(results).parent_keys == {dg.AssetKey([t.schema, t.name]) for t in checked_tables()}
     schema = graph.get(results).metadata["dagster/column_schema"]
     assert [(c.name, c.type) for c in schema.columns] == list(COLUMNS.items())
