@@ -119,7 +119,7 @@ def test_a_session_left_open_on_the_working_warehouse_fails_the_run_at_once_nami
     sources, warehouse = product
     before = published_state(warehouse)
     session = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb, time; conn = duckdb.connect({str(warehouse)!r}, read_only=True); print('open', flush=True); time.sleep(60)"],
+        [sys.executable, "-c", f"import duckdb, time; conn = duckdb.connect({str(warehouse)!r}, read_only=True); print('open', flush=True); time.sleep(3600)"],  # killed below
         stdout=subprocess.PIPE, text=True,
     )
     try:
@@ -147,22 +147,27 @@ def recover_while_reading(sources: Path, warehouse: Path, before: tuple[Path, st
     """A complete run, and while it writes: a second run is refused, and readers read the published snapshot, unblocked,
     as often as they can until it ends. Returns the snapshot it published."""
     run = start_run(sources, warehouse, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    lock = Path(f"{warehouse}.lock")
-    while run.poll() is None and not (lock.exists() and lock.read_text().strip() == str(run.pid)):
-        time.sleep(0.05)
-    assert run.poll() is None, "the run ended before it was seen holding its lock"
+    try:
+        lock = Path(f"{warehouse}.lock")
+        while run.poll() is None and not (lock.exists() and lock.read_text().strip() == str(run.pid)):
+            time.sleep(0.05)
+        assert run.poll() is None, "the run ended before it was seen holding its lock"
 
-    assert main(["run", "--sources", str(sources), "--warehouse", str(warehouse)]) == 1
-    err = capsys.readouterr().err
-    assert f"{warehouse} is being written by another pipeline run (PID {run.pid} holds the lock {lock})" in err
-    assert f"Nothing from this run was published; consumers still read {before[0]}, unchanged." in err
+        assert main(["run", "--sources", str(sources), "--warehouse", str(warehouse)]) == 1
+        err = capsys.readouterr().err
+        assert f"{warehouse} is being written by another pipeline run (PID {run.pid} holds the lock {lock})" in err
+        assert f"Nothing from this run was published; consumers still read {before[0]}, unchanged." in err
 
-    seen = []
-    while run.poll() is None:
-        with open_published(warehouse) as conn:
-            seen.append(Path(conn.execute("SELECT path FROM duckdb_databases() WHERE NOT internal").fetchall()[0][0]).name)
-            assert row_counts(conn) == before[2]
-        time.sleep(0.05)  # leave the run its CPU
+        seen = []
+        while run.poll() is None:
+            with open_published(warehouse) as conn:
+                seen.append(Path(conn.execute("SELECT path FROM duckdb_databases() WHERE NOT internal").fetchall()[0][0]).name)
+                assert row_counts(conn) == before[2]
+            time.sleep(0.05)  # leave the run its CPU
+    finally:
+        if run.poll() is None:  # an assertion failed while it ran: do not leave it running after the test
+            run.kill()
+        run.wait()
     assert run.returncode == 0
     after = published_snapshot(warehouse)
     assert after != before[0] and digest(before[0]) == before[1]  # a new snapshot; the old one untouched
