@@ -1,5 +1,5 @@
-"""Exact measurement of the contract's library rules with DuckDB aggregates: completeness, validity, uniqueness,
-declared types, freshness and the quarantine share.
+"""Exact measurement of every rule of the contract with DuckDB aggregates: completeness, validity, uniqueness,
+declared types, freshness, the quarantine share and the reconciliations (accuracy).
 
 Why not Great Expectations on a pandas frame: a frame of a large table is a sample, pandas shows
 DECIMAL and DOUBLE alike, and on a source-aligned table GE sees only the rows ingestion accepted,
@@ -12,8 +12,13 @@ it as on an accepted row. A line that could not be parsed (malformed_row, bad_ty
 invalid_encoding) has no values: it counts as invalid for the column it is blamed on and in the
 rows received, and is judged on nothing else.
 
+A reconciliation compares a published figure with the same figure recomputed from the accepted
+purchase lines (reconciliation.py) on every row of the table: no sample, whatever its size.
+
 Results carry counts and the source lines of the rows to blame, never a value: values of a column
-a policy masks or hides must not leave through the SLO results (docs/quality.md).
+a policy masks or hides must not leave through the SLO results (docs/quality.md). A row of an
+output port that does not reconcile is named by its key (a rule id, a pair of categories, a month,
+a customer id), never by a column the contract classifies as personal data.
 """
 
 from __future__ import annotations
@@ -25,12 +30,12 @@ from typing import Any
 import duckdb
 
 from product_affinity.contract.odcs import Rule, Table, quality_rules, table
+from product_affinity.quality.reconciliation import recomputation, recomputed_from
 
 UNPARSED = ("malformed_row", "bad_type", "invalid_encoding")  # quarantined lines whose values are unknown
 LINES_SHOWN = 10
 RANGE_WORDS = {"minimum": (">=", "at least"), "exclusiveMinimum": (">", "above"), "maximum": ("<=", "at most"),
                "exclusiveMaximum": ("<", "below")}  # fmt: skip
-MEASURED = ("nullValues", "invalidValues", "duplicateValues", "columnTypes", "freshness", "quarantineShare")
 
 
 @dataclass(frozen=True)
@@ -44,9 +49,9 @@ class Measurement:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-def measured_here(rule: Rule) -> bool:
-    """Rules measured by DuckDB aggregates; the others (custom expectations) by Great Expectations."""
-    return rule.metric in MEASURED
+def reconciled(rule: Rule) -> bool:
+    """A custom rule is a reconciliation (the contract loader refuses any other), measured on its own by reconcile()."""
+    return rule.metric == "custom"
 
 
 def on_received_rows(t: Table) -> bool:
@@ -79,6 +84,12 @@ def meaning(rule: Rule) -> str:
         return f"Age, in hours, of the newest accepted {column} against the wall clock when the check runs."
     if rule.metric == "quarantineShare":
         return "The share of the rows received that were quarantined, for the reason with the most rows."
+    if reconciled(rule):
+        stored, recomputed = _compared(rule)
+        missing = ("a row where either is empty is not judged" if rule.implementation["kwargs"].get("ignore_row_if") == "either_value_is_missing"
+                   else "a row where only one is empty does not reconcile")
+        return (f"Reconciles: {stored} equals {recomputed}, recomputed from {recomputed_from(recomputed)}, on every row "
+                f"(no sample); {missing}.")
     return ""
 
 
@@ -270,9 +281,42 @@ def _quarantine_share(conn: duckdb.DuckDBPyConnection, t: Table, rule: Rule) -> 
     return Measurement(observed, _compare(rule, observed), received, f"% of {received:,} {measured_on(t)}", detail)
 
 
+def _compared(rule: Rule) -> tuple[str, str]:
+    """The published column a reconciliation checks, and the recomputed figure it must equal (reconciliation.py)."""
+    kwargs = rule.implementation["kwargs"]
+    return kwargs["column_A"], kwargs["column_B"]
+
+
+def reconcile(conn: duckdb.DuckDBPyConnection, t: Table, rule: Rule) -> Measurement:
+    """One reconciliation on every row of the table: the share of the rows whose figure equals the recomputed one.
+
+    A row is judged unless both figures are empty, or either when the rule says `ignore_row_if:
+    either_value_is_missing` (GE's expect_column_pair_values_to_be_equal, which the Data Docs show).
+    The rows that disagree are counted and the first of them, in key order, named by their key.
+    """
+    stored, recomputed = _compared(rule)
+    how = recomputation(conn, recomputed)
+    either = rule.implementation["kwargs"].get("ignore_row_if") == "either_value_is_missing"
+    judged = f"t.{stored} IS NOT NULL {'AND' if either else 'OR'} r.{recomputed} IS NOT NULL"
+    wrong = f"({judged}) AND t.{stored} IS DISTINCT FROM r.{recomputed}"
+    keys = [c for c in t.primary_key if not t.column(c).pii]
+    first = f"min(struct_pack({', '.join(f'{k} := t.{k}' for k in keys)}), {LINES_SHOWN}) FILTER ({wrong})" if keys else "NULL"
+    checked, bad, named = conn.execute(
+        f"""SELECT count(*) FILTER ({judged}), count(*) FILTER ({wrong}), {first}
+        FROM {t.physical_name} AS t LEFT JOIN ({how.sql}) AS r ON {' AND '.join(f'r.{k} = t.{k}' for k in how.join_on)}"""
+    ).fetchone()
+    observed = 100 * (checked - bad) / checked if checked else 100.0
+    rows = f"rows of {t.physical_name}" + (f" with both {stored} and {recomputed}" if either else "")
+    detail: dict[str, Any] = {"bad_rows": bad}
+    if bad and keys:
+        detail |= {"key": keys, "first_keys": [[str(found[k]) for k in keys] for found in named]}
+    return Measurement(observed, _compare(rule, observed), checked, f"% of {checked:,} {rows} that reconcile", detail)
+
+
 def measure(conn: duckdb.DuckDBPyConnection, t: Table, now: datetime) -> dict[str, Measurement]:
-    """Every rule of the table measured here, by rule id; `now` is the naive UTC wall clock freshness is measured against."""
-    rules = [r for r in quality_rules(t.name) if measured_here(r)]
+    """Every rule of the table but the reconciliations, by rule id; `now` is the naive UTC wall clock freshness is
+    measured against. Each reconciliation is measured on its own (reconcile), so that one that cannot run fails alone."""
+    rules = [r for r in quality_rules(t.name) if not reconciled(r)]
     measured = _nulls_and_validity(conn, t, [r for r in rules if r.metric in ("nullValues", "invalidValues")])
     for rule in rules:
         if rule.metric == "duplicateValues":
