@@ -106,15 +106,19 @@ def rule_measured_on(t: Table, rule: Rule) -> str:
     return f"rows of {t.physical_name}" if accepted or not on_received_rows(t) else measured_on(t)
 
 
-def _received_sql(t: Table) -> str:
-    """The parsed rows received from the table's source file: accepted ones, then quarantined ones with their line."""
-    quarantine = table("quarantine").physical_name
-    columns = ", ".join(t.column_names)
+def _quarantined_sql(t: Table) -> str:
+    """The parsed rows quarantined from the table's source file, with their line (`_line`)."""
     parsed = ", ".join(f"TRY_CAST(json_extract_string(record, '$.{c.name}') AS {c.type}) AS {c.name}" for c in t.columns)
     unparsed = ", ".join(f"'{reason}'" for reason in UNPARSED)
-    return f"""(SELECT {columns}, NULL::BIGINT AS _line FROM {t.physical_name}
+    return f"""(SELECT {parsed}, line AS _line FROM {table('quarantine').physical_name}
+        WHERE source = $source AND reason NOT IN ({unparsed}))"""
+
+
+def _received_sql(t: Table) -> str:
+    """The parsed rows received from the table's source file: accepted ones, then quarantined ones with their line."""
+    return f"""(SELECT {", ".join(t.column_names)}, NULL::BIGINT AS _line FROM {t.physical_name}
         UNION ALL
-        SELECT {parsed}, line AS _line FROM {quarantine} WHERE source = $source AND reason NOT IN ({unparsed}))"""
+        SELECT * FROM {_quarantined_sql(t)})"""
 
 
 def _relation(t: Table) -> str:
@@ -169,23 +173,33 @@ def _share(rule: Rule, t: Table, bad: int, checked: int, where: dict, what: str)
 
 
 def _nulls_and_validity(conn: duckdb.DuckDBPyConnection, t: Table, rules: list[Rule]) -> dict[str, Measurement]:
-    """Every null and validity rule of the table in one scan of the rows (received)."""
+    """Every null and validity rule of the table: one scan counting the rows that break each rule, and on a
+    source-aligned table a second over the parsed quarantined rows that also finds their lines.
+
+    Two scans rather than one over both: the accepted rows have no line, and asking for the lines
+    of 33M of them (every rule's min, max and first lines) took 38 s where counting takes half a second.
+    """
     if not rules:
         return {}
-    params: dict[str, Any] = {"source": t.source_file} if on_received_rows(t) else {}
-    selects = ["count(*)"]
-    for rule in rules:
-        broken = _condition(rule, params)
-        judged = "true" if rule.metric == "nullValues" else f"{rule.columns[0]} IS NOT NULL"
-        selects += [f"count(*) FILTER ({broken})", f"count(*) FILTER ({judged})", f"count(_line) FILTER ({broken})",
-                    f"min(_line, {LINES_SHOWN}) FILTER ({broken} AND _line IS NOT NULL)",
-                    f"min(_line) FILTER ({broken})", f"max(_line) FILTER ({broken})"]
-    values = conn.execute(f"SELECT {', '.join(selects)} FROM {_relation(t)}", params).fetchone()
+    params: dict[str, Any] = {}
+    conditions = [(_condition(rule, params), "true" if rule.metric == "nullValues" else f"{rule.columns[0]} IS NOT NULL")
+                  for rule in rules]
+    counted = conn.execute(
+        f"SELECT count(*), {', '.join(f'count(*) FILTER ({broken}), count(*) FILTER ({judged})' for broken, judged in conditions)} "
+        f"FROM {t.physical_name}", params).fetchone()
+    found = None
+    if on_received_rows(t):
+        found = conn.execute(
+            f"""SELECT count(*), {', '.join(f"count(*) FILTER ({broken}), count(*) FILTER ({judged}), count(_line) FILTER ({broken}), "
+                                            f"min(_line, {LINES_SHOWN}) FILTER ({broken} AND _line IS NOT NULL), "
+                                            f"min(_line) FILTER ({broken}), max(_line) FILTER ({broken})" for broken, judged in conditions)}
+            FROM {_quarantined_sql(t)}""", params | {"source": t.source_file}).fetchone()
     unparsed = _unparsed(conn, t)
-    rows = values[0] + sum(n for n, *_ in unparsed.values())
+    rows = counted[0] + (found[0] if found else 0) + sum(n for n, *_ in unparsed.values())
     measured = {}
     for i, rule in enumerate(rules):
-        bad, judged, quarantined, lines, first, last = values[1 + 6 * i: 7 + 6 * i]
+        q_bad, q_judged, quarantined, lines, first, last = found[1 + 6 * i: 7 + 6 * i] if found else (0, 0, 0, None, None, None)
+        bad, judged = counted[1 + 2 * i] + q_bad, counted[2 + 2 * i] + q_judged
         if rule.metric == "invalidValues" and rule.columns[0] in unparsed:  # lines whose value did not parse as its type
             n, u_lines, u_first, u_last = unparsed[rule.columns[0]]
             bad, judged, quarantined = bad + n, judged + n, quarantined + n
