@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections import Counter
 from contextlib import redirect_stdout
 from datetime import UTC, datetime, timedelta
 from io import StringIO
@@ -28,6 +29,7 @@ from product_affinity.partitions import all_days
 from product_affinity.defs.metadata import table_key
 from product_affinity.defs.quality_checks import quality_checks
 from product_affinity.semantic.loader import model
+from product_affinity.quality.measures import measure
 from product_affinity.quality.report import declared_markdown
 from product_affinity.quality.suites import EXPECTATIONS_DIR, NOT_IN_SUITES, suite_json
 from product_affinity.defs.resources import resources
@@ -141,6 +143,29 @@ def test_purchase_and_output_ports_carry_the_latency_sla_as_freshness_policy():
 def test_docs_slo_table_is_generated_from_the_contract():
     shown = re.search(r"<!-- slos:start -->\n(.*?)\n<!-- slos:end -->", QUALITY_DOCS.read_text(), re.S).group(1)
     assert shown == declared_markdown(), "regenerate with: python -c 'from product_affinity.quality.report import declared_markdown; print(declared_markdown())'"
+
+
+def test_repeated_keys_are_counted_exactly_whatever_the_last_key_column_holds():
+    """A key's repeats are counted by a bit mask per order when the line number is from 0 to 62 and by the whole key
+    otherwise; with quarantined rows repeating accepted keys or each other, the count, the rows to blame and their
+    lines are those of a plain count over every row received."""
+    conn = duckdb.connect()
+    purchase, quarantine = table("purchase"), table("quarantine")
+    conn.execute("CREATE SCHEMA source_aligned")
+    for t in (purchase, quarantine):
+        conn.execute(f"CREATE TABLE {t.physical_name} ({', '.join(f'{c.name} {c.type}' for c in t.columns)})")
+    accepted = [(1, 1), (1, 1), (1, 62), (1, 62), (1, 63), (1, 63), (2, -1), (2, -1), (2, 100), (3, 0), (3, None), (None, 4), (4, 7)]
+    quarantined = {10: (4, 7), 11: (5, 200), 12: (5, 200), 13: (6, 1), 14: (None, 1)}  # line: key
+    conn.executemany(f"INSERT INTO {purchase.physical_name} (order_id, line_number) VALUES (?, ?)", accepted)
+    conn.executemany(f"INSERT INTO {quarantine.physical_name} (source, line, reason, record) "
+                     "VALUES ('purchase.csv', ?, 'duplicate_key', json_object('order_id', ?, 'line_number', ?))",
+                     [(line, *key) for line, key in quarantined.items()])
+    received = [key for key in accepted + list(quarantined.values()) if None not in key]
+    shared = Counter(received)
+    blamed = sorted(line for line, key in quarantined.items() if shared[key] > 1)
+    found = measure(conn, purchase, datetime(2026, 1, 1))["uniqueness_key"]
+    assert found.rows_checked == len(received) and found.detail["bad_rows"] == len(received) - len(shared) == 6
+    assert (found.detail["quarantined"], found.detail["lines"], found.detail["last_line"]) == (len(blamed), blamed, max(blamed))
 
 
 # ---- the checks on real runs -------------------------------------------------------------------

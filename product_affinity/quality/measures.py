@@ -34,6 +34,7 @@ from product_affinity.quality.reconciliation import recomputation, recomputed_fr
 
 UNPARSED = ("malformed_row", "bad_type", "invalid_encoding")  # quarantined lines whose values are unknown
 LINES_SHOWN = 10
+INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT")
 RANGE_WORDS = {"minimum": (">=", "at least"), "exclusiveMinimum": (">", "above"), "maximum": ("<=", "at most"),
                "exclusiveMaximum": ("<", "below")}  # fmt: skip
 
@@ -107,22 +108,13 @@ def rule_measured_on(t: Table, rule: Rule) -> str:
 
 
 def _quarantined_sql(t: Table) -> str:
-    """The parsed rows quarantined from the table's source file, with their line (`_line`)."""
-    parsed = ", ".join(f"TRY_CAST(json_extract_string(record, '$.{c.name}') AS {c.type}) AS {c.name}" for c in t.columns)
+    """The parsed rows quarantined from the table's source file, with their line (`_line`); each record's JSON is
+    parsed once for all its columns."""
+    paths = ", ".join(f"'$.{c.name}'" for c in t.columns)
+    parsed = ", ".join(f"TRY_CAST(v[{i}] AS {c.type}) AS {c.name}" for i, c in enumerate(t.columns, start=1))
     unparsed = ", ".join(f"'{reason}'" for reason in UNPARSED)
-    return f"""(SELECT {parsed}, line AS _line FROM {table('quarantine').physical_name}
-        WHERE source = $source AND reason NOT IN ({unparsed}))"""
-
-
-def _received_sql(t: Table) -> str:
-    """The parsed rows received from the table's source file: accepted ones, then quarantined ones with their line."""
-    return f"""(SELECT {", ".join(t.column_names)}, NULL::BIGINT AS _line FROM {t.physical_name}
-        UNION ALL
-        SELECT * FROM {_quarantined_sql(t)})"""
-
-
-def _relation(t: Table) -> str:
-    return _received_sql(t) if on_received_rows(t) else f"(SELECT *, NULL::BIGINT AS _line FROM {t.physical_name})"
+    return f"""(SELECT {parsed}, _line FROM (SELECT json_extract_string(record, [{paths}]) AS v, line AS _line
+        FROM {table('quarantine').physical_name} WHERE source = $source AND reason NOT IN ({unparsed})))"""
 
 
 def _condition(rule: Rule, params: dict[str, Any]) -> str:
@@ -172,6 +164,15 @@ def _share(rule: Rule, t: Table, bad: int, checked: int, where: dict, what: str)
     return Measurement(observed, _compare(rule, observed), checked, unit, where)
 
 
+def _counted(rule: Rule, broken: str) -> str:
+    """Aggregates counting the rows that break a null or validity rule and the rows it judges. count(column) comes
+    from DuckDB's statistics where count(*) FILTER (column IS NULL) scans: 0.02 s against 2 s on 33M lines."""
+    column = rule.columns[0]
+    if rule.metric == "nullValues":
+        return f"count(*) - count({column}), count(*)"
+    return f"count(*) FILTER ({broken}), count({column})"
+
+
 def _nulls_and_validity(conn: duckdb.DuckDBPyConnection, t: Table, rules: list[Rule]) -> dict[str, Measurement]:
     """Every null and validity rule of the table: one scan counting the rows that break each rule, and on a
     source-aligned table a second over the parsed quarantined rows that also finds their lines.
@@ -182,17 +183,16 @@ def _nulls_and_validity(conn: duckdb.DuckDBPyConnection, t: Table, rules: list[R
     if not rules:
         return {}
     params: dict[str, Any] = {}
-    conditions = [(_condition(rule, params), "true" if rule.metric == "nullValues" else f"{rule.columns[0]} IS NOT NULL")
-                  for rule in rules]
+    broken = [_condition(rule, params) for rule in rules]
     counted = conn.execute(
-        f"SELECT count(*), {', '.join(f'count(*) FILTER ({broken}), count(*) FILTER ({judged})' for broken, judged in conditions)} "
-        f"FROM {t.physical_name}", params).fetchone()
+        f"SELECT count(*), {', '.join(_counted(rule, b) for rule, b in zip(rules, broken))} FROM {t.physical_name}", params
+    ).fetchone()
     found = None
     if on_received_rows(t):
         found = conn.execute(
-            f"""SELECT count(*), {', '.join(f"count(*) FILTER ({broken}), count(*) FILTER ({judged}), count(_line) FILTER ({broken}), "
-                                            f"min(_line, {LINES_SHOWN}) FILTER ({broken} AND _line IS NOT NULL), "
-                                            f"min(_line) FILTER ({broken}), max(_line) FILTER ({broken})" for broken, judged in conditions)}
+            f"""SELECT count(*), {', '.join(f"{_counted(rule, b)}, count(_line) FILTER ({b}), "
+                                            f"min(_line, {LINES_SHOWN}) FILTER ({b} AND _line IS NOT NULL), "
+                                            f"min(_line) FILTER ({b}), max(_line) FILTER ({b})" for rule, b in zip(rules, broken))}
             FROM {_quarantined_sql(t)}""", params | {"source": t.source_file}).fetchone()
     unparsed = _unparsed(conn, t)
     rows = counted[0] + (found[0] if found else 0) + sum(n for n, *_ in unparsed.values())
@@ -223,21 +223,53 @@ def _unparsed(conn: duckdb.DuckDBPyConnection, t: Table) -> dict[str | None, tup
     return {column: (n, lines, first, last) for column, n, lines, first, last in found}
 
 
+def _repeats(conn: duckdb.DuckDBPyConnection, t: Table, columns: tuple[str, ...]) -> tuple[int, int]:
+    """(rows of the table with every column filled, how many of them repeat the columns of an earlier row).
+
+    Exactly, without a hash table of every distinct key when the last column is an integer, as a line
+    number or a rank is: the rows are grouped by the other columns and the last one's values from 0
+    to 62 set bits of a mask, so a group repeats as many rows as it has rows beyond the bits set; rows
+    whose last value does not fit are grouped by the whole key. On 33M purchase lines this is 2 s
+    where grouping by (order_id, line_number) took 12 s.
+    """
+    keys, filled = ", ".join(columns), " AND ".join(f"{c} IS NOT NULL" for c in columns)
+    *others, last = columns
+    if t.column(last).type not in INTEGER_TYPES:
+        return conn.execute(f"""SELECT coalesce(sum(n), 0), coalesce(sum(n - 1), 0)
+            FROM (SELECT count(*) AS n FROM {t.physical_name} WHERE {filled} GROUP BY {keys})""").fetchone()
+    fits, by_others = f"{last} BETWEEN 0 AND 62", f"GROUP BY {', '.join(others)}" if others else ""
+    return conn.execute(f"""SELECT coalesce(sum(n), 0), coalesce(sum(n - bit_count(mask)), 0) FROM (
+        SELECT count(*) AS n, bit_or(1::BIGINT << {last}::BIGINT) AS mask FROM {t.physical_name} WHERE {filled} AND {fits} {by_others}
+        UNION ALL
+        SELECT count(*), 1::BIGINT FROM {t.physical_name} WHERE {filled} AND NOT ({fits}) GROUP BY {keys})""").fetchone()
+
+
 def _duplicates(conn: duckdb.DuckDBPyConnection, t: Table, rule: Rule) -> Measurement:
     """Rows repeating the values of another row, among the rows whose columns are all filled: a key rule of a
     source-aligned table counts over the rows received (a repeated line is quarantined as duplicate_key);
-    any other rule over the rows accepted (a quarantined repeat is not another customer with that e-mail)."""
+    any other rule over the rows accepted (a quarantined repeat is not another customer with that e-mail).
+
+    Over the rows received, the repeats are those among the accepted rows (_repeats) plus every
+    quarantined row but the first of each key no accepted row holds. The quarantined rows are few:
+    their keys are looked up among the accepted rows, and those sharing a key are the lines to blame.
+    """
     keys = ", ".join(rule.columns)
-    filled = " AND ".join(f"{c} IS NOT NULL" for c in rule.columns)
+    judged, bad = _repeats(conn, t, rule.columns)
+    quarantined, lines, first, last = 0, [], None, None
     received = on_received_rows(t) and list(rule.columns) == t.primary_key
-    relation = _relation(t) if received else f"(SELECT *, NULL::BIGINT AS _line FROM {t.physical_name})"
-    bad, judged, quarantined, lines, first, last = conn.execute(
-        f"""SELECT coalesce(sum(n - 1), 0), coalesce(sum(n), 0), coalesce(sum(q) FILTER (n > 1), 0),
-                   flatten(list(l) FILTER (n > 1)), min(f) FILTER (n > 1), max(m) FILTER (n > 1)
-        FROM (SELECT count(*) AS n, count(_line) AS q, min(_line, {LINES_SHOWN}) AS l, min(_line) AS f, max(_line) AS m
-              FROM {relation} WHERE {filled} GROUP BY {keys})""",
-        {"source": t.source_file} if received else {},
-    ).fetchone()
+    if received:
+        filled = " AND ".join(f"{c} IS NOT NULL" for c in rule.columns)
+        rows, new_keys, quarantined, lines, first, last = conn.execute(
+            f"""WITH groups AS (
+                SELECT {keys}, count(*) AS n, count(_line) AS q, min(_line, {LINES_SHOWN}) AS l, min(_line) AS f, max(_line) AS m
+                FROM {_quarantined_sql(t)} WHERE {filled} GROUP BY {keys}
+            ), held AS (SELECT DISTINCT {keys}, true AS accepted FROM {t.physical_name} SEMI JOIN groups USING ({keys}))
+            SELECT coalesce(sum(n), 0), count(*) FILTER (accepted IS NULL), coalesce(sum(q) FILTER (n > 1 OR accepted), 0),
+                   flatten(list(l) FILTER (n > 1 OR accepted)), min(f) FILTER (n > 1 OR accepted), max(m) FILTER (n > 1 OR accepted)
+            FROM groups LEFT JOIN held USING ({keys})""",
+            {"source": t.source_file},
+        ).fetchone()
+        judged, bad = judged + rows, bad + rows - new_keys
     where = _where(t, int(bad), [line for line in (lines or []) if line is not None], first, last, int(quarantined))
     where["accepted"] = max(0, where.get("accepted", 0))
     on = measured_on(t) if received else f"rows of {t.physical_name}"
