@@ -100,9 +100,10 @@ def _baskets_with_both(conn: duckdb.DuckDBPyConnection) -> Recomputation:
 def _total_spend(_: duckdb.DuckDBPyConnection) -> Recomputation:
     metrics = table("customer_metrics").physical_name
     return Recomputation(("customer_id",), f"""
-        SELECT c.customer_id, coalesce(sum(p.quantity * p.unit_price), 0) AS recomputed_total_spend
+        SELECT c.customer_id, coalesce(p.spend, 0) AS recomputed_total_spend
         FROM (SELECT DISTINCT customer_id FROM {metrics}) AS c
-        LEFT JOIN {PURCHASES} AS p USING (customer_id) GROUP BY c.customer_id""")
+        LEFT JOIN (SELECT customer_id, sum(quantity * unit_price) AS spend FROM {PURCHASES} GROUP BY customer_id) AS p
+        USING (customer_id)""")
 
 
 def _north_star(_: duckdb.DuckDBPyConnection) -> Recomputation:
