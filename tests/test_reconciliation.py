@@ -2,9 +2,10 @@
 
 The tables are synthetic, built in DuckDB under the contract's names with the columns the
 reconciliations read, larger than the 250,000-row sample Great Expectations used to validate, and
-with more rules than the 100 product rules whose support used to be recounted. The published
-figures are counted here by another route than the recount's (a self-join of the order lines), so
-a clean table reconciling is itself a test of the recount.
+with more rules than the 100 product rules whose support used to be recounted. The supports and the
+baskets holding both categories are counted here by another route than the recount's (a self-join
+of the order lines), so a clean table reconciling is itself a test of the recount; the other
+figures are built with the recomputation's own formula, these tests being about the wrong row.
 """
 
 import duckdb
