@@ -29,7 +29,9 @@ from product_affinity.partitions import all_days
 from product_affinity.defs.metadata import table_key
 from product_affinity.defs.quality_checks import quality_checks
 from product_affinity.semantic.loader import model
+from product_affinity.quality import data_docs
 from product_affinity.quality.measures import measure
+from product_affinity.quality.results import Row
 from product_affinity.quality.report import declared_markdown
 from product_affinity.quality.suites import EXPECTATIONS_DIR, NOT_IN_SUITES, suite_json
 from product_affinity.defs.resources import resources
@@ -166,6 +168,20 @@ def test_repeated_keys_are_counted_exactly_whatever_the_last_key_column_holds():
     found = measure(conn, purchase, datetime(2026, 1, 1))["uniqueness_key"]
     assert found.rows_checked == len(received) and found.detail["bad_rows"] == len(received) - len(shared) == 6
     assert (found.detail["quarantined"], found.detail["lines"], found.detail["last_line"]) == (len(blamed), blamed, max(blamed))
+
+
+def test_the_data_docs_draw_each_rule_as_measured_even_one_that_could_not_run(tmp_path):
+    """GE validates nothing: each expectation's page shows the measured counts and verdict, or the error that kept the
+    rule from running (a page GE fails to draw is only logged, so a missing page would go unnoticed)."""
+    t = table("kpi_tree")
+    rows = [Row(r, None, False, 0, json.dumps({"errors": ["BinderException: Cannot compare values of type '…'"]}), "")
+            if r.id == "accuracy_north_star" else Row(r, 0.0, r.id != "uniqueness_key", 345, json.dumps({"bad_rows": 7}), "rows")
+            for r in quality_rules(t.name)]
+    data_docs.write(t, rows, now(), tmp_path)
+    (page,) = (tmp_path / "validations" / t.name).rglob("*.html")
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.read_text()))
+    assert "raised an exception: BinderException: Cannot compare values of type" in text
+    assert "Unsuccessful Expectations 2" in text and t.physical_name in text and "DuckDB aggregates over every row" in text
 
 
 # ---- the checks on real runs -------------------------------------------------------------------
