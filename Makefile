@@ -7,7 +7,7 @@ export DAGSTER_HOME := $(CURDIR)/dagster_home
 # One "planned" event per asset for a run over many days, not one per day (see product_affinity/cli.py run_job).
 export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS := true
 
-.PHONY: run test test-fast docs dev bench bench-rules bench-api bench-postgres clean
+.PHONY: run test test-fast docs dev bench bench-audit bench-rules bench-api bench-postgres clean
 
 # `make run` installs what running needs and nothing else; each target adds the extra it needs on top
 # (pyproject.toml: test, docs, dev). A stamp per extra: the environment is rebuilt only when the declared
@@ -42,6 +42,10 @@ dev: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-run
 	$(BIN)/python benchmarks/pipeline.py
+
+# The audit (every asset check) on the warehouse `make bench` built (or builds it), against the sampled audit before.
+bench-audit: $(VENV)/.installed-run
+	$(BIN)/python benchmarks/audit.py --reuse
 
 # The rules engine from scratch against rusket (the bench extra) and mlxtend, identical rules; options: benchmarks/rules.py --help.
 bench-rules: $(VENV)/.installed-bench
