@@ -56,4 +56,4 @@ bench-postgres: $(VENV)/.installed-run
 	$(BIN)/python benchmarks/postgres_port.py
 
 clean:
-	rm -rf $(VENV) site data/sample data/*.duckdb* data/published dagster_home/storage dagster_home/logs dagster_home/history dagster_home/schedules
+	rm -rf $(VENV) site data/sample data/*.duckdb* data/*.partitions data/published dagster_home/storage dagster_home/logs dagster_home/history dagster_home/schedules
