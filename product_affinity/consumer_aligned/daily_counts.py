@@ -21,7 +21,6 @@ working state, not a port. Every change to them is one transaction on that file.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -143,13 +142,10 @@ def parquet_days_sql(root: Path, name: str, days: Days) -> str | None:
 def export_lines(conn: duckdb.DuckDBPyConnection, root: Path, days: Days, purchases: str = PURCHASES,
                  products: str = PRODUCTS) -> None:
     """Write the accepted lines of `days` as Parquet under `root`, one folder per day, replacing the days' folders."""
-    staged = day_files.staging(root)
-    try:
+    with day_files.staging(root) as staged:
         target = str(staged / day_files.LINES).replace("'", "''")
         conn.execute(f"COPY ({lines_sql(purchases, products, days)}) TO '{target}' (FORMAT parquet, PARTITION_BY (day))")
         day_files.replace_days(staged, root, day_files.LINES, days)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
 
 
 @dataclass(frozen=True)

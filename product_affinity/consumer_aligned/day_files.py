@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from product_affinity.partitions import Days
@@ -38,11 +39,18 @@ def held(root: Path, name: str, days: Days) -> list[Path]:
     return [folder for folder in (day_folder(root, name, day) for day in days) if folder.is_dir()]
 
 
-def staging(root: Path) -> Path:
-    """A fresh folder for one writer's output, on the same file system as `root` (so its days move in by rename)."""
+@contextmanager
+def staging(root: Path):
+    """A fresh folder for one writer's output, on the same file system as `root` (so its days move in by rename);
+    removed afterwards, with `_staging` itself once no other writer uses it."""
     folder = Path(root) / "_staging" / uuid.uuid4().hex
     folder.mkdir(parents=True)
-    return folder
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        with suppress(OSError):  # another writer's folder is still in it
+            folder.parent.rmdir()
 
 
 def replace_days(staged: Path, root: Path, name: str, days: Days) -> None:

@@ -70,8 +70,7 @@ def session(master: str = "local[*]", driver_memory: str = "2g") -> SparkSession
 def count_lines(spark: SparkSession, root: Path, days: Days, category_itemset_size: int) -> None:
     """The map on Spark: the per-day counts of `days` from the lines' Parquet files under `root`, written beside them
     (a day with no lines left loses its counts' folders)."""
-    staged = day_files.staging(root)
-    try:
+    with day_files.staging(root) as staged:
         folders = day_files.held(root, day_files.LINES, days)
         if folders:
             lines = spark.read.option("basePath", str(Path(root) / day_files.LINES)).parquet(*map(str, folders))
@@ -86,8 +85,6 @@ def count_lines(spark: SparkSession, root: Path, days: Days, category_itemset_si
                 frame.unpersist()
         for name in daily_counts.COUNTED:
             day_files.replace_days(staged, root, name, days)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
 
 
 def count_days(
