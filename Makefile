@@ -7,7 +7,7 @@ export DAGSTER_HOME := $(CURDIR)/dagster_home
 # One "planned" event per asset for a run over many days, not one per day (see product_affinity/cli.py run_job).
 export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS := true
 
-.PHONY: run test test-fast docs dev bench bench-rules bench-api bench-postgres clean
+.PHONY: run test test-fast docs dev bench bench-audit bench-rules bench-spark bench-api bench-postgres clean
 
 # `make run` installs what running needs and nothing else; each target adds the extra it needs on top
 # (pyproject.toml: test, docs, dev). A stamp per extra: the environment is rebuilt only when the declared
@@ -43,9 +43,17 @@ dev: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-run
 	$(BIN)/python benchmarks/pipeline.py
 
+# The audit (every asset check) on the warehouse `make bench` built (or builds it), against the sampled audit before.
+bench-audit: $(VENV)/.installed-run
+	$(BIN)/python benchmarks/audit.py --reuse
+
 # The rules engine from scratch against rusket (the bench extra) and mlxtend, identical rules; options: benchmarks/rules.py --help.
 bench-rules: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/rules.py
+
+# The counts' map and reduce on DuckDB and on Spark local at 1x, 2x, 4x, and MLlib's FPGrowth; needs Java (options: --help).
+bench-spark: $(VENV)/.installed-spark
+	$(BIN)/python benchmarks/spark.py
 
 # Reuses the Instacart-scale snapshot `make bench` published, or builds it first; its client is httpx (the test extra).
 bench-api: $(VENV)/.installed-test
@@ -56,4 +64,4 @@ bench-postgres: $(VENV)/.installed-run
 	$(BIN)/python benchmarks/postgres_port.py
 
 clean:
-	rm -rf $(VENV) site data/sample data/*.duckdb* data/published dagster_home/storage dagster_home/logs dagster_home/history dagster_home/schedules
+	rm -rf $(VENV) site data/sample data/*.duckdb* data/*.partitions data/published dagster_home/storage dagster_home/logs dagster_home/history dagster_home/schedules

@@ -110,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     from product_affinity.definitions import build_definitions
 
     return run_job(build_definitions(args.sources, args.warehouse, database=database), args.warehouse,
-                   days=partitions(args.days, args.sources, args.warehouse, database), verbose=args.verbose)
+                   days=partitions(args.days, args.sources, args.warehouse, database), verbose=args.verbose,
+                   engine=args.engine)
 
 
 def partitions(days: tuple["date", "date"] | None, sources: Path, warehouse: Path, database: str | None) -> "Days":
@@ -172,9 +173,9 @@ def check_database(dsn: str) -> None:
                            f"unset {SOURCE_DSN_VARIABLE} and leave out --postgres to read the files") from None
 
 
-def run_job(defs, warehouse: Path, days: "Days", verbose: bool = False) -> int:
+def run_job(defs, warehouse: Path, days: "Days", verbose: bool = False, engine: str = "duckdb") -> int:
     """Run the product_affinity job of `defs` (Definitions) in process over the daily partitions `days` (one run,
-    every unpartitioned asset rebuilt after them): print the summary of the snapshot it
+    every unpartitioned asset rebuilt after them), counting with `engine`: print the summary of the snapshot it
     published, or why it published nothing. Progress goes to stderr, one step at a time; Dagster's own log
     (with a trace for each failed step) only with `verbose`."""
     import dagster as dg
@@ -199,7 +200,8 @@ def run_job(defs, warehouse: Path, days: "Days", verbose: bool = False) -> int:
             instance=instance,
             run_id=run_id,
             tags=range_tags(days),
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}}},
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}},
+                        "resources": {"settings": {"config": {"engine": engine}}}},
             raise_on_error=False,
         )
     if not result.success:
@@ -368,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     run_.add_argument("--days", type=day_range, metavar="FIRST[..LAST]", help="load and count only these daily "
                       "partitions of the purchases, then rebuild what depends on them (default: every day, from the "
                       "contract's first partition to today)")
+    run_.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb", help="what computes the per-day counts: "
+                      "DuckDB in this process, or Spark from Parquet files by day (needs the spark extra and Java; "
+                      "default: %(default)s)")
     run_.set_defaults(func=run)
 
     exp = command("expectations", help="regenerate the Great Expectations suites from the data contract")

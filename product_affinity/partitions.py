@@ -29,6 +29,10 @@ class Days:
     def __str__(self) -> str:
         return f"{self.first}" if self.last == self.first else f"{self.first}..{self.last}"
 
+    def __iter__(self):
+        """Each day, in order: the folders of a day-partitioned file layout are named one day at a time."""
+        return (self.first + timedelta(days=i) for i in range((self.end - self.first).days))
+
 
 def file_days(sources: Path) -> tuple[date, date] | None:
     """First and last UTC day of the lines in the purchase file (lines whose time does not parse are left out)."""

@@ -1,5 +1,6 @@
 """The Dagster definitions load, and the catalogue they show is complete."""
 
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -7,6 +8,8 @@ import dagster as dg
 from product_affinity.contract.odcs import checked_tables, source_tables, table, tables
 from product_affinity.definitions import build_definitions, defs
 from product_affinity.defs.page import page_path
+from product_affinity.defs.partitions import range_tags
+from product_affinity.partitions import Days
 from product_affinity.publication import open_published
 from product_affinity.quality.results import COLUMNS, SLO_RESULTS
 from product_affinity.semantic.loader import model
@@ -114,3 +117,16 @@ def test_every_job_the_ui_can_launch_runs_in_one_process():
     """DuckDB has one writer: "Materialize all" (the implicit __ASSET_JOB) runs in process like the product_affinity job."""
     for job in (defs.resolve_implicit_global_asset_job_def(), defs.resolve_job_def("product_affinity")):
         assert job.executor_def is dg.in_process_executor, job.name
+
+
+def test_a_run_over_many_days_stores_each_check_once():
+    """Dagster 1.13 takes a run's partitions from the asset step last in key order; a partitioned one there makes it
+    store every check of the run once per day. The step last in that order must build an unpartitioned asset."""
+    from dagster._core.execution.api import create_execution_plan
+
+    job = defs.resolve_job_def("product_affinity")
+    graph = job.asset_layer.asset_graph
+    plan = create_execution_plan(job, tags=range_tags(Days(date(2026, 1, 1), date(2026, 3, 1))))
+    built = [output.properties.asset_key for step in sorted(plan.step_dict.values(), key=lambda s: s.key)
+             for output in step.step_outputs if output.properties and output.properties.asset_key]
+    assert graph.get(built[-1]).partitions_def is None, built[-1]

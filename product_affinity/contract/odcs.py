@@ -92,7 +92,8 @@ class Rule:
     """One quality rule of one table: a service-level indicator with its objective (operator, threshold, unit).
 
     `metric` is an ODCS library metric (nullValues, invalidValues, duplicateValues), `custom` for a
-    Great Expectations expectation written in the contract, or one of the rules every table gets
+    reconciliation (a Great Expectations column-pair expectation written in the contract, measured
+    exactly by DuckDB), or one of the rules every table gets
     without writing it: `columnTypes` (schema) and `freshness` (the latency SLA of a column).
     """
 
@@ -226,6 +227,9 @@ def _rule(t: Table, entry: dict, column: Column | None) -> Rule:
         metric = "quarantineShare"
     elif metric not in WRITTEN_METRICS:
         raise ContractError(f"{where}: unsupported metric or type (use one of {', '.join(WRITTEN_METRICS)})")
+    elif metric == "custom" and entry.get("dimension") != "timeliness" and entry.get("method") != "reconciliation":
+        raise ContractError(f"{where}: a custom rule is a reconciliation (method: reconciliation), a quarantineShare or a "
+                            "timeliness rule; nothing measures any other")
     columns = (column.name,) if column else tuple(entry.get("arguments", {}).get("properties", ()))
     arguments = dict(entry.get("arguments", {}))
     if metric == "invalidValues" and not {"validValues", "pattern"} & arguments.keys():

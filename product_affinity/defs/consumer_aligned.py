@@ -61,10 +61,17 @@ def counts(context: dg.AssetExecutionContext, warehouse: DuckDBResource, setting
     days = days_of(context)
     with warehouse.get_connection() as conn:
         daily_counts.attach(conn, daily_counts.counts_database(warehouse.database))
-        counted = daily_counts.count_days(conn, days, settings.category_max_itemset_size, settings.rules_window_days)
+        if settings.engine == "spark":
+            from product_affinity.consumer_aligned import spark_counts  # pyspark: the spark extra, needed by this engine only
+
+            counted = spark_counts.count_days(conn, settings.partitions(warehouse.database), days,
+                                              settings.category_max_itemset_size, settings.rules_window_days)
+        else:
+            counted = daily_counts.count_days(conn, days, settings.category_max_itemset_size, settings.rules_window_days)
         held = daily_counts.size(conn)
-    context.log.info(f"counts ({days}): {counted.baskets:,} baskets on {counted.days:,} days, {counted.itemsets}")
+    context.log.info(f"counts ({days}, {settings.engine}): {counted.baskets:,} baskets on {counted.days:,} days, {counted.itemsets}")
     return dg.MaterializeResult(metadata={
+        "engine": settings.engine,
         "days_with_baskets": counted.days, "baskets": counted.baskets,
         "itemset_rows_written": dg.MetadataValue.json(counted.itemsets), "rows_held": dg.MetadataValue.json(held),
     })

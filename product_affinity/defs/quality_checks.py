@@ -2,13 +2,14 @@
 
 A rule with severity `error` is a blocking check with ERROR severity, so when it fails nothing
 downstream of the table is built and no snapshot is published; a `warning` rule is a non-blocking
-WARN check. Completeness, validity, uniqueness, types, freshness and the quarantine share are
-measured exactly by DuckDB aggregates (measures.py), on a source-aligned table over the rows
-received; the contract's custom expectations (reconciliations) by Great Expectations. Every
-result carries the rule id, dimension, SLO target, observed value with its unit, rows checked and,
-for a failure on a source file, how many rows are to blame and on which lines; never a value.
-Results are kept in quality.slo_results. A measurement that cannot run fails its rules with the
-error's type and message, quoted values removed (a check that did not run proves nothing).
+WARN check. Every rule is measured exactly by DuckDB aggregates on every row (measures.py): on a
+source-aligned table over the rows received, and a reconciliation against figures recomputed from
+the accepted purchase lines; Great Expectations draws the results as Data Docs (data_docs.py).
+Every result carries the rule id, dimension, SLO target, observed value with its unit, rows
+checked and, for a failure, how many rows are to blame and where: lines of a source file, or the
+keys of the output rows that do not reconcile; never a personal value. Results are kept in
+quality.slo_results. A measurement that cannot run fails its rules with the error's type and
+message, quoted values removed (a check that did not run proves nothing).
 """
 
 import json
@@ -20,7 +21,7 @@ from dagster_duckdb import DuckDBResource
 
 from product_affinity.defs.metadata import table_key
 from product_affinity.contract.odcs import Rule, Table, checked_tables, quality_rules, service_level
-from product_affinity.quality import frames, measures, results
+from product_affinity.quality import data_docs, measures, results
 
 SEVERITY = {"error": dg.AssetCheckSeverity.ERROR, "warning": dg.AssetCheckSeverity.WARN}
 
@@ -98,6 +99,11 @@ def _where(row: results.Row) -> dict:
     if found.get("file") and found.get("lines"):
         where["where"] = (f"{found['file']} lines {found['first_line']}-{found['last_line']}, "
                           f"first {', '.join(map(str, found['lines'][:5]))}")
+    elif found.get("first_keys"):
+        keys = [" ".join(key) for key in found["first_keys"][:5]]
+        while len(keys) > 1 and len(f"({', '.join(found['key'])}) first {', '.join(keys)}") > 100:
+            keys.pop()  # the run's failure report prints facts of at most 100 characters
+        where["where"] = f"({', '.join(found['key'])}) first {', '.join(keys)}"
     return where
 
 
@@ -111,8 +117,6 @@ def _failed(rule: Rule, error: Exception) -> results.Row:
 
 def _evaluate(t: Table, warehouse: DuckDBResource, now: datetime) -> tuple[int | None, list[results.Row]]:
     """Rows in the table and each rule's result row; `now` is the wall clock freshness is measured against."""
-    from product_affinity.quality.validation import validate
-
     rules = quality_rules(t.name)
     by_rule: dict[str, results.Row] = {}
     rows_in_table = None
@@ -122,15 +126,12 @@ def _evaluate(t: Table, warehouse: DuckDBResource, now: datetime) -> tuple[int |
             measured = measures.measure(conn, t, now)
             by_rule |= {r.id: _measured(r, measured[r.id]) for r in rules if r.id in measured}
         except Exception as error:  # noqa: BLE001 - reported as the failure of every rule it measures, see the module docstring
-            by_rule |= {r.id: _failed(r, error) for r in rules if measures.measured_here(r)}
-        try:  # Great Expectations: the custom rules' verdict, and every rule's Data Docs page
-            frame = frames.load(conn, t)
-            outcomes = validate(t, frame, now, docs_dir(warehouse))
-            by_rule |= {r.id: results.Row(r, o.observed, o.passed, o.rows_checked, json.dumps(o.details, default=str),
-                                          f"% of {o.rows_checked:,} rows checked of {t.physical_name}")
-                        for r in rules if not measures.measured_here(r) for o in [outcomes[r.id]]}
-        except Exception as error:  # noqa: BLE001 - as above
-            by_rule |= {r.id: _failed(r, error) for r in rules if not measures.measured_here(r)}
+            by_rule |= {r.id: _failed(r, error) for r in rules if not measures.reconciled(r)}
+        for rule in filter(measures.reconciled, rules):  # each on its own: one that cannot run fails alone
+            try:
+                by_rule[rule.id] = _measured(rule, measures.reconcile(conn, t, rule))
+            except Exception as error:  # noqa: BLE001 - as above
+                by_rule[rule.id] = _failed(rule, error)
     return rows_in_table, [by_rule[r.id] for r in rules]
 
 
@@ -138,12 +139,14 @@ def table_checks(t: Table) -> dg.AssetChecksDefinition:
     @dg.multi_asset_check(
         name=f"{t.name}_quality",
         specs=[_spec(t, rule) for rule in quality_rules(t.name)],
-        description=f"The data contract's quality rules for {t.physical_name}, validated with Great Expectations.",
+        description=f"The data contract's quality rules for {t.physical_name}, measured by DuckDB on every row.",
         can_subset=True,
     )
     def _checks(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
-        """Validates the whole suite (one GE run), reports the selected checks (all of them, unless one was picked in the UI)."""
-        rows_in_table, rows = _evaluate(t, warehouse, _utc_now())
+        """Measures every rule and draws the Data Docs, reports the selected checks (all of them, unless one was picked in the UI)."""
+        now = _utc_now()
+        rows_in_table, rows = _evaluate(t, warehouse, now)
+        data_docs.write(t, rows, now, docs_dir(warehouse))
         selected = {key.name for key in context.selected_asset_check_keys}
         rows = [row for row in rows if row.rule.id in selected]
         checked_at = _utc_now()

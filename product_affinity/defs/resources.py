@@ -6,12 +6,14 @@ import fcntl
 import os
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
+from product_affinity.consumer_aligned import day_files
 from product_affinity.consumer_aligned.association_rules import Thresholds
 from product_affinity.defaults import DEFAULT_SOURCES, DEFAULT_WAREHOUSE
 
@@ -97,6 +99,10 @@ class AffinitySettings(dg.ConfigurableResource):
     clv_horizon_months: int = 12  # how far ahead the predicted orders, spend and lifetime value look
     clv_holdout_days: int = 182  # the CLV backtest's cut-off: this many days before the latest purchase day
     backtest_holdout_days: int = 90  # the backtest's cut-off: this many days before the latest purchase
+    # Where the per-day counts are computed: in the warehouse's DuckDB, or by Spark from Parquet files by day (the
+    # `spark` extra and Java; docs/operations/scale-out.md). Chosen per run: resources.settings.config.engine.
+    engine: Literal["duckdb", "spark"] = "duckdb"
+    partitions_root: str = ""  # the spark engine's Parquet files by day; empty: <warehouse>.partitions/ beside the warehouse
 
     def thresholds(self, level: str) -> Thresholds:
         return Thresholds(
@@ -105,6 +111,9 @@ class AffinitySettings(dg.ConfigurableResource):
             max_itemset_size=getattr(self, f"{level}_max_itemset_size"),
             max_consequent_size=None if self.multi_item_consequents else 1,
         )
+
+    def partitions(self, warehouse: str) -> Path:
+        return Path(self.partitions_root) if self.partitions_root else day_files.default_root(warehouse)
 
 
 def resources(sources: Path = DEFAULT_SOURCES, warehouse: Path = DEFAULT_WAREHOUSE) -> dict:

@@ -1,1 +1,2 @@
-"""Quality gates: the contract's rules as Great Expectations suites, run as Dagster asset checks, kept as SLO results."""
+"""Quality gates: the contract's rules measured exactly by DuckDB in Dagster asset checks, drawn as Great Expectations
+Data Docs, kept as SLO results."""

@@ -1,5 +1,5 @@
-"""Exact measurement of the contract's library rules with DuckDB aggregates: completeness, validity, uniqueness,
-declared types, freshness and the quarantine share.
+"""Exact measurement of every rule of the contract with DuckDB aggregates: completeness, validity, uniqueness,
+declared types, freshness, the quarantine share and the reconciliations (accuracy).
 
 Why not Great Expectations on a pandas frame: a frame of a large table is a sample, pandas shows
 DECIMAL and DOUBLE alike, and on a source-aligned table GE sees only the rows ingestion accepted,
@@ -12,8 +12,13 @@ it as on an accepted row. A line that could not be parsed (malformed_row, bad_ty
 invalid_encoding) has no values: it counts as invalid for the column it is blamed on and in the
 rows received, and is judged on nothing else.
 
+A reconciliation compares a published figure with the same figure recomputed from the accepted
+purchase lines (reconciliation.py) on every row of the table: no sample, whatever its size.
+
 Results carry counts and the source lines of the rows to blame, never a value: values of a column
-a policy masks or hides must not leave through the SLO results (docs/quality.md).
+a policy masks or hides must not leave through the SLO results (docs/quality.md). A row of an
+output port that does not reconcile is named by its key (a rule id, a pair of categories, a month,
+a customer id), never by a column the contract classifies as personal data.
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ from typing import Any
 import duckdb
 
 from product_affinity.contract.odcs import Rule, Table, quality_rules, table
+from product_affinity.quality.reconciliation import recomputation, recomputed_from
 
 UNPARSED = ("malformed_row", "bad_type", "invalid_encoding")  # quarantined lines whose values are unknown
 LINES_SHOWN = 10
+INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT")
 RANGE_WORDS = {"minimum": (">=", "at least"), "exclusiveMinimum": (">", "above"), "maximum": ("<=", "at most"),
                "exclusiveMaximum": ("<", "below")}  # fmt: skip
-MEASURED = ("nullValues", "invalidValues", "duplicateValues", "columnTypes", "freshness", "quarantineShare")
 
 
 @dataclass(frozen=True)
@@ -44,9 +50,9 @@ class Measurement:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-def measured_here(rule: Rule) -> bool:
-    """Rules measured by DuckDB aggregates; the others (custom expectations) by Great Expectations."""
-    return rule.metric in MEASURED
+def reconciled(rule: Rule) -> bool:
+    """A custom rule is a reconciliation (the contract loader refuses any other), measured on its own by reconcile()."""
+    return rule.metric == "custom"
 
 
 def on_received_rows(t: Table) -> bool:
@@ -79,6 +85,12 @@ def meaning(rule: Rule) -> str:
         return f"Age, in hours, of the newest accepted {column} against the wall clock when the check runs."
     if rule.metric == "quarantineShare":
         return "The share of the rows received that were quarantined, for the reason with the most rows."
+    if reconciled(rule):
+        stored, recomputed = _compared(rule)
+        missing = ("a row where either is empty is not judged" if rule.implementation["kwargs"].get("ignore_row_if") == "either_value_is_missing"
+                   else "a row where only one is empty does not reconcile")
+        return (f"Reconciles: {stored} equals {recomputed}, recomputed from {recomputed_from(recomputed)}, on every row "
+                f"(no sample); {missing}.")
     return ""
 
 
@@ -95,19 +107,14 @@ def rule_measured_on(t: Table, rule: Rule) -> str:
     return f"rows of {t.physical_name}" if accepted or not on_received_rows(t) else measured_on(t)
 
 
-def _received_sql(t: Table) -> str:
-    """The parsed rows received from the table's source file: accepted ones, then quarantined ones with their line."""
-    quarantine = table("quarantine").physical_name
-    columns = ", ".join(t.column_names)
-    parsed = ", ".join(f"TRY_CAST(json_extract_string(record, '$.{c.name}') AS {c.type}) AS {c.name}" for c in t.columns)
+def _quarantined_sql(t: Table) -> str:
+    """The parsed rows quarantined from the table's source file, with their line (`_line`); each record's JSON is
+    parsed once for all its columns."""
+    paths = ", ".join(f"'$.{c.name}'" for c in t.columns)
+    parsed = ", ".join(f"TRY_CAST(v[{i}] AS {c.type}) AS {c.name}" for i, c in enumerate(t.columns, start=1))
     unparsed = ", ".join(f"'{reason}'" for reason in UNPARSED)
-    return f"""(SELECT {columns}, NULL::BIGINT AS _line FROM {t.physical_name}
-        UNION ALL
-        SELECT {parsed}, line AS _line FROM {quarantine} WHERE source = $source AND reason NOT IN ({unparsed}))"""
-
-
-def _relation(t: Table) -> str:
-    return _received_sql(t) if on_received_rows(t) else f"(SELECT *, NULL::BIGINT AS _line FROM {t.physical_name})"
+    return f"""(SELECT {parsed}, _line FROM (SELECT json_extract_string(record, [{paths}]) AS v, line AS _line
+        FROM {table('quarantine').physical_name} WHERE source = $source AND reason NOT IN ({unparsed})))"""
 
 
 def _condition(rule: Rule, params: dict[str, Any]) -> str:
@@ -157,24 +164,42 @@ def _share(rule: Rule, t: Table, bad: int, checked: int, where: dict, what: str)
     return Measurement(observed, _compare(rule, observed), checked, unit, where)
 
 
+def _counted(rule: Rule, broken: str) -> str:
+    """Aggregates counting the rows that break a null or validity rule and the rows it judges. count(column) comes
+    from DuckDB's statistics where count(*) FILTER (column IS NULL) scans: 0.02 s against 2 s on 33M lines."""
+    column = rule.columns[0]
+    if rule.metric == "nullValues":
+        return f"count(*) - count({column}), count(*)"
+    return f"count(*) FILTER ({broken}), count({column})"
+
+
 def _nulls_and_validity(conn: duckdb.DuckDBPyConnection, t: Table, rules: list[Rule]) -> dict[str, Measurement]:
-    """Every null and validity rule of the table in one scan of the rows (received)."""
+    """Every null and validity rule of the table: one scan counting the rows that break each rule, and on a
+    source-aligned table a second over the parsed quarantined rows that also finds their lines.
+
+    Two scans rather than one over both: the accepted rows have no line, and asking for the lines
+    of 33M of them (every rule's min, max and first lines) took 38 s where counting takes half a second.
+    """
     if not rules:
         return {}
-    params: dict[str, Any] = {"source": t.source_file} if on_received_rows(t) else {}
-    selects = ["count(*)"]
-    for rule in rules:
-        broken = _condition(rule, params)
-        judged = "true" if rule.metric == "nullValues" else f"{rule.columns[0]} IS NOT NULL"
-        selects += [f"count(*) FILTER ({broken})", f"count(*) FILTER ({judged})", f"count(_line) FILTER ({broken})",
-                    f"min(_line, {LINES_SHOWN}) FILTER ({broken} AND _line IS NOT NULL)",
-                    f"min(_line) FILTER ({broken})", f"max(_line) FILTER ({broken})"]
-    values = conn.execute(f"SELECT {', '.join(selects)} FROM {_relation(t)}", params).fetchone()
+    params: dict[str, Any] = {}
+    broken = [_condition(rule, params) for rule in rules]
+    counted = conn.execute(
+        f"SELECT count(*), {', '.join(_counted(rule, b) for rule, b in zip(rules, broken))} FROM {t.physical_name}", params
+    ).fetchone()
+    found = None
+    if on_received_rows(t):
+        found = conn.execute(
+            f"""SELECT count(*), {', '.join(f"{_counted(rule, b)}, count(_line) FILTER ({b}), "
+                                            f"min(_line, {LINES_SHOWN}) FILTER ({b} AND _line IS NOT NULL), "
+                                            f"min(_line) FILTER ({b}), max(_line) FILTER ({b})" for rule, b in zip(rules, broken))}
+            FROM {_quarantined_sql(t)}""", params | {"source": t.source_file}).fetchone()
     unparsed = _unparsed(conn, t)
-    rows = values[0] + sum(n for n, *_ in unparsed.values())
+    rows = counted[0] + (found[0] if found else 0) + sum(n for n, *_ in unparsed.values())
     measured = {}
     for i, rule in enumerate(rules):
-        bad, judged, quarantined, lines, first, last = values[1 + 6 * i: 7 + 6 * i]
+        q_bad, q_judged, quarantined, lines, first, last = found[1 + 6 * i: 7 + 6 * i] if found else (0, 0, 0, None, None, None)
+        bad, judged = counted[1 + 2 * i] + q_bad, counted[2 + 2 * i] + q_judged
         if rule.metric == "invalidValues" and rule.columns[0] in unparsed:  # lines whose value did not parse as its type
             n, u_lines, u_first, u_last = unparsed[rule.columns[0]]
             bad, judged, quarantined = bad + n, judged + n, quarantined + n
@@ -198,21 +223,53 @@ def _unparsed(conn: duckdb.DuckDBPyConnection, t: Table) -> dict[str | None, tup
     return {column: (n, lines, first, last) for column, n, lines, first, last in found}
 
 
+def _repeats(conn: duckdb.DuckDBPyConnection, t: Table, columns: tuple[str, ...]) -> tuple[int, int]:
+    """(rows of the table with every column filled, how many of them repeat the columns of an earlier row).
+
+    Exactly, without a hash table of every distinct key when the last column is an integer, as a line
+    number or a rank is: the rows are grouped by the other columns and the last one's values from 0
+    to 62 set bits of a mask, so a group repeats as many rows as it has rows beyond the bits set; rows
+    whose last value does not fit are grouped by the whole key. On 33M purchase lines this is 2 s
+    where grouping by (order_id, line_number) took 12 s.
+    """
+    keys, filled = ", ".join(columns), " AND ".join(f"{c} IS NOT NULL" for c in columns)
+    *others, last = columns
+    if t.column(last).type not in INTEGER_TYPES:
+        return conn.execute(f"""SELECT coalesce(sum(n), 0), coalesce(sum(n - 1), 0)
+            FROM (SELECT count(*) AS n FROM {t.physical_name} WHERE {filled} GROUP BY {keys})""").fetchone()
+    fits, by_others = f"{last} BETWEEN 0 AND 62", f"GROUP BY {', '.join(others)}" if others else ""
+    return conn.execute(f"""SELECT coalesce(sum(n), 0), coalesce(sum(n - bit_count(mask)), 0) FROM (
+        SELECT count(*) AS n, bit_or(1::BIGINT << {last}::BIGINT) AS mask FROM {t.physical_name} WHERE {filled} AND {fits} {by_others}
+        UNION ALL
+        SELECT count(*), 1::BIGINT FROM {t.physical_name} WHERE {filled} AND NOT ({fits}) GROUP BY {keys})""").fetchone()
+
+
 def _duplicates(conn: duckdb.DuckDBPyConnection, t: Table, rule: Rule) -> Measurement:
     """Rows repeating the values of another row, among the rows whose columns are all filled: a key rule of a
     source-aligned table counts over the rows received (a repeated line is quarantined as duplicate_key);
-    any other rule over the rows accepted (a quarantined repeat is not another customer with that e-mail)."""
+    any other rule over the rows accepted (a quarantined repeat is not another customer with that e-mail).
+
+    Over the rows received, the repeats are those among the accepted rows (_repeats) plus every
+    quarantined row but the first of each key no accepted row holds. The quarantined rows are few:
+    their keys are looked up among the accepted rows, and those sharing a key are the lines to blame.
+    """
     keys = ", ".join(rule.columns)
-    filled = " AND ".join(f"{c} IS NOT NULL" for c in rule.columns)
+    judged, bad = _repeats(conn, t, rule.columns)
+    quarantined, lines, first, last = 0, [], None, None
     received = on_received_rows(t) and list(rule.columns) == t.primary_key
-    relation = _relation(t) if received else f"(SELECT *, NULL::BIGINT AS _line FROM {t.physical_name})"
-    bad, judged, quarantined, lines, first, last = conn.execute(
-        f"""SELECT coalesce(sum(n - 1), 0), coalesce(sum(n), 0), coalesce(sum(q) FILTER (n > 1), 0),
-                   flatten(list(l) FILTER (n > 1)), min(f) FILTER (n > 1), max(m) FILTER (n > 1)
-        FROM (SELECT count(*) AS n, count(_line) AS q, min(_line, {LINES_SHOWN}) AS l, min(_line) AS f, max(_line) AS m
-              FROM {relation} WHERE {filled} GROUP BY {keys})""",
-        {"source": t.source_file} if received else {},
-    ).fetchone()
+    if received:
+        filled = " AND ".join(f"{c} IS NOT NULL" for c in rule.columns)
+        rows, new_keys, quarantined, lines, first, last = conn.execute(
+            f"""WITH groups AS (
+                SELECT {keys}, count(*) AS n, count(_line) AS q, min(_line, {LINES_SHOWN}) AS l, min(_line) AS f, max(_line) AS m
+                FROM {_quarantined_sql(t)} WHERE {filled} GROUP BY {keys}
+            ), held AS (SELECT DISTINCT {keys}, true AS accepted FROM {t.physical_name} SEMI JOIN groups USING ({keys}))
+            SELECT coalesce(sum(n), 0), count(*) FILTER (accepted IS NULL), coalesce(sum(q) FILTER (n > 1 OR accepted), 0),
+                   flatten(list(l) FILTER (n > 1 OR accepted)), min(f) FILTER (n > 1 OR accepted), max(m) FILTER (n > 1 OR accepted)
+            FROM groups LEFT JOIN held USING ({keys})""",
+            {"source": t.source_file},
+        ).fetchone()
+        judged, bad = judged + rows, bad + rows - new_keys
     where = _where(t, int(bad), [line for line in (lines or []) if line is not None], first, last, int(quarantined))
     where["accepted"] = max(0, where.get("accepted", 0))
     on = measured_on(t) if received else f"rows of {t.physical_name}"
@@ -270,9 +327,42 @@ def _quarantine_share(conn: duckdb.DuckDBPyConnection, t: Table, rule: Rule) -> 
     return Measurement(observed, _compare(rule, observed), received, f"% of {received:,} {measured_on(t)}", detail)
 
 
+def _compared(rule: Rule) -> tuple[str, str]:
+    """The published column a reconciliation checks, and the recomputed figure it must equal (reconciliation.py)."""
+    kwargs = rule.implementation["kwargs"]
+    return kwargs["column_A"], kwargs["column_B"]
+
+
+def reconcile(conn: duckdb.DuckDBPyConnection, t: Table, rule: Rule) -> Measurement:
+    """One reconciliation on every row of the table: the share of the rows whose figure equals the recomputed one.
+
+    A row is judged unless both figures are empty, or either when the rule says `ignore_row_if:
+    either_value_is_missing` (GE's expect_column_pair_values_to_be_equal, which the Data Docs show).
+    The rows that disagree are counted and the first of them, in key order, named by their key.
+    """
+    stored, recomputed = _compared(rule)
+    how = recomputation(conn, recomputed)
+    either = rule.implementation["kwargs"].get("ignore_row_if") == "either_value_is_missing"
+    judged = f"t.{stored} IS NOT NULL {'AND' if either else 'OR'} r.{recomputed} IS NOT NULL"
+    wrong = f"({judged}) AND t.{stored} IS DISTINCT FROM r.{recomputed}"
+    keys = [c for c in t.primary_key if not t.column(c).pii]
+    first = f"min(struct_pack({', '.join(f'{k} := t.{k}' for k in keys)}), {LINES_SHOWN}) FILTER ({wrong})" if keys else "NULL"
+    checked, bad, named = conn.execute(
+        f"""SELECT count(*) FILTER ({judged}), count(*) FILTER ({wrong}), {first}
+        FROM {t.physical_name} AS t LEFT JOIN ({how.sql}) AS r ON {' AND '.join(f'r.{k} = t.{k}' for k in how.join_on)}"""
+    ).fetchone()
+    observed = 100 * (checked - bad) / checked if checked else 100.0
+    rows = f"rows of {t.physical_name}" + (f" with both {stored} and {recomputed}" if either else "")
+    detail: dict[str, Any] = {"bad_rows": bad}
+    if bad and keys:
+        detail |= {"key": keys, "first_keys": [[str(found[k]) for k in keys] for found in named]}
+    return Measurement(observed, _compare(rule, observed), checked, f"% of {checked:,} {rows} that reconcile", detail)
+
+
 def measure(conn: duckdb.DuckDBPyConnection, t: Table, now: datetime) -> dict[str, Measurement]:
-    """Every rule of the table measured here, by rule id; `now` is the naive UTC wall clock freshness is measured against."""
-    rules = [r for r in quality_rules(t.name) if measured_here(r)]
+    """Every rule of the table but the reconciliations, by rule id; `now` is the naive UTC wall clock freshness is
+    measured against. Each reconciliation is measured on its own (reconcile), so that one that cannot run fails alone."""
+    rules = [r for r in quality_rules(t.name) if not reconciled(r)]
     measured = _nulls_and_validity(conn, t, [r for r in rules if r.metric in ("nullValues", "invalidValues")])
     for rule in rules:
         if rule.metric == "duplicateValues":

@@ -1,12 +1,13 @@
 """The Great Expectations suites, one per checked table, generated from the contract's quality rules.
 
 expectations/<table>.json is what this module writes (`product-affinity expectations`); a test
-fails when those files and the contract disagree. The checks validate the suite generated here,
-so the contract stays the one place where rules are written.
+fails when those files and the contract disagree. The suites state each rule as GE reads it: the
+Data Docs draw them with the exact results DuckDB measured (measures.py, data_docs.py), so the
+contract stays the one place where rules are written.
 
-Some rules read columns the frame builder (frames.py) adds to the checked rows: how many rows of
-the whole table share a row's key (uniqueness), and a figure recomputed from the source lines
-(accuracy). Freshness compares against a bound known only when the checks run, passed as the
+Some expectations name a column the table does not have, which the measurement computes: how many
+rows share a row's key (uniqueness), and a figure recomputed from the source lines (accuracy,
+reconciliation.py). Freshness compares against a bound known only when the checks run, the
 expectation parameter `<rule id>_not_before`.
 """
 
