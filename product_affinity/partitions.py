@@ -54,7 +54,11 @@ def loaded_days(warehouse: Path) -> tuple[date, date] | None:
     if not Path(warehouse).exists():
         return None
     t = table("purchase")
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
+    try:
+        conn = duckdb.connect(str(warehouse), read_only=True)
+    except duckdb.IOException:  # another run is writing it: this run will be refused by the warehouse's lock anyway
+        return None
+    with conn:
         held = conn.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?", [t.schema, t.name]
         ).fetchone()[0]

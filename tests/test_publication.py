@@ -21,6 +21,7 @@ import pytest
 from dagster_duckdb import DuckDBResource
 
 from product_affinity.cli import main, run_job
+from product_affinity.partitions import all_days
 from product_affinity.contract.odcs import table, tables
 from product_affinity.semantic.loader import model
 from product_affinity.definitions import build_definitions, defs
@@ -215,7 +216,7 @@ def test_a_failing_blocking_check_blocks_publication_and_the_run_says_what(produ
 
     with_check = dg.Definitions.merge(build_definitions(sources, warehouse), dg.Definitions(asset_checks=[at_most_100_products]))
     with redirect_stdout(StringIO()):
-        assert run_job(with_check, warehouse) == 1
+        assert run_job(with_check, warehouse, all_days(sources, warehouse)) == 1
 
     err = capsys.readouterr().err
     products = before[2][table("product").physical_name]

@@ -156,6 +156,18 @@ def export_lines(conn: duckdb.DuckDBPyConnection, root: Path, days: Days, purcha
         day_files.replace_days(staged, root, day_files.LINES, days)
 
 
+def days_to_count(conn: duckdb.DuckDBPyConnection, days: Days, purchases: str = PURCHASES) -> Days:
+    """The run's days, widened to any day that has accepted lines but no counts: loaded by a run whose counting was
+    blocked (a failed check) or never ran, it would otherwise be missing from the window's totals for good."""
+    first, last = conn.execute(
+        f"""SELECT min(day), max(day) FROM (SELECT DISTINCT CAST(purchased_at AS DATE) AS day FROM {purchases})
+        WHERE day NOT IN (SELECT day FROM {SCHEMA}.day_baskets)"""
+    ).fetchone()
+    if first is None:
+        return days
+    return Days(min(days.first, first), max(days.end, last + timedelta(days=1)))
+
+
 @dataclass(frozen=True)
 class Counted:
     days: int  # days with at least one basket

@@ -58,9 +58,9 @@ def publish_port(conn, name: str, sql: str, **metadata) -> dg.MaterializeResult:
     backfill_policy=one_run,
 )
 def counts(context: dg.AssetExecutionContext, warehouse: DuckDBResource, settings: AffinitySettings):
-    days = days_of(context)
     with warehouse.get_connection() as conn:
         daily_counts.attach(conn, daily_counts.counts_database(warehouse.database))
+        days = daily_counts.days_to_count(conn, days_of(context))
         if settings.engine == "spark":
             from product_affinity.consumer_aligned import spark_counts  # pyspark: the spark extra, needed by this engine only
 

@@ -8,6 +8,7 @@ its range from `context.partition_time_window` and replaces it in one statement.
 
 from __future__ import annotations
 
+import warnings
 from datetime import timedelta
 
 import dagster as dg
@@ -18,6 +19,8 @@ from product_affinity.partitions import Days
 PURCHASE = table("purchase")
 daily = dg.DailyPartitionsDefinition(start_date=PURCHASE.first_partition_day.isoformat(), end_offset=1, timezone="UTC")
 one_run = dg.BackfillPolicy.single_run()
+# Beta in Dagster 1.13: the warning, printed by every command that loads the definitions, tells a user nothing to do.
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
 
 
 def days_of(context: dg.AssetExecutionContext) -> Days:
