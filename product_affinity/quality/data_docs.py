@@ -22,6 +22,7 @@ from functools import cache
 from pathlib import Path
 
 from product_affinity.contract.odcs import Table, table
+from product_affinity.quality.gx_import import great_expectations
 from product_affinity.quality.measures import measured_on
 from product_affinity.quality.offline_docs import make_offline
 from product_affinity.quality.results import Row
@@ -33,7 +34,7 @@ MEASURED_BY = "DuckDB aggregates over every row (product_affinity.quality.measur
 @cache
 def _context(docs_dir: str):
     """An ephemeral GE context for the Data Docs in docs_dir, emptied first so they show this process's checks only."""
-    import great_expectations as gx
+    gx = great_expectations()
 
     shutil.rmtree(docs_dir, ignore_errors=True)
     context = gx.get_context(mode="ephemeral")
@@ -45,6 +46,7 @@ def _context(docs_dir: str):
 def _data_docs(docs_dir: str):
     """The Data Docs site builder, made once per context (per process): it compiles its page templates when
     made, which context.build_data_docs would do again for every table."""
+    great_expectations()  # first: the import below would otherwise load GE with pyspark in sight
     from great_expectations.render.renderer.site_builder import SiteBuilder
 
     return SiteBuilder(
@@ -59,7 +61,7 @@ def _data_docs(docs_dir: str):
 @cache
 def _suite(docs_dir: str, name: str) -> dict:
     """The table's suite, added to the context once (its page is drawn from there)."""
-    import great_expectations as gx
+    gx = great_expectations()
 
     checks = suite(table(name))
     _context(docs_dir).suites.add(gx.ExpectationSuite(**checks))
@@ -92,7 +94,7 @@ def write(t: Table, rows: list[Row], now: datetime, docs_dir: Path) -> None:
 
     `now` is the naive UTC wall clock the checks measured freshness against.
     """
-    import great_expectations as gx
+    gx = great_expectations()
     from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.resource_identifiers import (

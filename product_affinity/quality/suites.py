@@ -18,6 +18,7 @@ from pathlib import Path
 
 from product_affinity.contract.odcs import Rule, Table, contract, quality_rules
 from product_affinity.defaults import PROJECT_ROOT
+from product_affinity.quality.gx_import import great_expectations
 
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
 
@@ -74,7 +75,7 @@ def _rule_expectation(rule: Rule, column: str | None) -> list[tuple[str, dict]]:
 
 def suite(t: Table) -> dict:
     """The suite of one table as GE's JSON (what ExpectationSuite.to_json_dict() gives), in rule order."""
-    import great_expectations as gx
+    gx = great_expectations()
 
     expectations = [
         {
