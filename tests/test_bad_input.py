@@ -32,9 +32,9 @@ from product_affinity.publication import published_snapshot
 from product_affinity.sources.sample import generate_sample
 from tests.conftest import copy_of_sample_run, source_aligned_run
 
-# 90 days of history, not two years: a run plans and logs every daily partition of the purchases, and the catalogue
+# Two weeks of history, not two years: a run plans and logs every daily partition of the purchases, and the catalogue
 # needs lines to break, not days.
-SIZE = dict(customers=300, products=150, orders=3_000, history_days=90)
+SIZE = dict(customers=300, products=150, orders=3_000, history_days=14)
 SOURCES = {t.source_file: t for t in source_tables()}
 
 
