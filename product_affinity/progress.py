@@ -1,18 +1,25 @@
-"""What a run is doing, shown in the terminal while it runs: the current step, steps done out of all, an estimate.
+"""What a run is doing, shown in the terminal while it runs: the current step, how far it is inside, an estimate.
 
 A large run spends up to a minute in one step (ingesting, counting the rules, validating); Dagster's
 own console log says nothing in between and, when a step fails, prints its whole trace. The CLI
-therefore listens to the run's events itself and shows one thing per step: on a terminal a rich
-progress bar (steps done/total, elapsed, estimated time left) with the step running now; otherwise
-(a pipe, a scheduler's log) one plain line when a step starts and one when it ends, with times.
-Dagster's own log is kept for `--verbose`.
+therefore listens to the run's events itself and shows one thing per step, and to the work the step
+reports from inside (tracking.py: lines read, rules measured, days counted, DuckDB's own progress of a
+long statement). On a terminal: two rich progress bars, steps done/total and the step's current work,
+each with elapsed and estimated time left. Otherwise (a pipe, a scheduler's log): one plain line when a
+step starts and one when it ends, with times, and a line on the work in progress whenever nothing was
+printed for PLAIN_SILENCE_SECONDS. Dagster's own log is kept for `--verbose`.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from contextlib import ExitStack
 from typing import TextIO
+
+from product_affinity import tracking
+
+PLAIN_SILENCE_SECONDS = 5.0  # a log without a terminal is never silent longer than this while work is reported
 
 
 class StepProgress:
@@ -27,23 +34,45 @@ class StepProgress:
         self.total, self.stream, self.done = total_steps, stream, 0
         self.started: dict[str, float] = {}
         self.run_started = time.perf_counter()
+        self.last_printed = time.perf_counter()
+        self._work: str | None = None  # what the running step reported last
         self._bar = None
+        self._listening = ExitStack()
         if stream.isatty():
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 TextColumn("left"), TimeRemainingColumn(), console=Console(file=stream), transient=True)
-            self._task = self._bar.add_task("starting", total=total_steps)
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[amount]}"),
+                                 TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=Console(file=stream),
+                                 transient=True)
+            self._task = self._bar.add_task("starting", total=total_steps, amount=f"0/{total_steps} steps")
+            self._work_task = self._bar.add_task("", total=None, amount="", visible=False)
 
     def __enter__(self) -> StepProgress:
+        self._listening.enter_context(tracking.listening(self.on_work))
         if self._bar is not None:
             self._bar.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self._listening.close()
         if self._bar is not None:
             self._bar.stop()
+
+    def on_work(self, work: tracking.Work) -> None:
+        """tracking listener: the running step's work, from the step's thread or a DuckDB watcher's."""
+        started = work.what != self._work
+        self._work = work.what
+        if self._bar is None:
+            now = time.perf_counter()
+            if now - self.last_printed >= PLAIN_SILENCE_SECONDS:
+                self._print(f"    ... {work.what}: {work.amount()}")
+            return
+        if started:  # new work: its own elapsed time and estimate
+            self._bar.reset(self._work_task, total=work.total, completed=work.done, description=f"  {work.what}",
+                            amount=work.amount(), visible=True)
+        else:
+            self._bar.update(self._work_task, total=work.total, completed=work.done, amount=work.amount())
 
     def on_event(self, entry) -> None:
         """Dagster event listener: called synchronously for each event of the run (in-process executor)."""
@@ -61,11 +90,17 @@ class StepProgress:
             self._show(f"[{self.done}/{self.total}] {step} {outcome} in {took:.1f}s "
                        f"(run {now - self.run_started:.0f}s)", running=next(iter(self.started), None), ended=True)
 
+    def _print(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+        self.last_printed = time.perf_counter()
+
     def _show(self, line: str, running: str | None, ended: bool) -> None:
-        """Plain: every line. Terminal: finished steps scroll above the bar, which names the step running now."""
+        """Plain: every line. Terminal: finished steps scroll above the bars, which name the step running now and its work."""
+        self._work = None
         if self._bar is None:
-            print(line, file=self.stream, flush=True)
+            self._print(line)
             return
         if ended:
             self._bar.console.print(line, highlight=False)
-        self._bar.update(self._task, completed=self.done, description=running or "")
+        self._bar.update(self._task, completed=self.done, description=running or "", amount=f"{self.done}/{self.total} steps")
+        self._bar.update(self._work_task, visible=False)

@@ -38,6 +38,7 @@ from product_affinity.consumer_aligned import day_files
 from product_affinity.consumer_aligned.association_rules import RULE_COLUMNS, Thresholds, min_count, rules_from_itemsets
 from product_affinity.consumer_aligned.baskets import PRODUCTS, PURCHASES
 from product_affinity.partitions import Days
+from product_affinity.tracking import watching
 
 SCHEMA = "counts"
 # Per-day counted itemsets, by the key columns that name one itemset in it (and in its total).
@@ -194,7 +195,8 @@ def count_days(
         held, counted = counting_sql("_day_lines", category_itemset_size)
         conn.execute(f"CREATE OR REPLACE TEMP VIEW _day_lines AS {lines_sql(purchases, products, days)}")
         for name, sql in held.items():
-            conn.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
+            with watching(conn, f"counting {days}: gathering {name.strip('_').replace('_', ' ')}"):
+                conn.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
     else:
         counted = {name: parquet_days_sql(counted_in, name, days) for name in COUNTED}
     conn.execute("BEGIN TRANSACTION")
@@ -213,10 +215,10 @@ def count_days(
         conn.execute(f"DELETE FROM {SCHEMA}.window_days WHERE day IN (SELECT day FROM _recounted)")
         for name in COUNTED:
             conn.execute(f"DELETE FROM {SCHEMA}.{name} WHERE day IN (SELECT day FROM _recounted)")
-        written = {
-            name.removeprefix("day_"): conn.execute(f"INSERT INTO {SCHEMA}.{name} BY NAME {sql}").fetchone()[0] if sql else 0
-            for name, sql in counted.items()
-        }
+        written = {}
+        for name, sql in counted.items():
+            with watching(conn, f"counting {days}: {name.removeprefix('day_').replace('_', ' ')} per day"):
+                written[name.removeprefix("day_")] = conn.execute(f"INSERT INTO {SCHEMA}.{name} BY NAME {sql}").fetchone()[0] if sql else 0
         sync_window(conn, window_days)
         conn.execute("COMMIT")
     except BaseException:
@@ -276,14 +278,15 @@ def _apply(conn: duckdb.DuckDBPyConnection, entering: str | None, leaving: str |
     )
     for kind, keys in KEYS.items():
         key_list = ", ".join(keys)
-        conn.execute(
-            f"""MERGE INTO {SCHEMA}.total_{kind} AS t
-            USING ({totals_sql(kind, f"{SCHEMA}.day_{kind}", f"({signed})")}) AS d
-            ON {' AND '.join(f't.{k} = d.{k}' for k in keys)}
-            WHEN MATCHED THEN UPDATE SET baskets = t.baskets + d.baskets
-            WHEN NOT MATCHED THEN INSERT ({key_list}, baskets) VALUES ({', '.join(f'd.{k}' for k in keys)}, d.baskets)"""
-        )
-        conn.execute(f"DELETE FROM {SCHEMA}.total_{kind} WHERE baskets = 0")
+        with watching(conn, f"the window's totals: {kind.replace('_', ' ')}"):
+            conn.execute(
+                f"""MERGE INTO {SCHEMA}.total_{kind} AS t
+                USING ({totals_sql(kind, f"{SCHEMA}.day_{kind}", f"({signed})")}) AS d
+                ON {' AND '.join(f't.{k} = d.{k}' for k in keys)}
+                WHEN MATCHED THEN UPDATE SET baskets = t.baskets + d.baskets
+                WHEN NOT MATCHED THEN INSERT ({key_list}, baskets) VALUES ({', '.join(f'd.{k}' for k in keys)}, d.baskets)"""
+            )
+            conn.execute(f"DELETE FROM {SCHEMA}.total_{kind} WHERE baskets = 0")
 
 
 def window_baskets(conn: duckdb.DuckDBPyConnection) -> int:

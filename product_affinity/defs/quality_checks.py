@@ -22,6 +22,7 @@ from dagster_duckdb import DuckDBResource
 from product_affinity.defs.metadata import table_key
 from product_affinity.contract.odcs import Rule, Table, checked_tables, quality_rules, service_level
 from product_affinity.quality import data_docs, measures, results
+from product_affinity.tracking import watching
 
 SEVERITY = {"error": dg.AssetCheckSeverity.ERROR, "warning": dg.AssetCheckSeverity.WARN}
 
@@ -123,13 +124,15 @@ def _evaluate(t: Table, warehouse: DuckDBResource, now: datetime) -> tuple[int |
     with warehouse.get_connection() as conn:
         try:
             rows_in_table = conn.execute(f"SELECT count(*) FROM {t.physical_name}").fetchone()[0]
-            measured = measures.measure(conn, t, now)
+            with watching(conn, f"{t.physical_name}: measuring {sum(not measures.reconciled(r) for r in rules)} rules on every row"):
+                measured = measures.measure(conn, t, now)
             by_rule |= {r.id: _measured(r, measured[r.id]) for r in rules if r.id in measured}
         except Exception as error:  # noqa: BLE001 - reported as the failure of every rule it measures, see the module docstring
             by_rule |= {r.id: _failed(r, error) for r in rules if not measures.reconciled(r)}
         for rule in filter(measures.reconciled, rules):  # each on its own: one that cannot run fails alone
             try:
-                by_rule[rule.id] = _measured(rule, measures.reconcile(conn, t, rule))
+                with watching(conn, f"{t.physical_name}: {len(by_rule)}/{len(rules)} rules measured, reconciling {rule.id}"):
+                    by_rule[rule.id] = _measured(rule, measures.reconcile(conn, t, rule))
             except Exception as error:  # noqa: BLE001 - as above
                 by_rule[rule.id] = _failed(rule, error)
     return rows_in_table, [by_rule[r.id] for r in rules]

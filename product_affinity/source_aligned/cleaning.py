@@ -23,6 +23,7 @@ from product_affinity.contract.odcs import Table, table
 from product_affinity.partitions import Days
 from product_affinity.reference import COUNTRY_SPELLINGS
 from product_affinity.sources.files import SourceScan, scan
+from product_affinity.tracking import watching
 from product_affinity.warehouse import execute
 
 
@@ -288,28 +289,33 @@ def ingest_scan(
         f"({', '.join(f'{c.name} {c.type}' for c in quarantine.columns)})"
     )
     cleaned = ", ".join(_cleaned(t, c) for c in t.column_names)
-    conn.execute(f"CREATE OR REPLACE TABLE {loading} AS SELECT {cleaned} FROM ({source.select_sql})")
-    execute(conn, f"CREATE OR REPLACE TEMP TABLE _rejected AS {_rule_breaches_sql(t, loading)}", params)
-    conn.execute(f"INSERT INTO _rejected {_duplicates_sql(t, loading, '_rejected')}")
-    conn.execute("BEGIN TRANSACTION")
-    _quarantine_rejected(conn, t, "_rejected", source.rejects_table, days, params)
-    if days is None:
-        conn.execute(f"DELETE FROM {loading} WHERE rowid IN (SELECT _row FROM _rejected)")
-        conn.execute(f"DROP TABLE IF EXISTS {t.physical_name}")
-        conn.execute(f"ALTER TABLE {loading} RENAME TO {t.name}")
-        accepted = conn.execute(f"SELECT count(*) FROM {t.physical_name}").fetchone()[0]
-    else:
-        # Created from the contract's columns: a table made by CREATE TABLE AS ... LIMIT 0 and filled in the same
-        # transaction read as empty to every scan but count(*) in DuckDB 2.0.0 (seen here on the sample's lines).
-        in_days = f"{t.partition_column} >= $first AND {t.partition_column} < $end"
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {t.physical_name} ({', '.join(f'{c.name} {c.type}' for c in t.columns)})")
-        execute(conn, f"DELETE FROM {t.physical_name} WHERE {in_days}", params)
-        accepted = execute(
-            conn,
-            f"INSERT INTO {t.physical_name} FROM {loading} WHERE {in_days} AND rowid NOT IN (SELECT _row FROM _rejected)",
-            params,
-        ).fetchone()[0]
-    conn.execute("COMMIT")
+    with watching(conn, f"{t.source_file}: reading lines"):
+        conn.execute(f"CREATE OR REPLACE TABLE {loading} AS SELECT {cleaned} FROM ({source.select_sql})")
+    read = conn.execute(f"SELECT count(*) FROM {loading}").fetchone()[0]
+    with watching(conn, f"{t.source_file}: {read:,} lines parsed, judging {len(_row_rules(t))} rules"):
+        execute(conn, f"CREATE OR REPLACE TEMP TABLE _rejected AS {_rule_breaches_sql(t, loading)}", params)
+    with watching(conn, f"{t.source_file}: {read:,} lines parsed, looking for repeated keys"):
+        conn.execute(f"INSERT INTO _rejected {_duplicates_sql(t, loading, '_rejected')}")
+    with watching(conn, f"{t.source_file}: writing the accepted lines" + (f" of {days}" if days is not None else "")):
+        conn.execute("BEGIN TRANSACTION")
+        _quarantine_rejected(conn, t, "_rejected", source.rejects_table, days, params)
+        if days is None:
+            conn.execute(f"DELETE FROM {loading} WHERE rowid IN (SELECT _row FROM _rejected)")
+            conn.execute(f"DROP TABLE IF EXISTS {t.physical_name}")
+            conn.execute(f"ALTER TABLE {loading} RENAME TO {t.name}")
+            accepted = conn.execute(f"SELECT count(*) FROM {t.physical_name}").fetchone()[0]
+        else:
+            # Created from the contract's columns: a table made by CREATE TABLE AS ... LIMIT 0 and filled in the same
+            # transaction read as empty to every scan but count(*) in DuckDB 2.0.0 (seen here on the sample's lines).
+            in_days = f"{t.partition_column} >= $first AND {t.partition_column} < $end"
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {t.physical_name} ({', '.join(f'{c.name} {c.type}' for c in t.columns)})")
+            execute(conn, f"DELETE FROM {t.physical_name} WHERE {in_days}", params)
+            accepted = execute(
+                conn,
+                f"INSERT INTO {t.physical_name} FROM {loading} WHERE {in_days} AND rowid NOT IN (SELECT _row FROM _rejected)",
+                params,
+            ).fetchone()[0]
+        conn.execute("COMMIT")
     conn.execute(f"DROP TABLE IF EXISTS {loading}")
     conn.execute("DROP TABLE _rejected")
     quarantined = dict(
