@@ -8,9 +8,10 @@ pipeline leaves it. Per scale, in this process, each step timed on its own:
 - export: the warehouse's lines as Parquet by day (daily_counts.export_lines, what the spark engine runs first);
 - map: the per-day counts of every day, from the lines' Parquet files to the counts' Parquet files, with
   daily_counts' SELECTs run by DuckDB and, translated by SQLGlot, by Spark (spark_counts.count_lines);
-- reduce: the totals over every day and the rules at both levels, from the counts' files: on DuckDB the
-  spark engine's path in the pipeline (count_days loads the days and sums the totals, rules_from_counts), on
-  Spark the totals summed on Spark and only the frequent itemsets brought to the driver (spark_counts.rules);
+- reduce: the totals over every day and the rules at both levels, from the counts' files: on DuckDB the days
+  loaded into the counts file and the totals summed there (count_days, then rules_from_counts, the duckdb engine's
+  reduce), on Spark the totals summed on Spark and only the frequent itemsets brought to the driver
+  (spark_counts.rules, which the spark engine's job runs over its window's files);
 - FPGrowth: the same lines grouped into baskets, pyspark.ml.fpm.FPGrowth, its association rules.
 
 The two maps must write the same rows, the two reduces the same rules, and FPGrowth's rules between two

@@ -370,8 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     run_.add_argument("--days", type=day_range, metavar="FIRST[..LAST]", help="load and count only these daily "
                       "partitions of the purchases, then rebuild what depends on them (default: every day, from the "
                       "contract's first partition to today)")
-    run_.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb", help="what computes the per-day counts: "
-                      "DuckDB in this process, or Spark from Parquet files by day (needs the spark extra and Java; "
+    run_.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb", help="what computes the per-day counts, "
+                      "the rules' reduce and the customer aggregates: DuckDB in this process, or Spark from Parquet "
+                      "files by day (needs the spark extra and Java; "
                       "default: %(default)s)")
     run_.set_defaults(func=run)
 

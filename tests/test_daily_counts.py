@@ -78,3 +78,35 @@ def test_settings_the_counts_cannot_serve_are_refused(loaded):
         counts.rules_from_counts(conn, THRESHOLDS)
     with pytest.raises(counts.CountsError, match="at most 2"):
         counts.rules_from_counts(conn, {**THRESHOLDS, "category": Thresholds(0.01, 0.1, 2), "product": Thresholds(0.005, 0.1, 3)})
+
+
+def test_the_spark_engines_files_of_the_window_hold_the_counts_of_their_days(loaded, tmp_path):
+    """current_files: the window's days with no current files under a root are exported from the counts file and
+    recorded; asked again, nothing is exported; a day recounted here is forgotten, and exported again when asked for."""
+    conn, days = loaded
+    root = tmp_path / "partitions"
+    counts.count_days(conn, days, 3, 30)
+    exported = []
+
+    def export(conn, root, missing):
+        exported.append(missing)
+        counts.export_counts(conn, root, missing)
+
+    files = counts.current_files(conn, root, counts.COUNTED, counts.WINDOW_DAYS, export)
+    first, last, held = conn.execute("SELECT min(day), max(day), count(*) FROM counts.window_days").fetchone()
+    window = Days(first, last + timedelta(days=1))
+    assert exported == [window] and first > days.first
+    for name in counts.COUNTED:
+        assert len(files[name]) == held, name
+        columns = ", ".join(c for (c,) in conn.execute(f"SELECT column_name FROM (DESCRIBE counts.{name})").fetchall())
+        for a, b in ((f"({counts.parquet_days_sql(root, name, window)})", f"counts.{name}"),
+                     (f"counts.{name}", f"({counts.parquet_days_sql(root, name, window)})")):
+            only = conn.execute(f"""SELECT count(*) FROM (SELECT {columns} FROM {a} WHERE day >= $first
+                EXCEPT ALL SELECT {columns} FROM {b} WHERE day >= $first)""", {"first": first}).fetchone()[0]
+            assert only == 0, (name, a)
+    assert counts.current_files(conn, root, counts.COUNTED, counts.WINDOW_DAYS, export) == files
+    assert len(exported) == 1  # every file of the window is current
+    recounted = Days(days.last, days.end)
+    counts.count_days(conn, recounted, 3, 30)
+    assert counts.current_files(conn, root, counts.COUNTED, counts.WINDOW_DAYS, export) == files
+    assert exported[1:] == [recounted]

@@ -1,17 +1,20 @@
 """The spark engine gives what the DuckDB engine gives: the same partitions through both, row for row.
 
-A small sample is run through the job's counts and rules twice, once per engine (the `engine` setting, as
-`run --engine spark` sets it), into two warehouses; then one day's lines are taken out of the source and
-that day and its neighbours are run again, so the Spark path replaces day folders and recounts. Every
-per-day counts table, every total and the association_rules port must hold the same rows (EXCEPT ALL,
-both ways, empty), and so must the rules Spark reduces from its own Parquet counts. Spark runs in local
-mode: it needs pyspark (the spark extra) and Java; without them the tests skip, unless CI is set.
+A small sample is run through the job's counts, rules and customer metrics twice, once per engine (the `engine`
+setting, as `run --engine spark` sets it), into two warehouses; then one day's lines are taken out of the source and
+that day and its neighbours are run again with a trailing rules window, so the Spark path replaces day folders,
+recounts, and reduces a window that no longer holds every day. Every per-day counts table, every total and the
+association_rules and customer_metrics ports must hold the same rows (EXCEPT ALL, both ways, empty); on the spark
+engine those ports are the reduce and the customer aggregates Spark ran on the Parquet files, which a copy of its
+warehouse with DuckDB's totals deleted shows. Spark runs in local mode: it needs pyspark (the spark extra) and Java;
+without them the tests skip, unless CI is set.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -20,11 +23,9 @@ import duckdb
 import pytest
 
 from product_affinity.consumer_aligned import daily_counts, day_files
-from product_affinity.consumer_aligned.baskets import LEVELS
 from product_affinity.definitions import build_definitions
 from product_affinity.defs.metadata import table_key
 from product_affinity.defs.partitions import range_tags
-from product_affinity.defs.resources import AffinitySettings
 from product_affinity.partitions import Days, file_days
 from product_affinity.sources.sample import generate_sample
 
@@ -32,6 +33,8 @@ pytestmark = pytest.mark.slow
 END = datetime(2026, 6, 30, 12)
 SMALL = dict(customers=300, products=60, orders=3_000, end=END, history_days=14)
 ENGINES = ("duckdb", "spark")
+PORTS = ("association_rules", "customer_metrics")
+WINDOW = {"rules_window_days": 10}  # the second run's trailing window: 4 of the 14 days age out of the rules
 
 
 def spark_unavailable() -> str | None:
@@ -53,14 +56,15 @@ def spark():
     return session()
 
 
-def run(sources: Path, warehouse: Path, days: Days, engine: str) -> None:
-    """The job's counts and rules, with what they read, over `days`, counted by `engine`."""
+def run(sources: Path, warehouse: Path, days: Days, engine: str, upstream: bool = True, **settings) -> None:
+    """The job's rules and customer metrics, with what they read (or alone), over `days`, computed by `engine`."""
     job = build_definitions(sources, warehouse).resolve_job_def("product_affinity")
     graph = job.asset_layer.asset_graph
-    rules = dg.AssetSelection.assets(table_key("association_rules")).upstream().resolve(graph)
-    result = job.get_subset(asset_selection=rules & graph.materializable_asset_keys, asset_check_selection=set()).execute_in_process(
+    ports = dg.AssetSelection.assets(*(table_key(port) for port in PORTS))
+    selected = (ports.upstream() if upstream else ports).resolve(graph)
+    result = job.get_subset(asset_selection=selected & graph.materializable_asset_keys, asset_check_selection=set()).execute_in_process(
         instance=dg.DagsterInstance.ephemeral(), tags=range_tags(days), raise_on_error=False,
-        run_config={"resources": {"settings": {"config": {"engine": engine}}}})
+        run_config={"resources": {"settings": {"config": {"engine": engine, **settings}}}})
     assert result.success
 
 
@@ -83,8 +87,8 @@ def built(spark, tmp_path_factory):
     dropped = first + timedelta(days=5)
     drop_day(sources, dropped)
     for engine, warehouse in warehouses.items():
-        run(sources, warehouse, Days(dropped - timedelta(days=1), dropped + timedelta(days=2)), engine)
-    return warehouses, dropped
+        run(sources, warehouse, Days(dropped - timedelta(days=1), dropped + timedelta(days=2)), engine, **WINDOW)
+    return warehouses, dropped, sources
 
 
 def differences(a: Path, b: Path, name: str) -> tuple[int, int]:
@@ -98,20 +102,27 @@ def differences(a: Path, b: Path, name: str) -> tuple[int, int]:
 
 @pytest.mark.parametrize("name", [*daily_counts.COUNTED, *(f"total_{kind}" for kind in daily_counts.KEYS)])
 def test_spark_counts_equal_duckdb_counts(built, name):
-    warehouses, _ = built
+    warehouses, *_ = built
     counts = {engine: daily_counts.counts_database(w) for engine, w in warehouses.items()}
     with duckdb.connect(str(counts["duckdb"]), read_only=True) as conn:
         assert conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0] > 0
     assert differences(counts["duckdb"], counts["spark"], f"main.{name}") == (0, 0)
 
 
-def test_spark_rules_equal_duckdb_rules(built):
-    warehouses, _ = built
-    assert differences(warehouses["duckdb"], warehouses["spark"], "consumer_aligned.association_rules") == (0, 0)
+def rows(warehouse: Path, name: str) -> int:
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        return conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+
+
+@pytest.mark.parametrize("port", PORTS)
+def test_spark_ports_equal_duckdb_ports(built, port):
+    warehouses, *_ = built
+    assert rows(warehouses["duckdb"], f"consumer_aligned.{port}") > 0
+    assert differences(warehouses["duckdb"], warehouses["spark"], f"consumer_aligned.{port}") == (0, 0)
 
 
 def test_a_recounted_day_replaces_its_files(built):
-    warehouses, dropped = built
+    warehouses, dropped, _ = built
     root = day_files.default_root(warehouses["spark"])
     recounted = Days(dropped - timedelta(days=1), dropped + timedelta(days=2))
     for name in (day_files.LINES, *daily_counts.COUNTED):
@@ -123,15 +134,31 @@ def test_a_recounted_day_replaces_its_files(built):
     assert not (root / "_staging").exists()  # every writer removed its staging folder
 
 
-def test_the_reduce_on_spark_gives_the_same_rules(built, spark):
-    from product_affinity.consumer_aligned.spark_counts import rules
-
-    warehouses, _ = built
-    settings = AffinitySettings()
-    with duckdb.connect(str(warehouses["spark"]), read_only=True) as conn:
-        reduced = rules(spark, day_files.default_root(warehouses["spark"]), {level: settings.thresholds(level) for level in LEVELS}, conn)
-        conn.register("reduced", reduced)
-        published = conn.execute("SELECT count(*) FROM consumer_aligned.association_rules").fetchone()[0]
-        only = [conn.execute(f"SELECT count(*) FROM (FROM {x} EXCEPT ALL FROM {y})").fetchone()[0]
-                for x, y in (("reduced", "consumer_aligned.association_rules"), ("consumer_aligned.association_rules", "reduced"))]
-    assert published > 0 and only == [0, 0]
+def test_the_spark_ports_come_from_the_files_not_duckdbs_totals(built, tmp_path):
+    """A copy of the spark engine's warehouse has a root of its own, with no file in it, and its DuckDB totals deleted;
+    its two ports, dropped and rebuilt alone on the spark engine, are the duckdb engine's again: the rules were reduced
+    on Spark from per-day count files, and the customer aggregates computed on Spark from the lines' files, all
+    exported first from the counts file and the warehouse, since none was current under that root."""
+    warehouses, dropped, sources = built
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(warehouses["spark"], copy)
+    shutil.copy(daily_counts.counts_database(warehouses["spark"]), daily_counts.counts_database(copy))
+    with duckdb.connect(str(copy)) as conn:
+        for port in PORTS:
+            conn.execute(f"DROP TABLE consumer_aligned.{port}")
+    with duckdb.connect(str(daily_counts.counts_database(copy))) as conn:
+        for kind in daily_counts.KEYS:
+            conn.execute(f"DELETE FROM total_{kind}")
+    run(sources, copy, Days(dropped, dropped + timedelta(days=1)), "spark", upstream=False, **WINDOW)
+    for port in PORTS:
+        assert differences(warehouses["duckdb"], copy, f"consumer_aligned.{port}") == (0, 0), port
+    root = day_files.default_root(copy)
+    assert (root / "customer_aggregates").is_dir()
+    with duckdb.connect(str(copy)) as conn:
+        daily_counts.attach(conn, daily_counts.counts_database(copy))
+        recorded = dict(conn.execute(f"SELECT name, count(*) FROM {daily_counts.FILES} WHERE root = ? GROUP BY name",
+                                     [str(root.resolve())]).fetchall())
+        window = conn.execute("SELECT count(*) FROM counts.window_days").fetchone()[0]
+        line_days = conn.execute(f"SELECT count(*) FROM ({daily_counts.LINE_DAYS})").fetchone()[0]
+    # under the copy's root: every day of the warehouse's lines, every day of the 10-day window but the emptied one
+    assert recorded == {day_files.LINES: line_days, **{name: window for name in daily_counts.COUNTED}} and window == 9

@@ -23,10 +23,17 @@ caller (`counting_sql`), so the same text runs here on the warehouse's lines and
 SQLGlot, on Spark over the lines' Parquet files by day (`spark_counts`, the `spark` engine); the days
 Spark counted are then read back from their Parquet files (`count_days(counted_in=...)`) and the
 totals kept here as for DuckDB's own counts.
+
+Which day folders under a root hold what the warehouse holds is recorded in `counts.day_files`: a
+day's rows are recorded when the spark engine counts it (or a day is exported from here), and forgotten
+whenever the day is recounted by either engine, or leaves the warehouse. The spark engine's reduce and
+customer aggregates read only recorded folders, exporting from here the days they lack (`current_files`):
+a day last counted by the duckdb engine, or by a run with another root, is never read stale.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -41,6 +48,7 @@ from product_affinity.partitions import Days
 from product_affinity.tracking import watching
 
 SCHEMA = "counts"
+FILES = f"{SCHEMA}.day_files"  # (root, name, day): the day folders under a root that hold the warehouse's rows of the day
 # Per-day counted itemsets, by the key columns that name one itemset in it (and in its total).
 KEYS = {
     "product_items": ("item",),
@@ -66,6 +74,7 @@ def attach(conn: duckdb.DuckDBPyConnection, path: Path) -> None:
     conn.execute(f"ATTACH IF NOT EXISTS '{str(path).replace(chr(39), chr(39) * 2)}' AS {SCHEMA}")
     conn.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.day_baskets (day DATE, baskets BIGINT, category_itemset_size INTEGER)")
     conn.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.window_days (day DATE)")
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {FILES} (root VARCHAR, name VARCHAR, day DATE)")
     for kind, keys in KEYS.items():
         columns = ", ".join(f"{k} {TYPES[k]}" for k in keys)
         conn.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.day_{kind} (day DATE, {columns}, baskets BIGINT)")
@@ -76,12 +85,15 @@ def attach(conn: duckdb.DuckDBPyConnection, path: Path) -> None:
 # translates them (spark_counts). Each reads a relation by name, so the same text serves a temp table, a view over
 # Parquet files or a Spark view.
 
-def lines_sql(purchases: str, products: str, days: Days) -> str:
-    """The accepted purchase lines of `days`, with their UTC day and their product's category (NULL when the product
-    is unknown): what the counting reads, and what the Parquet export of the lines holds."""
-    return f"""SELECT CAST(p.purchased_at AS DATE) AS day, p.*, pr.category
-        FROM {purchases} AS p LEFT JOIN {products} AS pr USING (product_id)
-        WHERE p.purchased_at >= DATE '{days.first}' AND p.purchased_at < DATE '{days.end}'"""
+def lines_sql(purchases: str, products: str, days: Days | None = None) -> str:
+    """The accepted purchase lines of `days` (or all), with their UTC day and their product's category (NULL when the
+    product is unknown): what the counting and the customer aggregates read, and what the Parquet export of the lines
+    holds."""
+    sql = f"""SELECT CAST(p.purchased_at AS DATE) AS day, p.*, pr.category
+        FROM {purchases} AS p LEFT JOIN {products} AS pr USING (product_id)"""
+    if days is None:
+        return sql
+    return f"{sql} WHERE p.purchased_at >= DATE '{days.first}' AND p.purchased_at < DATE '{days.end}'"
 
 
 def product_lines_sql(lines: str) -> str:
@@ -148,13 +160,68 @@ def parquet_days_sql(root: Path, name: str, days: Days) -> str | None:
     return f"SELECT * FROM read_parquet([{files}], hive_partitioning = true, hive_types = {{'day': DATE}})"
 
 
+def _export(conn: duckdb.DuckDBPyConnection, root: Path, name: str, sql: str, days: Days) -> None:
+    """Write the rows of `sql` (of `days`, with a day column) as table `name` under `root`, replacing the days' folders."""
+    with day_files.staging(root) as staged:
+        target = str(staged / name).replace("'", "''")
+        conn.execute(f"COPY ({sql}) TO '{target}' (FORMAT parquet, PARTITION_BY (day))")
+        day_files.replace_days(staged, root, name, days)
+
+
 def export_lines(conn: duckdb.DuckDBPyConnection, root: Path, days: Days, purchases: str = PURCHASES,
                  products: str = PRODUCTS) -> None:
     """Write the accepted lines of `days` as Parquet under `root`, one folder per day, replacing the days' folders."""
-    with day_files.staging(root) as staged:
-        target = str(staged / day_files.LINES).replace("'", "''")
-        conn.execute(f"COPY ({lines_sql(purchases, products, days)}) TO '{target}' (FORMAT parquet, PARTITION_BY (day))")
-        day_files.replace_days(staged, root, day_files.LINES, days)
+    _export(conn, root, day_files.LINES, lines_sql(purchases, products, days), days)
+
+
+def export_counts(conn: duckdb.DuckDBPyConnection, root: Path, days: Days) -> None:
+    """Write the per-day counts of `days` held here as Parquet under `root`, as the spark engine's map writes them."""
+    for name in COUNTED:
+        _export(conn, root, name, f"FROM {SCHEMA}.{name} WHERE day >= DATE '{days.first}' AND day < DATE '{days.end}'", days)
+
+
+LINE_DAYS = f"SELECT DISTINCT CAST(purchased_at AS DATE) AS day FROM {PURCHASES}"  # the days the warehouse has lines of
+WINDOW_DAYS = f"SELECT day FROM {SCHEMA}.window_days"  # the days in the rules' totals
+
+
+def _root(root: Path) -> str:
+    return str(Path(root).resolve())
+
+
+def record_files(conn: duckdb.DuckDBPyConnection, root: Path, names: list[str], days: Days, held: str) -> None:
+    """Record that the folders under `root` of tables `names` hold the rows of the days in `days` that `held` (a SELECT
+    of day) lists, and nothing else of that range."""
+    params = {"root": _root(root), "names": names, "first": days.first, "end": days.end}
+    conn.execute(f"DELETE FROM {FILES} WHERE root = $root AND list_contains($names, name) AND day >= $first AND day < $end",
+                 params)
+    conn.execute(f"""INSERT INTO {FILES} SELECT $root, unnest($names), day FROM ({held})
+        WHERE day >= $first AND day < $end""", params)
+
+
+def current_files(
+    conn: duckdb.DuckDBPyConnection, root: Path, names: list[str], days: str,
+    export: Callable[[duckdb.DuckDBPyConnection, Path, Days], None],
+) -> dict[str, list[Path]]:
+    """Per table of `names`, the folders under `root` of the days `days` lists (a SELECT of day), each holding what the
+    warehouse holds for its day. The days not recorded as such are written first by `export` (over the range from the
+    first to the last of them, which rewrites any recorded day in between with the same rows)."""
+    params = {"root": _root(root), "names": names}
+    first, last = conn.execute(
+        f"""SELECT min(day), max(day) FROM ({days}) AS d WHERE EXISTS (
+            SELECT 1 FROM unnest($names) AS n(name)
+            WHERE NOT EXISTS (SELECT 1 FROM {FILES} AS f WHERE f.root = $root AND f.name = n.name AND f.day = d.day))""",
+        params,
+    ).fetchone()
+    if first is not None:
+        missing = Days(first, last + timedelta(days=1))
+        export(conn, root, missing)
+        record_files(conn, root, names, missing, days)
+    held = conn.execute(
+        f"""SELECT name, day FROM {FILES} SEMI JOIN ({days}) AS d USING (day)
+        WHERE root = $root AND list_contains($names, name) ORDER BY day""",
+        params,
+    ).fetchall()
+    return {name: [day_files.day_folder(root, name, day) for n, day in held if n == name] for name in names}
 
 
 def days_to_count(conn: duckdb.DuckDBPyConnection, days: Days, purchases: str = PURCHASES) -> Days:
@@ -211,6 +278,9 @@ def count_days(
             params,
         )
         conn.execute(f"CREATE OR REPLACE TEMP TABLE _leaving AS FROM _recounted SEMI JOIN {SCHEMA}.window_days USING (day)")
+        # Any root's files of these days may be stale now: only the files this run writes are recorded again.
+        conn.execute(f"DELETE FROM {FILES} WHERE day IN (SELECT day FROM _recounted) OR (day >= $first AND day < $end)",
+                     params)
         _apply(conn, entering=None, leaving="_leaving")
         conn.execute(f"DELETE FROM {SCHEMA}.window_days WHERE day IN (SELECT day FROM _recounted)")
         for name in COUNTED:
@@ -219,6 +289,8 @@ def count_days(
         for name, sql in counted.items():
             with watching(conn, f"counting {days}: {name.removeprefix('day_').replace('_', ' ')} per day"):
                 written[name.removeprefix("day_")] = conn.execute(f"INSERT INTO {SCHEMA}.{name} BY NAME {sql}").fetchone()[0] if sql else 0
+        if counted_in is not None:
+            record_files(conn, counted_in, [day_files.LINES, *COUNTED], days, f"SELECT day FROM {SCHEMA}.day_baskets")
         sync_window(conn, window_days)
         conn.execute("COMMIT")
     except BaseException:
@@ -295,7 +367,7 @@ def window_baskets(conn: duckdb.DuckDBPyConnection) -> int:
     ).fetchone()[0]
 
 
-def _check_counted(conn: duckdb.DuckDBPyConnection, thresholds: dict[str, Thresholds]) -> None:
+def check_counted(conn: duckdb.DuckDBPyConnection, thresholds: dict[str, Thresholds]) -> None:
     if thresholds["product"].max_itemset_size > PRODUCT_ITEMSET_SIZE:
         raise CountsError(f"product rules come from the daily pair counts: product_max_itemset_size can be at most "
                           f"{PRODUCT_ITEMSET_SIZE}, not {thresholds['product'].max_itemset_size}")
@@ -329,7 +401,7 @@ def rules_from_counts(
 
     Every subset of a frequent itemset is at least as frequent, and every itemset of the counted sizes has its
     exact total, so this is the set of frequent itemsets mining the window's lines would find."""
-    _check_counted(conn, thresholds)
+    check_counted(conn, thresholds)
     return rules_from_totals(lambda sql: conn.execute(sql).df(), window_baskets(conn), thresholds, conn, products)
 
 

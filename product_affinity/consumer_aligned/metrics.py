@@ -41,7 +41,8 @@ def purchase_frequency(window_days: int) -> str:
 def purchase_frequency_per_month(window_days: int) -> str:
     """Grain: customer. Window: as purchase_frequency.
     Formula: purchase_frequency / (window days / 30.4375), orders per average month."""
-    return f"({purchase_frequency(window_days)}) / ({int(window_days)} / 30.4375)"
+    # In DOUBLE, as DuckDB computes it anyway: Spark would divide in DECIMAL and round otherwise (spark_counts).
+    return f"({purchase_frequency(window_days)}) / (CAST({int(window_days)} AS DOUBLE) / 30.4375)"
 
 
 @metric
@@ -55,14 +56,15 @@ def total_spend() -> str:
 def average_order_value() -> str:
     """Grain: customer. Window: all history.
     Formula: total_spend / number of orders (empty when the customer has no order)."""
-    return "sum(amount) / count(*)"
+    return "CAST(sum(amount) AS DOUBLE) / count(*)"  # DuckDB's DOUBLE, which Spark's DECIMAL division would round apart
 
 
 @metric
 def recency_days() -> str:
     """Grain: customer. Window: all history.
     Formula: whole days from the customer's last purchase to the latest purchase in the data."""
-    return "date_diff('day', max(purchased_at), any_value(as_of))"
+    # Between dates: Spark's DATEDIFF(DAY, ...) on timestamps counts whole 24-hour days, DuckDB's date_diff midnights.
+    return "date_diff('day', CAST(max(purchased_at) AS DATE), CAST(any_value(as_of) AS DATE))"
 
 
 @metric

@@ -1,11 +1,14 @@
-"""The per-day counts and the rules' reduce on Spark, from Parquet files any worker can read (day_files).
+"""The spark engine: the per-day counts, the rules' reduce and the customer aggregates on Spark, from Parquet files
+any worker can read (day_files).
 
-The queries are daily_counts' SELECTs, written once in DuckDB's dialect and translated by SQLGlot
-(`spark_sql`): there is no second copy to drift. The map reads the lines of the run's days from
+The queries are daily_counts' SELECTs and customer_aggregates.sql, written once in DuckDB's dialect and translated
+by SQLGlot (`spark_sql`): there is no second copy to drift. The map reads the lines of the run's days from
 `<root>/lines/day=…` and writes each per-day counts table as `<root>/<table>/day=…`; DuckDB then loads
-those days into the counts file and keeps the window's totals as it does for its own counts, so every
-step after the counts runs unchanged. The reduce (`rules`) sums the per-day files on Spark and brings
-back to the driver only the frequent itemsets.
+those days into the counts file and keeps the window's totals as it does for its own counts (the duckdb engine's
+reduce, and the record of which days' files are current). The job's rules come from the reduce on Spark
+(`reduce`): the per-day files of the window's days summed on Spark, only the frequent itemsets brought back to the
+driver. The customer aggregates (`customer_aggregates`) are computed on Spark from every day's lines and written as
+Parquet, which the customer_metrics port's query reads in place of DuckDB's aggregates.
 
 Here Spark runs in local mode in this process (pyspark, the `spark` extra, and Java 17 or later); the
 same code reaches a cluster when the session is one of the cluster's (docs/operations/scale-out.md).
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -23,9 +25,12 @@ import pandas as pd
 import sqlglot
 from pyspark.sql import SparkSession
 
-from product_affinity.consumer_aligned import daily_counts, day_files
-from product_affinity.consumer_aligned.association_rules import Thresholds
+from product_affinity.consumer_aligned import customer_metrics, daily_counts, day_files
+from product_affinity.consumer_aligned.association_rules import RULE_COLUMNS, Thresholds
 from product_affinity.partitions import Days
+
+
+CUSTOMER_AGGREGATES = "customer_aggregates"  # one row per customer who bought, under <root>/, replaced by each run
 
 
 class SparkUnavailable(RuntimeError):
@@ -102,22 +107,70 @@ def count_days(
     return daily_counts.count_days(conn, days, category_itemset_size, window_days, counted_in=root)
 
 
+def _read(spark: SparkSession, root: Path, name: str, folders: list[Path] | None):
+    """Table `name` under `root` as a Spark frame: the day folders `folders`, or every day there is (None)."""
+    if folders is None:
+        return spark.read.parquet(str(Path(root) / name))
+    return spark.read.option("basePath", str(Path(root) / name)).parquet(*map(str, folders))
+
+
+def _no_rows(spark: SparkSession, kind: str):
+    """An empty per-day counts table of `kind` (no day has such itemsets), typed as the counts file types it."""
+    columns = ", ".join(f"CAST(NULL AS {daily_counts.TYPES[k]}) AS {k}" for k in daily_counts.KEYS[kind])
+    return spark.sql(spark_sql(f"SELECT CAST(NULL AS DATE) AS day, {columns}, CAST(NULL AS BIGINT) AS baskets WHERE 1 = 0"))
+
+
 def rules(
     spark: SparkSession,
     root: Path,
     thresholds: dict[str, Thresholds],
     conn: duckdb.DuckDBPyConnection,
-    since: date | None = None,
+    folders: dict[str, list[Path]] | None = None,
 ) -> pd.DataFrame:
-    """The reduce on Spark: every itemset's total over the days under `root` (from `since`, or all), then the rules.
+    """The reduce on Spark: every itemset's total over the day folders `folders` of each per-day counts table under
+    `root` (or every day there is), then the rules.
 
     Only the frequent itemsets reach the driver; labels come from the products on `conn`."""
     for name in daily_counts.COUNTED:
-        frame = spark.read.parquet(str(Path(root) / name))
-        (frame.where(frame.day >= since) if since else frame).createOrReplaceTempView(name)
+        held = None if folders is None else folders[name]
+        frame = _read(spark, root, name, held) if held is None or held else _no_rows(spark, name.removeprefix("day_"))
+        frame.createOrReplaceTempView(name)
     spark.sql(spark_sql("SELECT day, 1 AS sign FROM day_baskets")).createOrReplaceTempView("window_days")
     for kind in daily_counts.KEYS:
         spark.sql(spark_sql(daily_counts.totals_sql(kind, f"day_{kind}", "window_days"))).createOrReplaceTempView(f"total_{kind}")
     baskets = spark.sql(spark_sql("SELECT coalesce(sum(baskets), 0) FROM day_baskets")).first()[0]
     return daily_counts.rules_from_totals(lambda sql: spark.sql(spark_sql(sql)).toPandas(), int(baskets), thresholds, conn,
                                           totals="total_")
+
+
+def reduce(
+    conn: duckdb.DuckDBPyConnection, root: Path, thresholds: dict[str, Thresholds], spark: SparkSession | None = None
+) -> pd.DataFrame:
+    """The job's rules on the spark engine: the reduce on Spark over the per-day count files of the rules' window (the
+    days the counts file's window holds, `rules_window_days`), each file current (daily_counts.current_files: a day
+    the duckdb engine counted last is exported from the counts file first)."""
+    daily_counts.check_counted(conn, thresholds)
+    folders = daily_counts.current_files(conn, root, daily_counts.COUNTED, daily_counts.WINDOW_DAYS,
+                                         daily_counts.export_counts)
+    if not folders["day_baskets"]:
+        return pd.DataFrame(columns=RULE_COLUMNS)
+    return rules(spark or session(), root, thresholds, conn, folders)
+
+
+def customer_aggregates(
+    conn: duckdb.DuckDBPyConnection, root: Path, window_days: int, spark: SparkSession | None = None
+) -> str | None:
+    """The customer aggregates on Spark (customer_aggregates.sql, translated) from the lines' files of every day the
+    warehouse holds, written as Parquet under `<root>/customer_aggregates/`: the relation that reads them, for the
+    customer_metrics port's query (None when the warehouse holds no line)."""
+    folders = daily_counts.current_files(conn, root, [day_files.LINES], daily_counts.LINE_DAYS, daily_counts.export_lines)
+    if not folders[day_files.LINES]:
+        return None
+    spark = spark or session()
+    _read(spark, root, day_files.LINES, folders[day_files.LINES]).createOrReplaceTempView("all_lines")
+    target = Path(root) / CUSTOMER_AGGREGATES
+    with day_files.staging(root) as staged:
+        spark.sql(spark_sql(customer_metrics.aggregates_sql("all_lines", window_days))).write.parquet(str(staged / CUSTOMER_AGGREGATES))
+        shutil.rmtree(target, ignore_errors=True)
+        (staged / CUSTOMER_AGGREGATES).rename(target)
+    return "read_parquet('" + str(target / "*.parquet").replace("'", "''") + "')"

@@ -84,12 +84,18 @@ def association_rules(context: dg.AssetExecutionContext, warehouse: DuckDBResour
         conn.execute("BEGIN TRANSACTION")  # a window setting changed since the counts ran: age days out, or bring them in
         daily_counts.sync_window(conn, settings.rules_window_days)
         conn.execute("COMMIT")
-        mined = daily_counts.rules_from_counts(conn, {level: settings.thresholds(level) for level in LEVELS})
+        thresholds = {level: settings.thresholds(level) for level in LEVELS}
+        if settings.engine == "spark":  # the reduce on Spark, over the window's per-day count files
+            from product_affinity.consumer_aligned import spark_counts  # pyspark: the spark extra, needed by this engine only
+
+            mined = spark_counts.reduce(conn, settings.partitions(warehouse.database), thresholds)
+        else:  # the window's totals, kept by difference in the counts file
+            mined = daily_counts.rules_from_counts(conn, thresholds)
         by_level = {level: int((mined["level"] == level).sum()) for level in LEVELS}
-        context.log.info(f"association_rules: {by_level}")
+        context.log.info(f"association_rules ({settings.engine}): {by_level}")
         conn.register("_mined_rules", mined)
         return publish_port(conn, "association_rules", "SELECT * FROM _mined_rules", rules_by_level=by_level,
-                              window_baskets=daily_counts.window_baskets(conn))
+                              window_baskets=daily_counts.window_baskets(conn), engine=settings.engine)
 
 
 @dg.asset(**output_port("product_affinity_matrix", [SOURCE_ALIGNED["purchase"], SOURCE_ALIGNED["product"]], affinity_matrix))
@@ -121,8 +127,16 @@ def customer_metrics_asset(context: dg.AssetExecutionContext, warehouse: DuckDBR
             context.log.warning(f"customer_metrics: predictions left empty: {problem}")
         horizon_weeks = settings.clv_horizon_months * clv.WEEKS_PER_MONTH
         conn.register(customer_metrics.PREDICTIONS, clv.predictions(summary, fitted, horizon_weeks, settings.discount_rate))
-        return publish_port(conn, "customer_metrics", customer_metrics.customer_metrics_sql(settings.frequency_window_days),
-                            **clv.fit_metadata(fitted))
+        aggregates = None  # computed by DuckDB in the port's query
+        if settings.engine == "spark":  # computed by Spark from the lines' files, read from its Parquet output
+            from product_affinity.consumer_aligned import spark_counts  # pyspark: the spark extra, needed by this engine only
+
+            daily_counts.attach(conn, daily_counts.counts_database(warehouse.database))  # which days' files are current
+            aggregates = spark_counts.customer_aggregates(conn, settings.partitions(warehouse.database),
+                                                          settings.frequency_window_days)
+        return publish_port(conn, "customer_metrics",
+                            customer_metrics.customer_metrics_sql(settings.frequency_window_days, aggregates),
+                            **clv.fit_metadata(fitted), engine=settings.engine)
 
 
 output_ports = [association_rules, product_affinity_matrix, cross_sell_recommendations, customer_metrics_asset]
