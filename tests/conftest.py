@@ -84,7 +84,9 @@ def copy_of_sample_run(sample_run, directory: Path) -> tuple[Path, Path]:
     """The session's sample run in a folder of its own: (sources, warehouse), the warehouse with what the run published.
 
     For a test that needs a product already built and published to run against (a refused run, a killed one): a copy
-    instead of one more run of the whole pipeline."""
+    instead of one more run of the whole pipeline. The copy holds the per-day counts too, so a daily run on it counts
+    only its days, as it would on the original."""
+    from product_affinity.consumer_aligned.daily_counts import counts_database
     from product_affinity.publication import published_dir
 
     warehouse, truth, _ = sample_run
@@ -92,6 +94,7 @@ def copy_of_sample_run(sample_run, directory: Path) -> tuple[Path, Path]:
     copied = directory / "warehouse" / warehouse.name
     copied.parent.mkdir(parents=True)
     shutil.copy2(warehouse, copied)
+    shutil.copy2(counts_database(warehouse), counts_database(copied))  # the per-day counts: a daily run adds to them
     shutil.copytree(published_dir(warehouse), published_dir(copied))
     return sources, copied
 
