@@ -53,7 +53,7 @@ def test_every_command_is_probed():
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("cli") / "sources"
-    generate_sample(folder, customers=200, products=100, orders=1_000)
+    generate_sample(folder, customers=200, products=100, orders=1_000, history_days=60)  # each day is a partition a run records
     return folder
 
 

@@ -116,7 +116,7 @@ def data_docs(tmp_path_factory):
     from product_affinity.sources.sample import generate_sample
 
     root = tmp_path_factory.mktemp("data_docs")
-    generate_sample(root / "sources", customers=200, products=60, orders=1_000,
+    generate_sample(root / "sources", customers=200, products=60, orders=1_000, history_days=60,
                     end=datetime.now(UTC).replace(tzinfo=None))
     job = build_definitions(root / "sources", root / "warehouse.duckdb").resolve_job_def("product_affinity")
     result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), asset_selection=[a.key for a in source_aligned_assets],

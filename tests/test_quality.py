@@ -39,7 +39,8 @@ from product_affinity.defs.source_aligned import source_aligned_assets
 from product_affinity.sources.sample import generate_sample
 
 QUALITY_DOCS = Path(__file__).resolve().parent.parent / "docs" / "quality.md"  # the SLO section of the manual
-SMALL = dict(customers=300, products=60, orders=1_500)
+# Two months of history, not two years: each day is a partition every whole run here records.
+SMALL = dict(customers=300, products=60, orders=1_500, history_days=60)
 PORTS = [t for t in checked_tables() if t.layer == "consumer_aligned"]
 
 

@@ -34,7 +34,8 @@ from product_affinity.defs.resources import resources
 from product_affinity.defs.source_aligned import SOURCES, source_aligned_assets
 from product_affinity.sources.sample import generate_sample
 
-SMALL = dict(customers=300, products=60, orders=1_500, defects=False)
+# Five months of history, not two years: each day is a partition every whole run records; the backtests hold out 90.
+SMALL = dict(customers=300, products=60, orders=1_500, defects=False, history_days=150)
 SOURCE_TABLES = [table(name) for name in SOURCES]
 PORTS = [t for t in checked_tables() if t.layer == "consumer_aligned"]
 
