@@ -13,7 +13,7 @@ from pathlib import Path
 # Only light modules at the top: `--help` must answer at once, so Dagster, DuckDB, pandas, mlxtend and the
 # product's own modules that import them are imported inside the commands (a test holds every command to it).
 from product_affinity.defaults import (DEFAULT_SIZE, DEFAULT_SOURCES, DEFAULT_WAREHOUSE, POSTGRES_STATEMENT_TIMEOUT,
-                                       SAMPLE_SEED, SLO_RUNS, SOURCE_DSN_VARIABLE)
+                                       SAMPLE_HISTORY_DAYS, SAMPLE_SEED, SLO_RUNS, SOURCE_DSN_VARIABLE)
 
 
 EXIT_CODES = """exit codes: 0 done; 1 the run published nothing, or an SLO failed; 2 the command could not do its work
@@ -64,7 +64,7 @@ def generate(args: argparse.Namespace) -> int:
 
         with tempfile.TemporaryDirectory() as folder:
             generate_sample(Path(folder), customers=args.customers, products=args.products, orders=args.orders,
-                            seed=args.seed, end=args.end)
+                            seed=args.seed, end=args.end, history_days=args.history_days)
             try:
                 written = write_sample(args.postgres, Path(folder), now=datetime.now(UTC).replace(tzinfo=None))
             except DatabaseSourceError as error:
@@ -75,7 +75,7 @@ def generate(args: argparse.Namespace) -> int:
               + (f" (left out, as keyed typed tables cannot hold them: {left} file defect rows)" if left else ""))
         return 0
     truth = generate_sample(args.out, customers=args.customers, products=args.products, orders=args.orders,
-                            seed=args.seed, end=args.end)
+                            seed=args.seed, end=args.end, history_days=args.history_days)
     rows = ", ".join(f"{name} {count:,}" for name, count in truth["rows"].items())
     print(f"Wrote sample sources to {args.out} in {time.perf_counter() - started:.1f}s: {rows}")
     return 0
@@ -356,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--seed", type=int, default=SAMPLE_SEED,
                      help="seed of every random draw: the same seed and --end give the same sample (default: %(default)s)")
     gen.add_argument("--end", type=timestamp, help="UTC date-time of the sample's last day (default: now)")
+    gen.add_argument("--history-days", type=positive_int, default=SAMPLE_HISTORY_DAYS, metavar="N",
+                     help="days of purchases up to --end, one daily partition each (default: %(default)s)")
     gen.add_argument("--postgres", metavar="DSN", help="write into (or, with --add-days, move) the sample in this "
                      "PostgreSQL database (tables customer_info, product, purchase) instead of files")
     gen.add_argument("--add-days", type=positive_int, metavar="N", help="add the orders of N new days after the latest "

@@ -16,6 +16,9 @@ DEFAULT_WAREHOUSE = PROJECT_ROOT / "data" / "warehouse.duckdb"
 DEFAULT_SIZE = dict(customers=2_000, products=400, orders=20_000)
 # The sample generator's default seed: the same seed and end give the same sample, byte for byte.
 SAMPLE_SEED = 7
+# The sample's default history, in days before its end: two years, so the backtests have a past to learn from. Each
+# day is a daily partition, which a run over all of them plans and records one by one.
+SAMPLE_HISTORY_DAYS = 730
 
 # SLO attainment and the quarantine trend are measured over the last this many pipeline runs, unless a reader asks
 # for another window (`slo --runs`, GET /slo?runs=, GraphQL slo(runs:)); the product page always uses it.

@@ -29,7 +29,7 @@ from product_affinity.sources.database import SOURCES, table_name, watermark
 from product_affinity.sources.sample import LATE_LINES, PRICE_CORRECTIONS
 from tests.conftest import source_aligned_run
 
-SIZE = ["--customers", "300", "--products", "60", "--orders", "3000"]
+SIZE = ["--customers", "300", "--products", "60", "--orders", "3000", "--history-days", "60"]  # each day is a partition a run records
 DEFECTS_A_DATABASE_CANNOT_HOLD = ("missing_key", "duplicate_key", "bad_type")  # keys and types are enforced there
 
 

@@ -21,11 +21,12 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from product_affinity.contract.odcs import Table, table
+from product_affinity.contract.odcs import Table, source_tables, table
+from product_affinity.defaults import SAMPLE_SEED
 from product_affinity.sources.files import scan
 from product_affinity.sources.sample import Additions, additions, read_sample_text
 
-SOURCES = ("customer", "product", "purchase")  # contract names; the database table is the source file's stem
+SOURCES = tuple(t.name for t in source_tables())  # contract names; the database table is the source file's stem
 POSTGRES_TYPES = {"BIGINT": "bigint", "INTEGER": "integer", "VARCHAR": "text", "DOUBLE": "double precision",
                   "TIMESTAMP": "timestamp", "BOOLEAN": "boolean", "DATE": "date"}
 # The time a row was first written, for rows the sample is created with: a purchase line when it was bought, a
@@ -145,7 +146,7 @@ def _read_text(conn: psycopg.Connection, name: str) -> pl.DataFrame:
     return pl.read_csv(buffer.getvalue(), infer_schema=False)
 
 
-def add_days(dsn: str, days: int, now: datetime | None = None, seed: int = 7) -> Additions:
+def add_days(dsn: str, days: int, now: datetime | None = None, seed: int = SAMPLE_SEED) -> Additions:
     """Move the sample in the database: insert the new days' orders and late lines, update the corrected prices and
     e-mails, every written row stamped `updated_at = now`; one transaction, so a load sees all of it or none."""
     now = now or datetime.now(timezone.utc)

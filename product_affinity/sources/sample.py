@@ -29,6 +29,7 @@ import polars as pl
 import yaml
 
 from product_affinity.contract.odcs import table
+from product_affinity.defaults import SAMPLE_HISTORY_DAYS, SAMPLE_SEED
 
 from product_affinity.reference import COUNTRY_SPELLINGS
 
@@ -164,7 +165,7 @@ class Orders:
 
 
 def generate_sample(directory: Path, *, customers: int = 2_000, products: int = 400, orders: int = 20_000,
-                    seed: int = 7, end: datetime | None = None, history_days: int = 730,
+                    seed: int = SAMPLE_SEED, end: datetime | None = None, history_days: int = SAMPLE_HISTORY_DAYS,
                     defects: bool = True) -> dict:
     """Write customer_info.csv, product.csv, purchase.csv and ground_truth.json into directory; return the ground truth dict."""
     if products < 2 * len(CATEGORIES) or customers < 1 or orders < 1 or history_days < 1:
@@ -781,7 +782,7 @@ def read_sample_text(purchase: pl.DataFrame, customer: pl.DataFrame, product: pl
 
 
 def additions(valid: pl.DataFrame, customers: pl.DataFrame, order_ids: pl.Series, days: int, now: datetime,
-              seed: int = 7) -> Additions:
+              seed: int = SAMPLE_SEED) -> Additions:
     """The orders of `days` new days after the latest purchase, plus corrected prices, changed e-mails and late lines.
 
     A new day has as many orders as an average day of the last RECENT_DAYS (Poisson), each a copy of a basket bought
@@ -858,7 +859,7 @@ def _changed_emails(rng: np.random.Generator, customers: pl.DataFrame, tag: int)
     return picked.select("customer_id", email=pl.format("customer{}.{}@example.org", "customer_id", pl.lit(tag)))
 
 
-def add_days_to_files(directory: Path, days: int, now: datetime | None = None, seed: int = 7) -> Additions:
+def add_days_to_files(directory: Path, days: int, now: datetime | None = None, seed: int = SAMPLE_SEED) -> Additions:
     """Move a sample in files: append the new days' orders and the late lines to purchase.csv, rewrite the corrected
     prices and e-mails in place (the files are rewritten whole), and count the new lines in ground_truth.json."""
     directory = Path(directory)
