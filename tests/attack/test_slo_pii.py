@@ -37,7 +37,7 @@ def _tables_as_text(database, schema: str) -> str:
 def attacked(tmp_path_factory):
     root = tmp_path_factory.mktemp("slo_pii")
     sources, warehouse = root / "sources", root / "warehouse.duckdb"
-    generate_sample(sources, customers=300, products=60, orders=1_500, end=datetime.now(UTC).replace(tzinfo=None))
+    generate_sample(sources, customers=300, products=60, orders=1_500, history_days=60, end=datetime.now(UTC).replace(tzinfo=None))
     frame = pl.read_csv(sources / "customer_info.csv", infer_schema=False)
     planted = []
     emails, phones = list(frame["email"]), list(frame["phone"])
