@@ -224,12 +224,19 @@ def current_files(
     return {name: [day_files.day_folder(root, name, day) for n, day in held if n == name] for name in names}
 
 
+LOADED_DAYS = "_loaded_days"  # the days with accepted lines: one scan of the lines per run, kept by days_to_count
+
+
+def _loaded_days_sql(purchases: str) -> str:
+    return f"SELECT DISTINCT CAST(purchased_at AS DATE) AS day FROM {purchases}"
+
+
 def days_to_count(conn: duckdb.DuckDBPyConnection, days: Days, purchases: str = PURCHASES) -> Days:
     """The run's days, widened to any day that has accepted lines but no counts: loaded by a run whose counting was
     blocked (a failed check) or never ran, it would otherwise be missing from the window's totals for good."""
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE {LOADED_DAYS} AS {_loaded_days_sql(purchases)}")
     first, last = conn.execute(
-        f"""SELECT min(day), max(day) FROM (SELECT DISTINCT CAST(purchased_at AS DATE) AS day FROM {purchases})
-        WHERE day NOT IN (SELECT day FROM {SCHEMA}.day_baskets)"""
+        f"SELECT min(day), max(day) FROM {LOADED_DAYS} WHERE day NOT IN (SELECT day FROM {SCHEMA}.day_baskets)"
     ).fetchone()
     if first is None:
         return days
@@ -269,12 +276,13 @@ def count_days(
     conn.execute("BEGIN TRANSACTION")
     try:
         # The days recounted, and any day counted before that no longer has a line in the warehouse (a warehouse
-        # rebuilt from nothing beside old counts): their counts leave the totals and are replaced or dropped.
+        # rebuilt from nothing beside old counts): their counts leave the totals and are replaced or dropped. The days
+        # with lines are the ones days_to_count found, if it ran just before (the job's step), else found now.
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {LOADED_DAYS} AS {_loaded_days_sql(purchases)}")
         conn.execute(
             f"""CREATE OR REPLACE TEMP TABLE _recounted AS
             SELECT day FROM {SCHEMA}.day_baskets WHERE day >= $first AND day < $end
-            UNION SELECT day FROM {SCHEMA}.day_baskets
-                  WHERE day NOT IN (SELECT DISTINCT CAST(purchased_at AS DATE) FROM {purchases})""",
+            UNION SELECT day FROM {SCHEMA}.day_baskets WHERE day NOT IN (SELECT day FROM {LOADED_DAYS})""",
             params,
         )
         conn.execute(f"CREATE OR REPLACE TEMP TABLE _leaving AS FROM _recounted SEMI JOIN {SCHEMA}.window_days USING (day)")
@@ -297,7 +305,7 @@ def count_days(
         conn.execute("ROLLBACK")
         raise
     finally:
-        for temp in (PRODUCT_LINES, CATEGORY_LINES, "_recounted", "_leaving"):
+        for temp in (PRODUCT_LINES, CATEGORY_LINES, "_recounted", "_leaving", LOADED_DAYS):
             conn.execute(f"DROP TABLE IF EXISTS {temp}")
         conn.execute("DROP VIEW IF EXISTS _day_lines")
     counted_days, baskets = conn.execute(
