@@ -134,9 +134,11 @@ def test_data_docs_index_lists_every_suite_and_validation_styled_with_no_network
     opened.goto((docs / "index.html").as_uri())
     validations = opened.locator(".ge-index-page-validation-results-table tbody tr")  # drawn by script from the page's data
     validations.first.wait_for(timeout=30_000)
-    assert validations.count() == len(tables)  # the tables the run checked
+    assert validations.count() == len(tables)  # the tables the run checked, each row linking its suite
     suites = {link.inner_text().strip() for link in opened.locator("a.ge-index-page-table-expectation-suite-link").all()}
-    assert suites == {t.name for t in checked_tables()}  # every table's suite, from the contract
+    assert suites == set(tables)
+    index = (docs / "index.html").read_text()  # and every table's suite, from the contract, in the suites' tab
+    assert all(f"expectations/{t.name}.html" in index and (docs / "expectations" / f"{t.name}.html").exists() for t in checked_tables())
     # styled by Bootstrap: its reboot sets the body's font stack, the navbar is laid out as flex
     assert "apple-system" in opened.evaluate("getComputedStyle(document.body).fontFamily")
     assert opened.locator("nav.navbar").first.evaluate("e => getComputedStyle(e).display") == "flex"
