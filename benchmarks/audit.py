@@ -12,6 +12,9 @@ checks), twice, each time in a fresh Python process:
 For each it prints every check step's time (Dagster's event log), the audit's total (the sum of the
 steps: the time they add to a run), the process's peak RSS (VmHWM) and which checks failed (none
 should: both audit the same clean build), then the ratio against the baseline and the 15 s budget.
+Where the code draws the Great Expectations Data Docs in a step of their own after the checks (the
+quality/data_docs asset), that step runs too and its time is printed on its own line, outside the
+audit's total; code that drew them inside each check step paid for them in the steps.
 
     python benchmarks/audit.py --reuse               # the warehouse `make bench` built, if there is one
     python benchmarks/audit.py --orders 200000 --customers 20000 --products 5000 --no-baseline
@@ -31,6 +34,7 @@ from pathlib import Path
 from pipeline import OUT, generate, isolated, pipeline
 
 BUDGET_SECONDS = 15  # the whole audit at Instacart scale (issue 13)
+DOCS_STEP = "quality__data_docs"  # the step drawing the Data Docs from the checks' results: not a check, timed apart
 BASELINE = "82968ca"  # the last commit whose audit validated a sample and recounted 100 sampled product rules
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,8 +56,11 @@ def audit(sources: Path, warehouse: Path) -> dict:
 
     defs = build_definitions(sources, warehouse)
     instance = dg.DagsterInstance.ephemeral()
+    # The Data Docs, where the code has a step of their own for them (drawn after the checks, from their results):
+    # run too, so the run does what a pipeline run does, and timed apart from the audit.
+    docs = [key for key in defs.resolve_asset_graph().get_all_asset_keys() if key == dg.AssetKey(DOCS_STEP.split("__"))]
     started = time.perf_counter()
-    result = dg.materialize([*defs.assets, *defs.asset_checks], selection=dg.AssetSelection.all_asset_checks(),
+    result = dg.materialize([*defs.assets, *defs.asset_checks], selection=dg.AssetSelection.all_asset_checks() | dg.AssetSelection.assets(*docs),
                             resources=defs.resources, instance=instance, raise_on_error=False)
     seconds = time.perf_counter() - started
     steps = [e for e in instance.all_logs(result.run_id) if e.dagster_event and e.dagster_event.step_key]
@@ -127,16 +134,18 @@ def main() -> None:
 
     runs = {}
     if not args.no_baseline:
-        runs[f"baseline {args.baseline} (sampled)"] = measured(baseline_tree(args.baseline), sources, warehouse)
+        runs[f"baseline {args.baseline}{' (sampled)' if args.baseline == BASELINE else ''}"] = measured(baseline_tree(args.baseline), sources, warehouse)
     runs["this tree (exact)"] = measured(ROOT, sources, warehouse)
 
     names = list(runs)
-    steps = sorted({step for run in runs.values() for step in run["steps"]}, key=lambda s: (not s.endswith("_quality"), s))
+    steps = sorted({step for run in runs.values() for step in run["steps"]} - {DOCS_STEP}, key=lambda s: (not s.endswith("_quality"), s))
     print(f"{'check step':<52}" + "".join(f"{name:>32}" for name in names))
     for step in steps:
         print(f"{step:<52}" + "".join(f"{run['steps'][step]:>30.1f} s" if step in run["steps"] else f"{'-':>32}" for run in runs.values()))
-    totals = {name: sum(run["steps"].values()) for name, run in runs.items()}
+    totals = {name: sum(t for step, t in run["steps"].items() if step != DOCS_STEP) for name, run in runs.items()}
     print(f"{'= audit: the check steps together':<52}" + "".join(f"{totals[name]:>30.1f} s" for name in names))
+    print(f"{'  the Data Docs (' + DOCS_STEP + ', after the checks)':<52}"
+          + "".join(f"{run['steps'][DOCS_STEP]:>30.1f} s" if DOCS_STEP in run["steps"] else f"{'in the checks':>32}" for run in runs.values()))
     print(f"{'  the run, start to end (Dagster overhead included)':<52}" + "".join(f"{run['seconds']:>30.1f} s" for run in runs.values()))
     print(f"{'  peak memory (the process)':<52}" + "".join(f"{run['peak_gb']:>29.2f} GB" for run in runs.values()))
     print(f"{'  checks / failed':<52}" + "".join(f"{run['checks']:>25} / {len(run['failed'])}" for run in runs.values()))
@@ -147,7 +156,7 @@ def main() -> None:
     verdict = "met" if exact <= BUDGET_SECONDS else "MISSED"
     print(f"\nexact audit {exact:.1f} s against the budget of {BUDGET_SECONDS} s: {verdict}", end="")
     if len(names) == 2:
-        print(f"; {totals[names[0]] / exact:.2f}x the speed of the sampled audit ({totals[names[0]]:.1f} s)", end="")
+        print(f"; {totals[names[0]] / exact:.2f}x the speed of the {names[0]} audit ({totals[names[0]]:.1f} s)", end="")
     print(f"\nload average at the end {_load()} (a shared machine: compare the two runs, not the absolute times alone)")
 
 

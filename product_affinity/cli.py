@@ -206,6 +206,7 @@ def run_job(defs, warehouse: Path, days: "Days", verbose: bool = False, engine: 
         )
     if not result.success:
         print(failure_report(result, instance, warehouse), file=sys.stderr)
+        _redraw_data_docs(result, warehouse)
         if not verbose:
             print("Run it again with --verbose to see Dagster's log, with the trace of each failed step.", file=sys.stderr)
         return 1
@@ -216,6 +217,20 @@ def run_job(defs, warehouse: Path, days: "Days", verbose: bool = False, engine: 
 
     print(f"Data product page: {page_path(warehouse)}")
     return 0
+
+
+def _redraw_data_docs(result, warehouse: Path) -> None:
+    """A run stopped before its Data Docs step (a blocking check failed, downstream nothing ran): draw them here, from
+    the results its checks recorded, so they show the failures that stopped it."""
+    from product_affinity.defs.quality import DATA_DOCS_KEY
+    from product_affinity.quality.data_docs import redraw
+
+    if DATA_DOCS_KEY in {event.asset_key for event in result.get_asset_materialization_events()} or not warehouse.exists():
+        return
+    try:
+        print(f"Data Docs of the checks recorded: {redraw(warehouse)}", file=sys.stderr)
+    except Exception as error:  # noqa: BLE001 - the run's own failure is what the command reports
+        print(f"The Data Docs could not be drawn: {type(error).__name__}: {error}", file=sys.stderr)
 
 
 def expectations(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from product_affinity.defs.business import business_assets
 from product_affinity.defs.consumer_aligned import consumer_aligned_assets
 from product_affinity.defs.page import page_path, product_page
 from product_affinity.defs.partitions import range_tags
-from product_affinity.defs.quality import slo_results
+from product_affinity.defs.quality import data_docs, slo_results
 from product_affinity.defs.metadata import table_key
 from product_affinity.defs.quality_checks import docs_dir, quality_checks
 from product_affinity.defs.resources import resources
@@ -77,7 +77,7 @@ def build_definitions(sources: Path = DEFAULT_SOURCES, warehouse: Path = DEFAULT
         loading = [*(source_file_spec(name, database=True) for name in SOURCES), load,
                    *(source_aligned_asset(name, database=True) for name in SOURCES)]
     assets = [*loading, quarantine, *consumer_aligned_assets, *business_assets, *rollup_assets,
-              snapshot, product_page, slo_results]
+              snapshot, product_page, slo_results, data_docs]
     return dg.Definitions(
         assets=dg.map_asset_specs(links(warehouse), assets),
         asset_checks=[*quality_checks, *rollup_checks],

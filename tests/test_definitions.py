@@ -130,3 +130,24 @@ def test_a_run_over_many_days_stores_each_check_once():
     built = [output.properties.asset_key for step in sorted(plan.step_dict.values(), key=lambda s: s.key)
              for output in step.step_outputs if output.properties and output.properties.asset_key]
     assert graph.get(built[-1]).partitions_def is None, built[-1]
+
+
+def test_the_data_docs_step_runs_after_every_check_step_of_the_job():
+    """The Data Docs are drawn from the results the checks recorded, so their step must come after every table's check
+    step: Dagster orders a step after a table's blocking checks only, so a table left with no blocking rule would
+    let the Docs be drawn before its checks ran."""
+    from dagster._core.execution.api import create_execution_plan
+
+    from product_affinity.defs.quality import DATA_DOCS_KEY
+
+    job = defs.resolve_job_def("product_affinity")
+    plan = create_execution_plan(job, tags=range_tags(Days(date(2026, 1, 1), date(2026, 1, 3))))
+    upstream = {step.key: {i.step_key for step_input in step.step_inputs for i in step_input.source.step_output_handle_dependencies}
+                for step in plan.step_dict.values()}
+    docs = "__".join(DATA_DOCS_KEY.path)
+    before, frontier = set(), [docs]
+    while frontier:
+        for key in upstream[frontier.pop()] - before:
+            before.add(key)
+            frontier.append(key)
+    assert {f"{t.name}_quality" for t in checked_tables()} <= before, sorted(before)

@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 import pytest
 import uvicorn
 
+from product_affinity.contract.odcs import checked_tables
 from product_affinity.delivery.rest import create_app
 
 pytestmark = pytest.mark.slow  # a browser, and a server in a thread
@@ -106,10 +107,12 @@ def test_a_graphiql_page_loading_a_file_with_no_local_copy_is_refused_by_name():
 
 @pytest.fixture(scope="module")
 def data_docs(tmp_path_factory):
-    """The Data Docs a run writes: the job's source-aligned assets and their checks on a small fresh sample."""
+    """The Data Docs a run writes: the job's source-aligned assets, their checks and the Data Docs step on a small fresh
+    sample."""
     import dagster as dg
 
     from product_affinity.definitions import build_definitions
+    from product_affinity.defs.quality import DATA_DOCS_KEY
     from product_affinity.defs.partitions import range_tags
     from product_affinity.defs.source_aligned import source_aligned_assets
     from product_affinity.partitions import all_days
@@ -119,7 +122,7 @@ def data_docs(tmp_path_factory):
     generate_sample(root / "sources", customers=200, products=60, orders=1_000, history_days=60,
                     end=datetime.now(UTC).replace(tzinfo=None))
     job = build_definitions(root / "sources", root / "warehouse.duckdb").resolve_job_def("product_affinity")
-    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), asset_selection=[a.key for a in source_aligned_assets],
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), asset_selection=[*(a.key for a in source_aligned_assets), DATA_DOCS_KEY],
                                     tags=range_tags(all_days(root / "sources", root / "warehouse.duckdb")))
     assert result.success
     return root / "quality_docs", [a.key.path[-1] for a in source_aligned_assets]
@@ -131,9 +134,11 @@ def test_data_docs_index_lists_every_suite_and_validation_styled_with_no_network
     opened.goto((docs / "index.html").as_uri())
     validations = opened.locator(".ge-index-page-validation-results-table tbody tr")  # drawn by script from the page's data
     validations.first.wait_for(timeout=30_000)
-    assert validations.count() == len(tables)
+    assert validations.count() == len(tables)  # the tables the run checked, each row linking its suite
     suites = {link.inner_text().strip() for link in opened.locator("a.ge-index-page-table-expectation-suite-link").all()}
     assert suites == set(tables)
+    index = (docs / "index.html").read_text()  # and every table's suite, from the contract, in the suites' tab
+    assert all(f"expectations/{t.name}.html" in index and (docs / "expectations" / f"{t.name}.html").exists() for t in checked_tables())
     # styled by Bootstrap: its reboot sets the body's font stack, the navbar is laid out as flex
     assert "apple-system" in opened.evaluate("getComputedStyle(document.body).fontFamily")
     assert opened.locator("nav.navbar").first.evaluate("e => getComputedStyle(e).display") == "flex"

@@ -96,8 +96,10 @@ def test_dagster_asset_graph_shows_every_asset(browser, tmp_path):
             except OSError:
                 assert server.poll() is None and time.monotonic() < deadline, "dagster-webserver did not come up"
                 time.sleep(0.5)
-        # The graph draws only the nodes inside the viewport: a large one holds each group with its neighbours.
-        opened = browser.new_page(viewport={"width": 2400, "height": 1800})
+        # The graph draws only the nodes inside the viewport: a large one holds each group with its neighbours (the
+        # consumer_aligned group's, with the snapshot, the SLO results and the Data Docs downstream of every table,
+        # runs below 1,800 px).
+        opened = browser.new_page(viewport={"width": 2400, "height": 2600})
         opened.goto(f"http://127.0.0.1:{port}/asset-groups", wait_until="networkidle")
         graph = defs.resolve_asset_graph()
         written_alongside = [spec.key for spec in WRITTEN_ALONGSIDE]

@@ -31,7 +31,7 @@ from product_affinity.defs.quality_checks import quality_checks
 from product_affinity.semantic.loader import model
 from product_affinity.quality import data_docs
 from product_affinity.quality.measures import measure
-from product_affinity.quality.results import Row
+from product_affinity.quality.results import Row, Validation
 from product_affinity.quality.report import declared_markdown
 from product_affinity.quality.suites import EXPECTATIONS_DIR, NOT_IN_SUITES, suite_json
 from product_affinity.defs.resources import resources
@@ -178,11 +178,16 @@ def test_the_data_docs_draw_each_rule_as_measured_even_one_that_could_not_run(tm
     rows = [Row(r, None, False, 0, json.dumps({"errors": ["BinderException: Cannot compare values of type '…'"]}), "")
             if r.id == "accuracy_north_star" else Row(r, 0.0, r.id != "uniqueness_key", 345, json.dumps({"bad_rows": 7}), "rows")
             for r in quality_rules(t.name)]
-    data_docs.write(t, rows, now(), tmp_path)
+    index = data_docs.draw(checked_tables(), {t.name: Validation("run-17", now(), rows)}, tmp_path)
     (page,) = (tmp_path / "validations" / t.name).rglob("*.html")
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.read_text()))
     assert "raised an exception: BinderException: Cannot compare values of type" in text
     assert "Unsuccessful Expectations 2" in text and t.physical_name in text and "DuckDB aggregates over every row" in text
+    assert "run-17" in text  # the Dagster run whose checks recorded the results
+    # every table's suite is drawn, a validation only for the tables with results
+    assert all((tmp_path / "expectations" / f"{c.name}.html").exists() for c in checked_tables())
+    assert [p.parent.parent.parent.name for p in (tmp_path / "validations").rglob("*.html")] == [t.name]
+    assert index == tmp_path / "index.html"
 
 
 # ---- the checks on real runs -------------------------------------------------------------------

@@ -9,6 +9,7 @@ published, the old snapshot is untouched, and the failure names the rule, the ro
 
 import hashlib
 import json
+import re
 import shutil
 from contextlib import redirect_stderr, redirect_stdout
 from datetime import UTC, datetime, timedelta
@@ -213,6 +214,11 @@ def test_a_bad_batch_blocks_publication_and_says_which_rule_how_many_rows_and_wh
     assert f"bad_rows={len(lines)}" in report and f"where=purchase.csv lines {lines[0]}-{lines[-1]}, first {lines[0]}, {lines[1]}" in report
     assert "consumers still read" in report
     assert published_snapshot(warehouse) == before and hashlib.sha256(before.read_bytes()).hexdigest() == digest
+    # the run stopped before its Data Docs step, so the command drew them: they show the failure that stopped it
+    assert f"Data Docs of the checks recorded: {warehouse.parent / 'quality_docs' / 'index.html'}" in report
+    (page,) = (warehouse.parent / "quality_docs" / "validations" / "purchase").rglob("*.html")
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.read_text()))
+    assert f"validity_quantity (validity, {len(lines)} unexpected values found" in text
 
 
 def test_each_check_says_what_valid_means_and_what_rows_it_is_measured_on():

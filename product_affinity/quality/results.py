@@ -8,7 +8,8 @@ from datetime import datetime
 
 import duckdb
 
-from product_affinity.contract.odcs import Rule, Table
+from product_affinity import sql
+from product_affinity.contract.odcs import Rule, Table, quality_rules
 
 SLO_RESULTS = "quality.slo_results"
 COLUMNS = {
@@ -51,6 +52,15 @@ class Run:
     pipeline_run: bool
 
 
+@dataclass(frozen=True)
+class Validation:
+    """One table's results as a run recorded them: which run, when the checks measured, a row per rule checked."""
+
+    run_id: str
+    checked_at: datetime
+    rows: list[Row]
+
+
 def redact(message: str) -> str:
     """An error message as it may be stored and served: every quoted literal (a value) replaced, length bounded."""
     return re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", message)[:500]
@@ -82,3 +92,23 @@ def record(conn: duckdb.DuckDBPyConnection, run: Run, checked_at: datetime, t: T
          "observed_unit": r.observed_unit, "pipeline_run": run.pipeline_run}
         for r in rows
     ])
+
+
+def latest(conn: duckdb.DuckDBPyConnection, tables: list[Table]) -> dict[str, Validation]:
+    """Each table's results from the latest run that checked it, read back as recorded, by table name; a table no run
+    checked yet is left out. The Data Docs are drawn from these (data_docs.py): the very results that decided the checks.
+    A rule the contract no longer has is dropped; the rows follow the contract's rule order."""
+    if not conn.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+                        SLO_RESULTS.split(".")).fetchone()[0]:
+        return {}
+    found: dict[str, list[tuple]] = {}
+    for asset, *row in conn.execute(sql.load(__file__, "latest_results.sql").format(results=SLO_RESULTS)).fetchall():
+        found.setdefault(asset, []).append(tuple(row))
+    latest = {}
+    for t in tables:
+        recorded = {rule_id: rest for _, _, rule_id, *rest in found.get(f"{t.schema}/{t.name}", [])}
+        rows = [Row(rule, *recorded[rule.id]) for rule in quality_rules(t.name) if rule.id in recorded]
+        if rows:
+            run_id, checked_at = found[f"{t.schema}/{t.name}"][0][:2]
+            latest[t.name] = Validation(run_id, checked_at, rows)
+    return latest
