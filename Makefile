@@ -26,13 +26,16 @@ run: $(VENV)/.installed-run
 	$(BIN)/product-affinity generate
 	$(BIN)/product-affinity run
 
-# What CI runs (.ci/run): every test, including the docs site's strict build (tests/test_docs.py).
+# What CI runs (.ci/run): every test, including the docs site's strict build (tests/test_docs.py). One pytest-xdist
+# worker per core, a test file per worker, so a file's module fixtures (often a whole run) run once
+# (docs/operations/testing.md); `pytest` alone runs the same tests in one process.
+XDIST := -n auto --dist loadfile
 test: $(VENV)/.installed-test
-	$(BIN)/pytest
+	$(BIN)/pytest $(XDIST)
 
 # The fast tier: every module, none of the whole-pipeline runs (see docs/operations/testing.md).
 test-fast: $(VENV)/.installed-test
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest $(XDIST) -m "not slow"
 
 docs: $(VENV)/.installed-docs
 	$(BIN)/mkdocs build --strict --site-dir site
