@@ -159,6 +159,6 @@ def test_the_spark_ports_come_from_the_files_not_duckdbs_totals(built, tmp_path)
         recorded = dict(conn.execute(f"SELECT name, count(*) FROM {daily_counts.FILES} WHERE root = ? GROUP BY name",
                                      [str(root.resolve())]).fetchall())
         window = conn.execute("SELECT count(*) FROM counts.window_days").fetchone()[0]
-        line_days = conn.execute(f"SELECT count(*) FROM ({daily_counts.LINE_DAYS})").fetchone()[0]
+        line_days = conn.execute(f"SELECT count(*) FROM ({daily_counts.line_days_sql()})").fetchone()[0]
     # under the copy's root: every day of the warehouse's lines, every day of the 10-day window but the emptied one
     assert recorded == {day_files.LINES: line_days, **{name: window for name in daily_counts.COUNTED}} and window == 9

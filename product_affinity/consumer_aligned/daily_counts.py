@@ -180,7 +180,11 @@ def export_counts(conn: duckdb.DuckDBPyConnection, root: Path, days: Days) -> No
         _export(conn, root, name, f"FROM {SCHEMA}.{name} WHERE day >= DATE '{days.first}' AND day < DATE '{days.end}'", days)
 
 
-LINE_DAYS = f"SELECT DISTINCT CAST(purchased_at AS DATE) AS day FROM {PURCHASES}"  # the days the warehouse has lines of
+def line_days_sql(purchases: str = PURCHASES) -> str:
+    """The days the warehouse has accepted lines of (a SELECT of day)."""
+    return f"SELECT DISTINCT CAST(purchased_at AS DATE) AS day FROM {purchases}"
+
+
 WINDOW_DAYS = f"SELECT day FROM {SCHEMA}.window_days"  # the days in the rules' totals
 
 
@@ -227,14 +231,10 @@ def current_files(
 LOADED_DAYS = "_loaded_days"  # the days with accepted lines: one scan of the lines per run, kept by days_to_count
 
 
-def _loaded_days_sql(purchases: str) -> str:
-    return f"SELECT DISTINCT CAST(purchased_at AS DATE) AS day FROM {purchases}"
-
-
 def days_to_count(conn: duckdb.DuckDBPyConnection, days: Days, purchases: str = PURCHASES) -> Days:
     """The run's days, widened to any day that has accepted lines but no counts: loaded by a run whose counting was
     blocked (a failed check) or never ran, it would otherwise be missing from the window's totals for good."""
-    conn.execute(f"CREATE OR REPLACE TEMP TABLE {LOADED_DAYS} AS {_loaded_days_sql(purchases)}")
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE {LOADED_DAYS} AS {line_days_sql(purchases)}")
     first, last = conn.execute(
         f"SELECT min(day), max(day) FROM {LOADED_DAYS} WHERE day NOT IN (SELECT day FROM {SCHEMA}.day_baskets)"
     ).fetchone()
@@ -278,7 +278,7 @@ def count_days(
         # The days recounted, and any day counted before that no longer has a line in the warehouse (a warehouse
         # rebuilt from nothing beside old counts): their counts leave the totals and are replaced or dropped. The days
         # with lines are the ones days_to_count found, if it ran just before (the job's step), else found now.
-        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {LOADED_DAYS} AS {_loaded_days_sql(purchases)}")
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {LOADED_DAYS} AS {line_days_sql(purchases)}")
         conn.execute(
             f"""CREATE OR REPLACE TEMP TABLE _recounted AS
             SELECT day FROM {SCHEMA}.day_baskets WHERE day >= $first AND day < $end

@@ -163,7 +163,7 @@ def customer_aggregates(
     """The customer aggregates on Spark (customer_aggregates.sql, translated) from the lines' files of every day the
     warehouse holds, written as Parquet under `<root>/customer_aggregates/`: the relation that reads them, for the
     customer_metrics port's query (None when the warehouse holds no line)."""
-    folders = daily_counts.current_files(conn, root, [day_files.LINES], daily_counts.LINE_DAYS, daily_counts.export_lines)
+    folders = daily_counts.current_files(conn, root, [day_files.LINES], daily_counts.line_days_sql(), daily_counts.export_lines)
     if not folders[day_files.LINES]:
         return None
     spark = spark or session()
