@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from product_affinity.consumer_aligned import daily_counts as counts
+from product_affinity.consumer_aligned import pair_counts
 from product_affinity.consumer_aligned.association_rules import Thresholds, mine_all_levels
 from product_affinity.partitions import Days, file_days
 from product_affinity.source_aligned.cleaning import ingest
@@ -46,6 +47,41 @@ def test_rules_from_days_counted_apart_equal_mining_all_the_lines(loaded):
     from_counts = counts.rules_from_counts(conn, THRESHOLDS)
     assert len(from_counts) > 0
     assert from_counts.equals(mine_all_levels(conn, THRESHOLDS))
+
+
+def test_the_per_day_pairs_counted_in_numpy_are_the_rows_of_the_pairs_query(loaded):
+    """The duckdb engine counts pairs in NumPy; the pairs query stays the definition (Spark runs it). Same rows; a
+    product on two lines of an order counts once."""
+    conn, days = loaded
+    conn.execute("INSERT INTO source_aligned.purchase SELECT * REPLACE (line_number + 1000 AS line_number) "
+                 "FROM source_aligned.purchase USING SAMPLE 50 ROWS")
+    conn.execute(f"CREATE TEMP VIEW day_lines AS {counts.lines_sql('source_aligned.purchase', 'source_aligned.product', days)}")
+    conn.execute(f"CREATE TEMP TABLE product_lines AS {counts.product_lines_sql('day_lines')}")
+    conn.execute("CREATE TEMP TABLE numpy_pairs (day DATE, item_a BIGINT, item_b BIGINT, baskets BIGINT)")
+    written = pair_counts.insert_day_pairs(conn, "product_lines", "numpy_pairs")
+    query = counts.product_pairs_sql("product_lines")
+    assert written == conn.execute(f"SELECT count(*) FROM ({query})").fetchone()[0] > 1_000
+    for one, other in (("numpy_pairs", f"({query})"), (f"({query})", "numpy_pairs")):
+        assert conn.execute(f"SELECT count(*) FROM (FROM {one} EXCEPT ALL FROM {other})").fetchone()[0] == 0
+
+
+def test_counting_a_chunk_of_days_at_a_time_gives_the_counts_of_one_go(loaded, tmp_path, monkeypatch):
+    """count_days commits a chunk of days at a time; cut into one-day chunks (a day with no lines included) or counted
+    at once, every per-day table and every total holds the same rows."""
+    conn, days = loaded
+    conn.execute("DELETE FROM source_aligned.purchase WHERE CAST(purchased_at AS DATE) = $day",
+                 {"day": days.first + timedelta(days=10)})
+    counts.count_days(conn, days, 3, None)
+    conn.execute(f"DETACH {counts.SCHEMA}")
+    counts.attach(conn, tmp_path / "chunked.counts.duckdb")
+    monkeypatch.setattr(counts, "CHUNK_LINES", 1)
+    counted = counts.count_days(conn, days, 3, None)
+    assert counted.days == (days.end - days.first).days - 1
+    conn.execute(f"ATTACH '{tmp_path / 'w.counts.duckdb'}' AS whole (READ_ONLY)")
+    for name in counts.size(conn):
+        assert conn.execute(f"SELECT count(*) FROM whole.{name}").fetchone()[0] > 0
+        for one, other in ((f"whole.{name}", f"{counts.SCHEMA}.{name}"), (f"{counts.SCHEMA}.{name}", f"whole.{name}")):
+            assert conn.execute(f"SELECT count(*) FROM (FROM {one} EXCEPT ALL FROM {other})").fetchone()[0] == 0, name
 
 
 def test_a_trailing_window_subtracts_the_days_that_age_out(loaded):
