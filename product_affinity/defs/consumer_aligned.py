@@ -13,7 +13,7 @@ from product_affinity.contract.odcs import table, tables
 from product_affinity.product.descriptor import asset_tags, kinds, port
 from product_affinity.defs.quality_checks import freshness_policy
 from product_affinity.defs.partitions import daily, days_of, one_run
-from product_affinity.defs.resources import AffinitySettings
+from product_affinity.defs.resources import WAREHOUSE_STEP, AffinitySettings
 from product_affinity.defs.source_aligned import OWNERS
 from product_affinity.defs.metadata import column_schema, materialization_metadata, table_key
 from product_affinity.warehouse import replace_table
@@ -36,6 +36,7 @@ def output_port(name: str, deps: list[dg.AssetKey], defined_in: ModuleType) -> d
         tags=asset_tags(name, layer="consumer_aligned", output_port=""),
         metadata={"dagster/column_schema": column_schema(t), "dagster/table_name": t.physical_name},
         freshness_policy=freshness_policy(),
+        op_tags=WAREHOUSE_STEP,
     )
 
 
@@ -54,6 +55,7 @@ def publish_port(conn, name: str, sql: str, **metadata) -> dg.MaterializeResult:
     owners=OWNERS,
     kinds={"duckdb"},
     tags=asset_tags(layer="consumer_aligned"),
+    op_tags=WAREHOUSE_STEP,
     partitions_def=daily,
     backfill_policy=one_run,
 )

@@ -29,6 +29,12 @@ class SourceFiles(dg.ConfigurableResource):
         return Path(self.directory)
 
 
+# The op tag of every step that opens the working warehouse. The job's executor (definitions.py) runs at most one step
+# so tagged at a time when it runs steps in processes of their own: the warehouse's lock and DuckDB's single writer
+# would refuse a second one. tests/test_definitions.py holds every such step to it.
+WAREHOUSE_STEP = {"product-affinity/writes": "warehouse"}
+
+
 class WarehouseBusy(RuntimeError):
     """Another pipeline run, or another process, holds the working warehouse."""
 
