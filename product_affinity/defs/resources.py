@@ -110,6 +110,10 @@ class AffinitySettings(dg.ConfigurableResource):
     # resources.settings.config.engine.
     engine: Literal["duckdb", "spark"] = "duckdb"
     partitions_root: str = ""  # the spark engine's Parquet files by day; empty: <warehouse>.partitions/ beside the warehouse
+    # Count the run's days in chunks of this many days, each a step of its own that holds no lock and reads and writes
+    # Parquet files under partitions_root, so that an executor running steps in parallel (multiprocess, Kubernetes,
+    # Celery) counts chunks at once; None counts them in one step, in the warehouse on the duckdb engine.
+    fan_out_days: int | None = None
 
     def thresholds(self, level: str) -> Thresholds:
         return Thresholds(
