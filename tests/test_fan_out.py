@@ -42,13 +42,14 @@ def selection(sources: Path, warehouse: Path) -> tuple[dg.JobDefinition, set[dg.
     return job, dg.AssetSelection.assets(table_key("association_rules")).upstream().resolve(graph) & graph.materializable_asset_keys
 
 
-def run_in_process(sources: Path, warehouse: Path, days: Days, **settings) -> None:
+def run_in_process(sources: Path, warehouse: Path, days: Days, **settings) -> dg.ExecuteInProcessResult:
     """As `product-affinity run` does: every step in this process, the counting in the warehouse."""
     job, selected = selection(sources, warehouse)
     result = job.get_subset(asset_selection=selected, asset_check_selection=set()).execute_in_process(
         instance=dg.DagsterInstance.ephemeral(), tags=range_tags(days), raise_on_error=False,
         run_config={"resources": {"settings": {"config": settings}}})
     assert result.success
+    return result
 
 
 def run_fanned_out(sources: Path, warehouse: Path, days: Days, fan_out_days: int, **settings) -> str:
@@ -81,14 +82,14 @@ def built(tmp_path_factory):
     first, last = file_days(sources)
     everything = Days(first, last + timedelta(days=1))
     default, fanned = root / "default.duckdb", root / "fanned.duckdb"
-    run_in_process(sources, default, everything)
+    unfanned = run_in_process(sources, default, everything)
     runs = [run_fanned_out(sources, fanned, everything, fan_out_days=3)]
     dropped = first + timedelta(days=5)
     drop_day(sources, dropped)
     around = Days(dropped - timedelta(days=1), dropped + timedelta(days=2))
     run_in_process(sources, default, around, **WINDOW)
     runs.append(run_fanned_out(sources, fanned, around, fan_out_days=1, **WINDOW))
-    return {"default": default, "fanned": fanned}, runs, dropped
+    return {"default": default, "fanned": fanned}, runs, dropped, unfanned.get_asset_materialization_events()
 
 
 def differences(a: Path, b: Path, name: str) -> tuple[int, int]:
@@ -116,8 +117,23 @@ def test_fanned_out_rules_equal_the_default_runs(built):
     assert differences(warehouses["default"], warehouses["fanned"], "consumer_aligned.association_rules") == (0, 0)
 
 
+def test_the_counts_are_described_as_before(built):
+    """Each day's materialization of the counts carries what the one-step asset gave (engine, baskets, rows), fanned
+    out or not, and says how many chunk steps counted it."""
+    _, runs, _, unfanned = built
+    fanned = [record.event_log_entry.dagster_event for record in dg.DagsterInstance.get().get_records_for_run(
+        runs[0], of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records]
+    for events, steps in ((unfanned, 0), (fanned, 5)):
+        counts = [e.materialization.metadata for e in events if e.asset_key == dg.AssetKey(["counts", "daily_counts"])]
+        assert len(counts) > 1  # one per day of the run
+        for metadata in counts:
+            assert metadata["engine"].value == "duckdb" and metadata["fanned_out_steps"].value == steps
+            assert metadata["baskets"].value > 0 and metadata["days_with_baskets"].value == len(counts)
+            assert metadata["rows_held"].value["day_product_pairs"] > 0 and "product_pairs" in metadata["itemset_rows_written"].value
+
+
 def test_the_emptied_day_has_no_folder_left(built):
-    warehouses, _, dropped = built
+    warehouses, _, dropped, _ = built
     root = day_files.default_root(warehouses["fanned"])
     for name in (day_files.LINES, *daily_counts.COUNTED):
         assert not day_files.day_folder(root, name, dropped).exists(), name
@@ -144,7 +160,7 @@ def steps(run_id: str) -> dict[str, dict]:
 
 
 def test_the_chunks_ran_as_steps_in_several_processes(built):
-    _, runs, _ = built
+    _, runs, *_ = built
     for run_id, chunks in zip(runs, (5, 3)):  # 14 days by 3; 3 days by 1
         found = steps(run_id)
         counted = {key: step for key, step in found.items() if key.startswith(CHUNK_STEP)}
@@ -156,7 +172,7 @@ def test_the_chunks_ran_as_steps_in_several_processes(built):
 def test_the_warehouse_steps_never_overlap(built):
     """Each step that holds the warehouse has all its events stored before the next one's first: never two at once
     (the lock would have failed the second); and the load starts only after every chunk's step has ended."""
-    _, runs, _ = built
+    _, runs, *_ = built
     warehouse_steps = {op.name for op in defs.resolve_job_def("product_affinity").graph.iterate_op_defs()
                        if WAREHOUSE_STEP.items() <= op.tags.items()}
     assert "count_chunk" not in warehouse_steps and {"plan_counting", "load_counts"} <= warehouse_steps
