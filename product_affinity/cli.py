@@ -8,6 +8,7 @@ import sys
 import time
 import traceback
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 # Only light modules at the top: `--help` must answer at once, so Dagster, DuckDB, pandas, mlxtend and the
@@ -109,9 +110,10 @@ def run(args: argparse.Namespace) -> int:
     check_can_run(args.sources, args.warehouse, database)
     from product_affinity.definitions import build_definitions
 
+    fan_out = FanOut(args.fan_out_days, args.sources, database) if args.fan_out_days else None
     return run_job(build_definitions(args.sources, args.warehouse, database=database), args.warehouse,
                    days=partitions(args.days, args.sources, args.warehouse, database), verbose=args.verbose,
-                   engine=args.engine)
+                   engine=args.engine, fan_out=fan_out)
 
 
 def partitions(days: tuple["date", "date"] | None, sources: Path, warehouse: Path, database: str | None) -> "Days":
@@ -173,37 +175,61 @@ def check_database(dsn: str) -> None:
                            f"unset {SOURCE_DSN_VARIABLE} and leave out --postgres to read the files") from None
 
 
-def run_job(defs, warehouse: Path, days: "Days", verbose: bool = False, engine: str = "duckdb") -> int:
-    """Run the product_affinity job of `defs` (Definitions) in process over the daily partitions `days` (one run,
-    every unpartitioned asset rebuilt after them), counting with `engine`: print the summary of the snapshot it
-    published, or why it published nothing. Progress goes to stderr, one step at a time; Dagster's own log
-    (with a trace for each failed step) only with `verbose`."""
-    import dagster as dg
+@dataclass(frozen=True)
+class FanOut:
+    """A run whose counting is fanned out: chunks of `days` days, each a step in a process of its own. Each process
+    rebuilds the job from the sources (`definitions.product_affinity_job`)."""
 
-    from product_affinity.progress import StepProgress
-    from product_affinity.defs.partitions import range_tags
-    from product_affinity.defs.publication import failure_report
-    from product_affinity.publication import published_snapshot
-    from product_affinity.summary import print_summary
+    days: int
+    sources: Path
+    database: str | None
+
+
+def run_job(defs, warehouse: Path, days: "Days", verbose: bool = False, engine: str = "duckdb",
+            fan_out: FanOut | None = None) -> int:
+    """Run the product_affinity job of `defs` (Definitions) over the daily partitions `days` (one run, every
+    unpartitioned asset rebuilt after them), counting with `engine`, in process, or, fanned out, a process per step:
+    print the summary of the snapshot it published, or why it published nothing. Progress goes to stderr, one step
+    at a time; Dagster's own log (with a trace for each failed step) only with `verbose`."""
+    import tempfile
+
+    import dagster as dg
 
     job = defs.resolve_job_def("product_affinity")
     # One "planned" event per asset for the run's range of days, not one per day (Dagster's switch; a failed run
     # then marks no partition failed, and the next run reloads them): thousands of events cost seconds.
     os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
     # Recorded in the instance under DAGSTER_HOME (make exports dagster_home/), so `make dev` shows every run,
-    # check result and metadata plot of the command line; without DAGSTER_HOME the run leaves no history.
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    # check result and metadata plot of the command line; without DAGSTER_HOME the run leaves no history (fanned
+    # out, its steps' processes share a temporary instance on disk).
+    with tempfile.TemporaryDirectory() as temporary:
+        if os.environ.get("DAGSTER_HOME"):
+            instance = dg.DagsterInstance.get()
+        else:
+            instance = dg.DagsterInstance.local_temp(temporary) if fan_out else dg.DagsterInstance.ephemeral()
+        return _run(job, instance, warehouse, days, verbose, engine, fan_out)
+
+
+def _run(job, instance, warehouse: Path, days: "Days", verbose: bool, engine: str, fan_out: FanOut | None) -> int:
+    """run_job in `instance`, which outlives the run."""
+    from product_affinity.progress import StepProgress
+    from product_affinity.defs.partitions import range_tags
+    from product_affinity.defs.publication import failure_report
+    from product_affinity.publication import published_snapshot
+    from product_affinity.summary import print_summary
+
     started, run_id = time.perf_counter(), str(uuid.uuid4())
-    with StepProgress(len(job.graph.nodes)) as progress:
-        instance.add_event_listener(run_id, progress.on_event)
-        result = job.execute_in_process(
-            instance=instance,
-            run_id=run_id,
-            tags=range_tags(days),
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}},
-                        "resources": {"settings": {"config": {"engine": engine}}}},
-            raise_on_error=False,
-        )
+    run_config = {"loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}},
+                  "resources": {"settings": {"config": {"engine": engine}}}}
+    # A step per op; the counting's map is a step per chunk, and none when it is not fanned out.
+    chunks = len(days.chunks(fan_out.days)) if fan_out else 0
+    with StepProgress(sum(1 for _ in job.graph.iterate_op_defs()) - 1 + chunks) as progress:
+        if fan_out:
+            result = _run_fanned_out(instance, warehouse, days, run_config, fan_out, progress)
+        else:
+            instance.add_event_listener(run_id, progress.on_event)
+            result = job.execute_in_process(instance=instance, run_id=run_id, tags=range_tags(days),
+                                            run_config=run_config, raise_on_error=False)
     if not result.success:
         print(failure_report(result, instance, warehouse), file=sys.stderr)
         _redraw_data_docs(result, warehouse)
@@ -217,6 +243,50 @@ def run_job(defs, warehouse: Path, days: "Days", verbose: bool = False, engine: 
 
     print(f"Data product page: {page_path(warehouse)}")
     return 0
+
+
+def _run_fanned_out(instance, warehouse: Path, days: "Days", run_config: dict, fan_out: FanOut, progress):
+    """The job in a process per step, the counting in chunks of `fan_out.days` days. The steps log their events from
+    their own processes, into `instance` (on disk), so the progress follows the run's event log, read as it grows."""
+    import threading
+
+    import dagster as dg
+
+    from product_affinity.defs.partitions import range_tags
+
+    job = dg.build_reconstructable_job("product_affinity.definitions", "product_affinity_job",
+                                       reconstructable_args=(str(fan_out.sources), str(warehouse), fan_out.database))
+    run_config = {**run_config, "execution": {"config": {"multiprocess": {}}}}
+    run_config["resources"]["settings"]["config"]["fan_out_days"] = fan_out.days
+    marker = {"product-affinity/cli-run": str(uuid.uuid4())}  # finds the run execute_job creates
+    ended = threading.Event()
+    follower = threading.Thread(target=_follow, args=(instance, marker, progress, ended), daemon=True)
+    follower.start()
+    try:
+        return dg.execute_job(job, instance=instance, tags={**range_tags(days), **marker}, run_config=run_config)
+    finally:
+        ended.set()
+        follower.join()
+
+
+def _follow(instance, marker: dict[str, str], progress, ended, every: float = 0.5) -> None:
+    """Hand each event of the run tagged `marker` to `progress`, as they are stored, until `ended` (then the rest)."""
+    import dagster as dg
+
+    run_id, cursor = None, None
+    while True:
+        last = ended.is_set()
+        if run_id is None:
+            found = instance.get_run_records(dg.RunsFilter(tags=marker), limit=1)
+            run_id = found[0].dagster_run.run_id if found else None
+        if run_id is not None:
+            stored = instance.get_records_for_run(run_id, cursor=cursor)
+            for record in stored.records:
+                progress.on_event(record.event_log_entry)
+            cursor = stored.cursor
+        if last:
+            return
+        ended.wait(every)
 
 
 def _redraw_data_docs(result, warehouse: Path) -> None:
@@ -391,6 +461,10 @@ def main(argv: list[str] | None = None) -> int:
                       "the rules' reduce and the customer aggregates: DuckDB in this process, or Spark from Parquet "
                       "files by day (needs the spark extra and Java; "
                       "default: %(default)s)")
+    run_.add_argument("--fan-out-days", type=positive_int, metavar="N", help="count the days in chunks of N days, "
+                      "each a step in a process of its own, at most one per core at once (the steps that write the "
+                      "warehouse still run one at a time), from Parquet files by day beside the warehouse "
+                      "(default: one step counts every day, in the warehouse)")
     run_.set_defaults(func=run)
 
     exp = command("expectations", help="regenerate the Great Expectations suites from the data contract")

@@ -1,7 +1,9 @@
 """All of Product Affinity's Dagster definitions, assembled in one place from the per-layer modules.
 
 Every job, the UI's implicit `__ASSET_JOB` ("Materialize all", "Materialize selected") included, runs its steps in
-one process (the Definitions' executor): DuckDB lets one process write the warehouse. The `product_affinity` job is
+one process by default (the Definitions' executor): DuckDB lets one process write the warehouse. A run can ask for
+a process per step instead (`execution: {config: {multiprocess: {}}}`), for the counting's chunks to run at once
+(`fan_out_days`): the steps that open the warehouse still run one at a time. The `product_affinity` job is
 what the CLI and the schedule run; "Materialize all" builds the same assets, but a run of a selection (or of checks
 only) is a run too.
 """
@@ -23,7 +25,7 @@ from product_affinity.defs.partitions import range_tags
 from product_affinity.defs.quality import data_docs, slo_results
 from product_affinity.defs.metadata import table_key
 from product_affinity.defs.quality_checks import docs_dir, quality_checks
-from product_affinity.defs.resources import resources
+from product_affinity.defs.resources import WAREHOUSE_STEP, resources
 from product_affinity.defs.rollups import rollup_assets, rollup_checks
 from product_affinity.defs.sensors import database_watermark_sensor, source_files_sensor
 from product_affinity.defs.source_aligned import (SOURCES, quarantine, source_aligned_asset, source_aligned_assets,
@@ -33,6 +35,29 @@ from product_affinity.partitions import Days
 
 # Tables in the catalogue that no step of their own builds (Dagster cannot run them): shown, never selected.
 WRITTEN_ALONGSIDE = [quarantine, slo_results]
+
+
+def _executor_config(config: dict) -> dict:
+    """The config of Dagster's multi_or_in_process_executor for ours: in a process per step, at most one step that
+    opens the warehouse at a time, whatever else the run asks (the warehouse's lock would fail a second one)."""
+    if "multiprocess" not in config:
+        return config
+    limits = [{"key": key, "value": value, "limit": 1} for key, value in WAREHOUSE_STEP.items()]
+    return {"multiprocess": {**config["multiprocess"], "tag_concurrency_limits": limits}}
+
+
+executor = dg.multi_or_in_process_executor.configured(
+    _executor_config,
+    name="in_process_or_multiprocess",
+    config_schema=dg.Field(
+        dg.Selector({
+            "in_process": {},
+            "multiprocess": {"max_concurrent": dg.Field(int, is_required=False, description=(
+                "processes at once (default: one per core); the warehouse's steps run one at a time in any case"))},
+        }),
+        default_value={"in_process": {}},
+    ),
+)
 
 everything = dg.define_asset_job(
     "product_affinity",
@@ -68,7 +93,8 @@ def build_definitions(sources: Path = DEFAULT_SOURCES, warehouse: Path = DEFAULT
                       database: str | None = None) -> dg.Definitions:
     """The product's definitions, reading its sources from the files in `sources`, or, given a DSN in `database`,
     from the operational PostgreSQL database (loaded incrementally by dlt into the warehouse's staging schema)."""
-    # One DuckDB writer at a time: DuckDB locks the file per process, so steps run in one process.
+    # One DuckDB writer at a time: DuckDB locks the file per process, so steps run in one process, or one at a time
+    # when they open the warehouse (executor).
     loading, extra_resources = [*source_files, *source_aligned_assets], {}
     if database:
         from product_affinity.defs.staging import staging_assets
@@ -85,8 +111,14 @@ def build_definitions(sources: Path = DEFAULT_SOURCES, warehouse: Path = DEFAULT
         schedules=[daily],
         sensors=[source_files_sensor(sources, database=bool(database)), database_watermark_sensor(database)],
         resources=resources(sources, warehouse) | extra_resources,
-        executor=dg.in_process_executor,
+        executor=executor,
     )
+
+
+def product_affinity_job(sources: str, warehouse: str, database: str | None = None) -> dg.JobDefinition:
+    """The product_affinity job of build_definitions, rebuilt by name in each step's process when a run's steps run in
+    processes of their own (dg.build_reconstructable_job: a job built from arguments cannot be pickled to them)."""
+    return build_definitions(Path(sources), Path(warehouse), database).resolve_job_def("product_affinity")
 
 
 defs = build_definitions(database=os.environ.get(SOURCE_DSN_VARIABLE) or None)

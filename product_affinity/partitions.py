@@ -33,6 +33,11 @@ class Days:
         """Each day, in order: the folders of a day-partitioned file layout are named one day at a time."""
         return (self.first + timedelta(days=i) for i in range((self.end - self.first).days))
 
+    def chunks(self, days: int) -> list[Days]:
+        """These days cut into consecutive ranges of at most `days` days: the pieces a fanned-out count runs apart."""
+        starts = range(0, (self.end - self.first).days, days)
+        return [Days(self.first + timedelta(days=i), min(self.end, self.first + timedelta(days=i + days))) for i in starts]
+
 
 def file_days(sources: Path) -> tuple[date, date] | None:
     """First and last UTC day of the lines in the purchase file (lines whose time does not parse are left out)."""

@@ -75,18 +75,20 @@ class StepProgress:
             self._bar.update(self._work_task, total=work.total, completed=work.done, amount=work.amount())
 
     def on_event(self, entry) -> None:
-        """Dagster event listener: called synchronously for each event of the run (in-process executor)."""
+        """Dagster event listener: called synchronously for each event of the run (in-process executor), or as the
+        run's event log is read (steps in processes of their own). A step's time is its events' (when they were
+        logged, not read)."""
         event = entry.dagster_event
         if event is None or event.step_key is None:
             return
         step, now = event.step_key, time.perf_counter()
         if event.is_step_start:
-            self.started[step] = now
+            self.started[step] = entry.timestamp
             self._show(f"[{self.done + 1}/{self.total}] {step} ...", running=step, ended=False)
         elif event.is_step_success or event.is_step_failure or event.is_step_skipped:
             self.done += 1
             outcome = "done" if event.is_step_success else "FAILED" if event.is_step_failure else "skipped"
-            took = now - self.started.pop(step, now)
+            took = entry.timestamp - self.started.pop(step, entry.timestamp)
             self._show(f"[{self.done}/{self.total}] {step} {outcome} in {took:.1f}s "
                        f"(run {now - self.run_started:.0f}s)", running=next(iter(self.started), None), ended=True)
 

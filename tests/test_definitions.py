@@ -6,7 +6,8 @@ from pathlib import Path
 import dagster as dg
 
 from product_affinity.contract.odcs import checked_tables, source_tables, table, tables
-from product_affinity.definitions import build_definitions, defs
+from product_affinity.definitions import _executor_config, build_definitions, defs, executor
+from product_affinity.defs.resources import WAREHOUSE_STEP
 from product_affinity.defs.page import page_path
 from product_affinity.defs.partitions import range_tags
 from product_affinity.partitions import Days
@@ -21,6 +22,21 @@ def test_definitions_load():
     dg.Definitions.validate_loadable(defs)
     assert defs.resolve_job_def("product_affinity")
     assert [s.name for s in defs.schedules] == ["daily_product_affinity"]
+
+
+def test_the_steps_that_open_the_warehouse_run_one_at_a_time_in_processes_of_their_own():
+    """On the multiprocess executor only steps tagged WAREHOUSE_STEP are kept to one at a time: a step opening the
+    warehouse without the tag could start beside another and fail on the warehouse's lock. The counting's chunks open
+    no warehouse, so they run at once."""
+    ops = list(defs.resolve_job_def("product_affinity").graph.iterate_op_defs())
+    opening = {op.name for op in ops if "warehouse" in op.required_resource_keys}
+    tagged = {op.name for op in ops if WAREHOUSE_STEP.items() <= op.tags.items()}
+    assert opening == tagged and {"plan_counting", "load_counts"} <= opening
+    assert "count_chunk" in {op.name for op in ops} - opening
+    limit = {"key": "product-affinity/writes", "value": "warehouse", "limit": 1}
+    assert _executor_config({"multiprocess": {"max_concurrent": 4}}) == {
+        "multiprocess": {"max_concurrent": 4, "tag_concurrency_limits": [limit]}}
+    assert _executor_config({"in_process": {}}) == {"in_process": {}}
 
 
 def test_every_contract_table_is_an_asset_with_owner_description_and_schema():
@@ -114,9 +130,11 @@ def test_the_links_point_at_files_a_run_wrote(published_sample):
 
 
 def test_every_job_the_ui_can_launch_runs_in_one_process():
-    """DuckDB has one writer: "Materialize all" (the implicit __ASSET_JOB) runs in process like the product_affinity job."""
+    """DuckDB has one writer: "Materialize all" (the implicit __ASSET_JOB) runs in process like the product_affinity job,
+    unless a run's config asks for a process per step."""
     for job in (defs.resolve_implicit_global_asset_job_def(), defs.resolve_job_def("product_affinity")):
-        assert job.executor_def is dg.in_process_executor, job.name
+        assert job.executor_def is executor, job.name
+    assert executor.config_schema.as_field().default_value == {"in_process": {}}
 
 
 def test_a_run_over_many_days_stores_each_check_once():
@@ -142,8 +160,8 @@ def test_the_data_docs_step_runs_after_every_check_step_of_the_job():
 
     job = defs.resolve_job_def("product_affinity")
     plan = create_execution_plan(job, tags=range_tags(Days(date(2026, 1, 1), date(2026, 1, 3))))
-    upstream = {step.key: {i.step_key for step_input in step.step_inputs for i in step_input.source.step_output_handle_dependencies}
-                for step in plan.step_dict.values()}
+    upstream = {step.key: step.get_all_dependency_keys() if hasattr(step, "get_all_dependency_keys")  # the counts' map
+                else step.get_execution_dependency_keys() for step in plan.step_dict.values()}
     docs = "__".join(DATA_DOCS_KEY.path)
     before, frontier = set(), [docs]
     while frontier:

@@ -180,6 +180,26 @@ def export_counts(conn: duckdb.DuckDBPyConnection, root: Path, days: Days) -> No
         _export(conn, root, name, f"FROM {SCHEMA}.{name} WHERE day >= DATE '{days.first}' AND day < DATE '{days.end}'", days)
 
 
+def count_files(root: Path, days: Days, category_itemset_size: int) -> None:
+    """The map on DuckDB from files: the per-day counts of `days` from the lines' Parquet files under `root`, written
+    beside them as Parquet as the spark engine's map writes them (spark_counts.count_lines), by an in-memory DuckDB that
+    opens neither the warehouse nor the counts file: chunks of days can be counted at once, by any worker that sees
+    `root`, and loaded afterwards (`count_days(counted_in=root)`). A day with no lines left loses its counts' folders."""
+    lines = parquet_days_sql(root, day_files.LINES, days)
+    if lines is None:  # no day of the chunk has lines left: none has counts either
+        with day_files.staging(root) as empty:
+            for name in COUNTED:
+                day_files.replace_days(empty, root, name, days)
+        return
+    with duckdb.connect() as conn:
+        conn.execute(f"CREATE TEMP VIEW _day_lines AS {lines}")
+        held, counted = counting_sql("_day_lines", category_itemset_size)
+        for name, sql in held.items():
+            conn.execute(f"CREATE TEMP TABLE {name} AS {sql}")
+        for name, sql in counted.items():
+            _export(conn, root, name, sql, days)
+
+
 def line_days_sql(purchases: str = PURCHASES) -> str:
     """The days the warehouse has accepted lines of, and how many (a SELECT of day, lines)."""
     return f"SELECT CAST(purchased_at AS DATE) AS day, count(*) AS lines FROM {purchases} GROUP BY day"

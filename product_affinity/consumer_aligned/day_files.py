@@ -44,7 +44,12 @@ def staging(root: Path):
     """A fresh folder for one writer's output, on the same file system as `root` (so its days move in by rename);
     removed afterwards, with `_staging` itself once no other writer uses it."""
     folder = Path(root) / "_staging" / uuid.uuid4().hex
-    folder.mkdir(parents=True)
+    while True:
+        try:
+            folder.mkdir(parents=True)
+            break
+        except (FileNotFoundError, FileExistsError):  # `_staging` found or made, then removed by a writer leaving
+            continue  # before this one's folder was in it
     try:
         yield folder
     finally:

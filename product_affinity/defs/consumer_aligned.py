@@ -13,9 +13,10 @@ from product_affinity.contract.odcs import table, tables
 from product_affinity.product.descriptor import asset_tags, kinds, port
 from product_affinity.defs.quality_checks import freshness_policy
 from product_affinity.defs.partitions import daily, days_of, one_run
-from product_affinity.defs.resources import AffinitySettings
+from product_affinity.defs.resources import WAREHOUSE_STEP, AffinitySettings
 from product_affinity.defs.source_aligned import OWNERS
 from product_affinity.defs.metadata import column_schema, materialization_metadata, table_key
+from product_affinity.partitions import Days
 from product_affinity.warehouse import replace_table
 
 SOURCE_ALIGNED = {t.name: table_key(t) for t in tables().values() if t.source_file}  # the tables loaded from a source
@@ -36,6 +37,7 @@ def output_port(name: str, deps: list[dg.AssetKey], defined_in: ModuleType) -> d
         tags=asset_tags(name, layer="consumer_aligned", output_port=""),
         metadata={"dagster/column_schema": column_schema(t), "dagster/table_name": t.physical_name},
         freshness_policy=freshness_policy(),
+        op_tags=WAREHOUSE_STEP,
     )
 
 
@@ -45,36 +47,86 @@ def publish_port(conn, name: str, sql: str, **metadata) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata=materialization_metadata(conn, table(name), **metadata))
 
 
-@dg.asset(
-    key=["counts", "daily_counts"],
-    group_name="consumer_aligned",
-    deps=[SOURCE_ALIGNED["purchase"], SOURCE_ALIGNED["product"]],
-    description=f"Per-day basket, product, product-pair and category-itemset counts, and their sum over the rules' "
-    f"window.\n\n{daily_counts.__doc__}",
-    owners=OWNERS,
-    kinds={"duckdb"},
-    tags=asset_tags(layer="consumer_aligned"),
-    partitions_def=daily,
-    backfill_policy=one_run,
-)
-def counts(context: dg.AssetExecutionContext, warehouse: DuckDBResource, settings: AffinitySettings):
+@dg.op(ins={"purchase": dg.In(dg.Nothing), "product": dg.In(dg.Nothing)},  # run after the lines and products load
+       out={"days": dg.Out(Days | None), "chunks": dg.DynamicOut()}, tags=WAREHOUSE_STEP)
+def plan_counting(context: dg.OpExecutionContext, warehouse: DuckDBResource, settings: AffinitySettings):
+    """Fanned out (`fan_out_days`): the run's days, widened as `days_to_count` widens them, their lines exported as
+    Parquet for the chunks' steps, and the chunks, each (root, days). Otherwise nothing: the load step counts."""
+    if settings.fan_out_days is None:
+        yield dg.Output(None, "days")
+        return
+    root = settings.partitions(warehouse.database)
     with warehouse.get_connection() as conn:
         daily_counts.attach(conn, daily_counts.counts_database(warehouse.database))
         days = daily_counts.days_to_count(conn, days_of(context))
-        if settings.engine == "spark":
-            from product_affinity.consumer_aligned import spark_counts  # pyspark: the spark extra, needed by this engine only
+        daily_counts.export_lines(conn, root, days)
+    yield dg.Output(days, "days")
+    for chunk in days.chunks(settings.fan_out_days):
+        yield dg.DynamicOutput((root, chunk), output_name="chunks", mapping_key=chunk.first.strftime("%Y%m%d"))
 
-            counted = spark_counts.count_days(conn, settings.partitions(warehouse.database), days,
-                                              settings.category_max_itemset_size, settings.rules_window_days)
+
+@dg.op
+def count_chunk(context: dg.OpExecutionContext, settings: AffinitySettings, chunk) -> Days:
+    """The map over one chunk's days (root, days): their lines' files counted into per-day count files under the root.
+    It requires no warehouse: it takes no lock and opens no DuckDB file, so chunks run at once."""
+    root, days = chunk
+    if settings.engine == "spark":
+        from product_affinity.consumer_aligned import spark_counts  # pyspark: the spark extra, needed by this engine only
+
+        spark_counts.count_lines(spark_counts.session(), root, days, settings.category_max_itemset_size)
+    else:
+        daily_counts.count_files(root, days, settings.category_max_itemset_size)
+    context.log.info(f"counted {days} ({settings.engine}) into {root}")
+    return days
+
+
+@dg.op(out=dg.Out(dg.Nothing), tags=WAREHOUSE_STEP)
+def load_counts(context: dg.OpExecutionContext, warehouse: DuckDBResource, settings: AffinitySettings,
+                days: Days | None, counted: list[Days]) -> None:
+    """The counts of the run's days into the counts file and the window's totals: loaded from the chunks' files when
+    the count was fanned out (`days` planned), else counted here, by DuckDB in the warehouse or by Spark."""
+    with warehouse.get_connection() as conn:
+        daily_counts.attach(conn, daily_counts.counts_database(warehouse.database))
+        if days is not None:
+            if [day for chunk in sorted(counted, key=lambda c: c.first) for day in chunk] != list(days):
+                raise RuntimeError(f"the chunks counted {sorted(map(str, counted))}, not the days planned, {days}")
+            counted_days = daily_counts.count_days(conn, days, settings.category_max_itemset_size,
+                                                   settings.rules_window_days, counted_in=settings.partitions(warehouse.database))
         else:
-            counted = daily_counts.count_days(conn, days, settings.category_max_itemset_size, settings.rules_window_days)
+            days = daily_counts.days_to_count(conn, days_of(context))
+            if settings.engine == "spark":
+                from product_affinity.consumer_aligned import spark_counts  # pyspark: the spark extra, needed by this engine only
+
+                counted_days = spark_counts.count_days(conn, settings.partitions(warehouse.database), days,
+                                                       settings.category_max_itemset_size, settings.rules_window_days)
+            else:
+                counted_days = daily_counts.count_days(conn, days, settings.category_max_itemset_size, settings.rules_window_days)
         held = daily_counts.size(conn)
-    context.log.info(f"counts ({days}, {settings.engine}): {counted.baskets:,} baskets on {counted.days:,} days, {counted.itemsets}")
-    return dg.MaterializeResult(metadata={
-        "engine": settings.engine,
-        "days_with_baskets": counted.days, "baskets": counted.baskets,
-        "itemset_rows_written": dg.MetadataValue.json(counted.itemsets), "rows_held": dg.MetadataValue.json(held),
+    context.log.info(f"counts ({days}, {settings.engine}, {len(counted) or 'not'} fanned out): {counted_days.baskets:,} "
+                     f"baskets on {counted_days.days:,} days, {counted_days.itemsets}")
+    context.add_output_metadata({
+        "engine": settings.engine, "fanned_out_steps": len(counted),
+        "days_with_baskets": counted_days.days, "baskets": counted_days.baskets,
+        "itemset_rows_written": dg.MetadataValue.json(counted_days.itemsets), "rows_held": dg.MetadataValue.json(held),
     })
+
+
+@dg.graph_asset(
+    key=["counts", "daily_counts"],
+    group_name="consumer_aligned",
+    description=f"Per-day basket, product, product-pair and category-itemset counts, and their sum over the rules' "
+    f"window. With `fan_out_days`, the counting is a step per chunk of days, run in parallel by a multiprocess, "
+    f"Kubernetes or Celery executor, then loaded by one step.\n\n{daily_counts.__doc__}",
+    owners=OWNERS,
+    kinds={"duckdb"},
+    tags=asset_tags(layer="consumer_aligned"),
+    ins={name: dg.AssetIn(SOURCE_ALIGNED[name], dagster_type=dg.Nothing) for name in ("purchase", "product")},
+    partitions_def=daily,
+    backfill_policy=one_run,
+)
+def counts(purchase, product):
+    days, chunks = plan_counting(purchase=purchase, product=product)
+    return load_counts(days, chunks.map(count_chunk).collect())
 
 
 @dg.asset(**output_port("association_rules", [counts.key, SOURCE_ALIGNED["product"]], rules))

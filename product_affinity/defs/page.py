@@ -6,6 +6,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from product_affinity.defs.metadata import asset_lineage
+from product_affinity.defs.resources import WAREHOUSE_STEP
 from product_affinity.page.render import write_page
 from product_affinity.product.descriptor import asset_tags, delivery_port, owners
 from product_affinity.defs.publication import SNAPSHOT_KEY
@@ -33,6 +34,7 @@ def page_path(warehouse: Path) -> Path:
     owners=owners(),
     kinds={PAGE["type"]},
     tags=asset_tags(layer="publication"),
+    op_tags=WAREHOUSE_STEP,
 )
 def product_page(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
     working = Path(warehouse.database)

@@ -10,6 +10,7 @@ from dagster_duckdb import DuckDBResource
 
 from product_affinity.defs.business import business_assets
 from product_affinity.defs.metadata import asset_lineage
+from product_affinity.defs.resources import WAREHOUSE_STEP
 from product_affinity.defs.consumer_aligned import SOURCE_ALIGNED, output_ports
 from product_affinity.defs.quality_checks import run_of
 from product_affinity.defs.rollups import rollup_assets
@@ -31,6 +32,7 @@ SNAPSHOT_KEY = dg.AssetKey(["publication", "snapshot"])
     owners=OWNERS,
     kinds={delivery_port("published-snapshot")["type"]},
     tags=asset_tags(layer="publication"),
+    op_tags=WAREHOUSE_STEP,
 )
 def snapshot(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
     path = Path(warehouse.database)

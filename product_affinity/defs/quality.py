@@ -7,6 +7,7 @@ from dagster_duckdb import DuckDBResource
 from product_affinity.contract.odcs import checked_tables
 from product_affinity.product.descriptor import asset_tags, owners
 from product_affinity.defs.metadata import table_key
+from product_affinity.defs.resources import WAREHOUSE_STEP
 from product_affinity.defs.quality_checks import docs_dir
 from product_affinity.quality import data_docs as docs
 from product_affinity.quality.results import COLUMNS, SLO_RESULTS, latest
@@ -49,6 +50,7 @@ slo_results = slo_results_spec()
     owners=owners(),
     kinds={"html"},
     tags=asset_tags(layer="quality"),
+    op_tags=WAREHOUSE_STEP,
 )
 def data_docs(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
     with warehouse.get_connection() as conn:

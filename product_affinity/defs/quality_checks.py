@@ -22,6 +22,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 
 from product_affinity.defs.metadata import table_key
+from product_affinity.defs.resources import WAREHOUSE_STEP
 from product_affinity.contract.odcs import Rule, Table, checked_tables, quality_rules, service_level
 from product_affinity.quality import data_docs, measures, results
 from product_affinity.tracking import watching
@@ -145,6 +146,7 @@ def table_checks(t: Table) -> dg.AssetChecksDefinition:
         specs=[_spec(t, rule) for rule in quality_rules(t.name)],
         description=f"The data contract's quality rules for {t.physical_name}, measured by DuckDB on every row.",
         can_subset=True,
+        op_tags=WAREHOUSE_STEP,
     )
     def _checks(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
         """Measures every rule, records and reports the selected checks (all of them, unless one was picked in the UI)."""

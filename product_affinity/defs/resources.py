@@ -29,6 +29,12 @@ class SourceFiles(dg.ConfigurableResource):
         return Path(self.directory)
 
 
+# The op tag of every step that opens the working warehouse. The job's executor (definitions.py) runs at most one step
+# so tagged at a time when it runs steps in processes of their own: the warehouse's lock and DuckDB's single writer
+# would refuse a second one. tests/test_definitions.py holds every such step to it.
+WAREHOUSE_STEP = {"product-affinity/writes": "warehouse"}
+
+
 class WarehouseBusy(RuntimeError):
     """Another pipeline run, or another process, holds the working warehouse."""
 
@@ -104,6 +110,10 @@ class AffinitySettings(dg.ConfigurableResource):
     # resources.settings.config.engine.
     engine: Literal["duckdb", "spark"] = "duckdb"
     partitions_root: str = ""  # the spark engine's Parquet files by day; empty: <warehouse>.partitions/ beside the warehouse
+    # Count the run's days in chunks of this many days, each a step of its own that holds no lock and reads and writes
+    # Parquet files under partitions_root, so that an executor running steps in parallel (multiprocess, Kubernetes,
+    # Celery) counts chunks at once; None counts them in one step, in the warehouse on the duckdb engine.
+    fan_out_days: int | None = None
 
     def thresholds(self, level: str) -> Thresholds:
         return Thresholds(

@@ -16,6 +16,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 
 from product_affinity.defs.metadata import table_key
+from product_affinity.defs.resources import WAREHOUSE_STEP
 from product_affinity.contract.odcs import table, tables
 from product_affinity.product.descriptor import asset_tags, owners
 from product_affinity.semantic.model import Rollup
@@ -84,6 +85,7 @@ def rollup_asset(rollup: Rollup, schema: dg.TableSchema) -> dg.AssetsDefinition:
         kinds={"duckdb", "table"},
         tags=asset_tags(layer="semantic"),
         metadata={"dagster/column_schema": schema, "dagster/table_name": rollup.table},
+        op_tags=WAREHOUSE_STEP,
     )
     def _asset(warehouse: DuckDBResource) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
@@ -93,7 +95,7 @@ def rollup_asset(rollup: Rollup, schema: dg.TableSchema) -> dg.AssetsDefinition:
         return dg.MaterializeResult(metadata={"dagster/row_count": rows, "table": rollup.table,
                                               "dimensions": list(rollup.columns()), "measures": list(rollup.measures)})
 
-    @dg.asset_check(asset=_key(rollup), name="adds_up_to_the_detail", blocking=True,
+    @dg.asset_check(asset=_key(rollup), name="adds_up_to_the_detail", blocking=True, op_tags=WAREHOUSE_STEP,
                     description="Every measure's parts, totalled over the rollup, equal the same totals over the detail tables.")
     def _check(warehouse: DuckDBResource) -> dg.AssetCheckResult:
         with warehouse.get_connection() as conn:

@@ -14,7 +14,7 @@ from product_affinity.contract.odcs import table
 from product_affinity.product.descriptor import asset_tags, custom, kinds, owners, port
 from product_affinity.defs.quality_checks import freshness_policy
 from product_affinity.defs.partitions import daily, days_of, one_run
-from product_affinity.defs.resources import SourceFiles
+from product_affinity.defs.resources import WAREHOUSE_STEP, SourceFiles
 from product_affinity.source_aligned.cleaning import FOREIGN_KEYS, ingest, ingest_scan
 from product_affinity.sources.database import SOURCES, table_name
 from product_affinity.sources.staging import STAGING_SCHEMA, staged_scan
@@ -60,6 +60,7 @@ def source_aligned_asset(name: str, database: bool = False) -> dg.AssetsDefiniti
         freshness_policy=freshness_policy() if name == "purchase" else None,
         partitions_def=daily if t.partition_column else None,
         backfill_policy=one_run if t.partition_column else None,
+        op_tags=WAREHOUSE_STEP,
     )
     def _asset(context: dg.AssetExecutionContext, warehouse: DuckDBResource, source_files: SourceFiles):
         with warehouse.get_connection() as conn:

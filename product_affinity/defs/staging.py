@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from product_affinity.product.descriptor import asset_tags, owners
+from product_affinity.defs.resources import WAREHOUSE_STEP
 from product_affinity.sources.staging import STAGING_SCHEMA, dlt_pipeline, dlt_source
 
 
@@ -31,7 +32,7 @@ def staging_assets(dsn: str, warehouse: Path) -> tuple[dg.AssetsDefinition, dict
             )
 
     @dlt_assets(dlt_source=dlt_source(dsn), dlt_pipeline=dlt_pipeline(warehouse), name="load_operational_database",
-                dagster_dlt_translator=Translator())
+                dagster_dlt_translator=Translator(), op_tags=WAREHOUSE_STEP)  # dlt writes the warehouse file
     def load_operational_database(context: dg.AssetExecutionContext, dlt: DagsterDltResource):
         yield from dlt.run(context=context)
 
