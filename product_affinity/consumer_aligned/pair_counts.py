@@ -34,8 +34,9 @@ def insert_day_pairs(conn: duckdb.DuckDBPyConnection, product_lines: str, target
         if first is None:
             return 0
         lines = conn.execute(
-            f"""SELECT date_diff('day', DATE '{first}', l.day)::INTEGER AS day, l.order_id, p.n
-            FROM {product_lines} AS l JOIN {NUMBERS} AS p USING (product_id) ORDER BY l.order_id, p.n"""
+            f"""SELECT date_diff('day', $first, l.day)::INTEGER AS day, l.order_id, p.n
+            FROM {product_lines} AS l JOIN {NUMBERS} AS p USING (product_id) ORDER BY l.order_id, p.n""",
+            {"first": first},
         ).fetchnumpy()
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {NUMBERS}")
