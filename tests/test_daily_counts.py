@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
+
+import fsspec
 
 import pytest
 
 from product_affinity.consumer_aligned import daily_counts as counts
+from product_affinity.consumer_aligned import day_files
 from product_affinity.consumer_aligned import pair_counts
 from product_affinity.consumer_aligned.association_rules import Thresholds, mine_all_levels
 from product_affinity.partitions import Days, file_days
@@ -146,3 +150,36 @@ def test_the_spark_engines_files_of_the_window_hold_the_counts_of_their_days(loa
     counts.count_days(conn, recounted, 3, 30)
     assert counts.current_files(conn, root, counts.COUNTED, counts.WINDOW_DAYS, export) == files
     assert exported[1:] == [recounted]
+
+
+def test_a_root_in_object_storage_holds_what_a_local_folder_holds(loaded, tmp_path):
+    """The files by day under a root given as a URL (here fsspec's in-memory file system, which like object storage
+    has no folders, only keys): the lines exported, counted from the files by DuckDB (the fanned-out map) and loaded
+    give the counts of the warehouse's own count; a day whose lines all left loses its folders there."""
+    conn, days = loaded
+    root = f"memory://{uuid.uuid4().hex}/partitions"
+    fs = fsspec.filesystem("memory")
+    try:
+        counts.export_lines(conn, root, days)
+        counts.count_files(root, days, 3)
+        counts.count_days(conn, days, 3, None, counted_in=root)
+        emptied = days.first + timedelta(days=7)
+        conn.execute("DELETE FROM source_aligned.purchase WHERE CAST(purchased_at AS DATE) = $day", {"day": emptied})
+        again = Days(emptied, emptied + timedelta(days=2))
+        counts.export_lines(conn, root, again)
+        counts.count_files(root, again, 3)
+        counts.count_days(conn, again, 3, None, counted_in=root)
+        for name in (day_files.LINES, *counts.COUNTED):
+            assert not fs.exists(str(day_files.day_folder(root, name, emptied))), name
+            assert fs.isdir(str(day_files.day_folder(root, name, emptied + timedelta(days=1)))), name
+        assert not fs.exists(f"{root}/_staging") or not fs.ls(f"{root}/_staging")
+        conn.execute(f"DETACH {counts.SCHEMA}")
+        conn.execute(f"ATTACH '{tmp_path / 'w.counts.duckdb'}' AS from_files (READ_ONLY)")
+        counts.attach(conn, tmp_path / "in_warehouse.counts.duckdb")
+        counts.count_days(conn, days, 3, None)
+        for name in counts.size(conn):
+            assert conn.execute(f"SELECT count(*) FROM from_files.{name}").fetchone()[0] > 0
+            for one, other in ((f"from_files.{name}", f"{counts.SCHEMA}.{name}"), (f"{counts.SCHEMA}.{name}", f"from_files.{name}")):
+                assert conn.execute(f"SELECT count(*) FROM (FROM {one} EXCEPT ALL FROM {other})").fetchone()[0] == 0, name
+    finally:
+        fs.rm(root.split("/partitions")[0], recursive=True)

@@ -156,14 +156,15 @@ def parquet_days_sql(root: Path, name: str, days: Days) -> str | None:
     folders = day_files.held(root, name, days)
     if not folders:
         return None
-    files = ", ".join("'" + str(folder / "*.parquet").replace("'", "''") + "'" for folder in folders)
+    files = ", ".join("'" + str(day_files.join(folder, "*.parquet")).replace("'", "''") + "'" for folder in folders)
     return f"SELECT * FROM read_parquet([{files}], hive_partitioning = true, hive_types = {{'day': DATE}})"
 
 
 def _export(conn: duckdb.DuckDBPyConnection, root: Path, name: str, sql: str, days: Days) -> None:
     """Write the rows of `sql` (of `days`, with a day column) as table `name` under `root`, replacing the days' folders."""
+    day_files.register(conn, root)
     with day_files.staging(root) as staged:
-        target = str(staged / name).replace("'", "''")
+        target = str(day_files.join(staged, name)).replace("'", "''")
         conn.execute(f"COPY ({sql}) TO '{target}' (FORMAT parquet, PARTITION_BY (day))")
         day_files.replace_days(staged, root, name, days)
 
@@ -192,6 +193,7 @@ def count_files(root: Path, days: Days, category_itemset_size: int) -> None:
                 day_files.replace_days(empty, root, name, days)
         return
     with duckdb.connect() as conn:
+        day_files.register(conn, root)
         conn.execute(f"CREATE TEMP VIEW _day_lines AS {lines}")
         held, counted = counting_sql("_day_lines", category_itemset_size)
         for name, sql in held.items():
@@ -208,14 +210,10 @@ def line_days_sql(purchases: str = PURCHASES) -> str:
 WINDOW_DAYS = f"SELECT day FROM {SCHEMA}.window_days"  # the days in the rules' totals
 
 
-def _root(root: Path) -> str:
-    return str(Path(root).resolve())
-
-
 def record_files(conn: duckdb.DuckDBPyConnection, root: Path, names: list[str], days: Days, held: str) -> None:
     """Record that the folders under `root` of tables `names` hold the rows of the days in `days` that `held` (a SELECT
     of day) lists, and nothing else of that range."""
-    params = {"root": _root(root), "names": names, "first": days.first, "end": days.end}
+    params = {"root": day_files.recorded(root), "names": names, "first": days.first, "end": days.end}
     conn.execute(f"DELETE FROM {FILES} WHERE root = $root AND list_contains($names, name) AND day >= $first AND day < $end",
                  params)
     conn.execute(f"""INSERT INTO {FILES} SELECT $root, unnest($names), day FROM ({held})
@@ -229,7 +227,7 @@ def current_files(
     """Per table of `names`, the folders under `root` of the days `days` lists (a SELECT of day), each holding what the
     warehouse holds for its day. The days not recorded as such are written first by `export` (over the range from the
     first to the last of them, which rewrites any recorded day in between with the same rows)."""
-    params = {"root": _root(root), "names": names}
+    params = {"root": day_files.recorded(root), "names": names}
     first, last = conn.execute(
         f"""SELECT min(day), max(day) FROM ({days}) AS d WHERE EXISTS (
             SELECT 1 FROM unnest($names) AS n(name)
@@ -294,6 +292,8 @@ def count_days(
     Parquet files under that root."""
     # The days with lines are the ones days_to_count found, if it ran just before (the job's step), else found now.
     conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {LOADED_DAYS} AS {line_days_sql(purchases)}")
+    if counted_in is not None:
+        day_files.register(conn, counted_in)
     written: dict[str, int] = {}
     try:
         for chunk in _chunks(conn, days):

@@ -78,14 +78,14 @@ def count_lines(spark: SparkSession, root: Path, days: Days, category_itemset_si
     with day_files.staging(root) as staged:
         folders = day_files.held(root, day_files.LINES, days)
         if folders:
-            lines = spark.read.option("basePath", str(Path(root) / day_files.LINES)).parquet(*map(str, folders))
+            lines = spark.read.option("basePath", str(day_files.join(root, day_files.LINES))).parquet(*map(str, folders))
             lines.createOrReplaceTempView("day_lines")
             held, counted = daily_counts.counting_sql("day_lines", category_itemset_size)
             frames = [spark.sql(spark_sql(sql)).persist() for sql in held.values()]
             for name, frame in zip(held, frames):
                 frame.createOrReplaceTempView(name)
             for name, sql in counted.items():  # one task, and one file, per day and table
-                spark.sql(spark_sql(sql)).repartition("day").write.partitionBy("day").parquet(str(staged / name))
+                spark.sql(spark_sql(sql)).repartition("day").write.partitionBy("day").parquet(str(day_files.join(staged, name)))
             for frame in frames:
                 frame.unpersist()
         for name in daily_counts.COUNTED:
@@ -110,8 +110,8 @@ def count_days(
 def _read(spark: SparkSession, root: Path, name: str, folders: list[Path] | None):
     """Table `name` under `root` as a Spark frame: the day folders `folders`, or every day there is (None)."""
     if folders is None:
-        return spark.read.parquet(str(Path(root) / name))
-    return spark.read.option("basePath", str(Path(root) / name)).parquet(*map(str, folders))
+        return spark.read.parquet(str(day_files.join(root, name)))
+    return spark.read.option("basePath", str(day_files.join(root, name))).parquet(*map(str, folders))
 
 
 def _no_rows(spark: SparkSession, kind: str):
@@ -168,9 +168,10 @@ def customer_aggregates(
         return None
     spark = spark or session()
     _read(spark, root, day_files.LINES, folders[day_files.LINES]).createOrReplaceTempView("all_lines")
-    target = Path(root) / CUSTOMER_AGGREGATES
+    target = day_files.join(root, CUSTOMER_AGGREGATES)
     with day_files.staging(root) as staged:
-        spark.sql(spark_sql(customer_metrics.aggregates_sql("all_lines", window_days))).write.parquet(str(staged / CUSTOMER_AGGREGATES))
-        shutil.rmtree(target, ignore_errors=True)
-        (staged / CUSTOMER_AGGREGATES).rename(target)
-    return "read_parquet('" + str(target / "*.parquet").replace("'", "''") + "')"
+        written = day_files.join(staged, CUSTOMER_AGGREGATES)
+        spark.sql(spark_sql(customer_metrics.aggregates_sql("all_lines", window_days))).write.parquet(str(written))
+        day_files.replace_folder(written, target)
+    day_files.register(conn, root)  # the port's query reads them on `conn`
+    return "read_parquet('" + str(day_files.join(target, "*.parquet")).replace("'", "''") + "')"

@@ -109,7 +109,9 @@ class AffinitySettings(dg.ConfigurableResource):
     # or by Spark from Parquet files by day (the `spark` extra and Java; docs/operations/scale-out.md). Chosen per run:
     # resources.settings.config.engine.
     engine: Literal["duckdb", "spark"] = "duckdb"
-    partitions_root: str = ""  # the spark engine's Parquet files by day; empty: <warehouse>.partitions/ beside the warehouse
+    # The Parquet files by day (the spark engine, a fanned-out count): a folder, or object storage as a URL (s3://bucket/
+    # prefix, with s3fs and the credentials in the environment; day_files); empty: <warehouse>.partitions/ beside it.
+    partitions_root: str = ""
     # Count the run's days in chunks of this many days, each a step of its own that holds no lock and reads and writes
     # Parquet files under partitions_root, so that an executor running steps in parallel (multiprocess, Kubernetes,
     # Celery) counts chunks at once; None counts them in one step, in the warehouse on the duckdb engine.
@@ -123,8 +125,8 @@ class AffinitySettings(dg.ConfigurableResource):
             max_consequent_size=None if self.multi_item_consequents else 1,
         )
 
-    def partitions(self, warehouse: str) -> Path:
-        return Path(self.partitions_root) if self.partitions_root else day_files.default_root(warehouse)
+    def partitions(self, warehouse: str) -> day_files.Root:
+        return day_files.root_of(self.partitions_root) if self.partitions_root else day_files.default_root(warehouse)
 
 
 def resources(sources: Path = DEFAULT_SOURCES, warehouse: Path = DEFAULT_WAREHOUSE) -> dict:
