@@ -51,25 +51,40 @@ def java_missing() -> str | None:
     return "Spark needs Java 17 or later (JAVA_HOME, or java on the PATH): apt-get install openjdk-17-jre-headless"
 
 
+REMOTE = "SPARK_REMOTE"  # pyspark's own variable for Spark Connect: the server the session is a client of
+
+
 def session(master: str = "local[*]", driver_memory: str = "2g") -> SparkSession:
     """This process's Spark session (the running one if there is one: a JVM starts once, in about ten seconds).
 
-    In local mode the driver is the only executor, so its memory is Spark's, and a shuffle needs as many partitions as
-    there are cores, not Spark's 200 (each would write its own small file per day); days are UTC, as the partitions are."""
-    if missing := java_missing():
+    With SPARK_REMOTE set (`sc://spark-connect:15002`, a cluster's Spark Connect server; `local[2]` starts one in this
+    process), the session is a Spark Connect client: every query's scans, joins and shuffles run on the server, and
+    what stays in the step is the driver's part (SQLGlot's translation, the frequent itemsets brought back, the
+    rules). Otherwise Spark runs in local mode in this process: the driver is the only executor, so its memory is
+    Spark's. Either way a shuffle needs as many partitions as there are cores here, not Spark's 200 (each would write
+    its own small file per day), and days are UTC, as the partitions are."""
+    remote = os.environ.get(REMOTE)
+    if not (remote or "").startswith("sc://") and (missing := java_missing()):  # local mode, or a local server
         raise SparkUnavailable(missing)
+    if remote:
+        builder = SparkSession.builder.remote(remote)
+    else:
+        builder = (SparkSession.builder.master(master).config("spark.driver.memory", driver_memory)
+                   .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false"))
     spark = (
-        SparkSession.builder.master(master)
-        .appName("product-affinity")
-        .config("spark.driver.memory", driver_memory)
+        builder.appName("product-affinity")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(2 * (os.cpu_count() or 1)))
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
         .getOrCreate()
     )
-    spark.sparkContext.setLogLevel("ERROR")
+    if not remote:
+        spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def described(spark: SparkSession) -> str:
+    """How the session reaches Spark, as the run's metadata says it: a Spark Connect client, or local mode."""
+    return "Spark Connect" if type(spark).__module__.startswith("pyspark.sql.connect") else "local mode"
 
 
 def count_lines(spark: SparkSession, root: Path, days: Days, category_itemset_size: int) -> None:

@@ -136,18 +136,20 @@ def association_rules(context: dg.AssetExecutionContext, warehouse: DuckDBResour
         conn.execute("BEGIN TRANSACTION")  # a window setting changed since the counts ran: age days out, or bring them in
         daily_counts.sync_window(conn, settings.rules_window_days)
         conn.execute("COMMIT")
-        thresholds = {level: settings.thresholds(level) for level in LEVELS}
+        thresholds, how = {level: settings.thresholds(level) for level in LEVELS}, {"engine": settings.engine}
         if settings.engine == "spark":  # the reduce on Spark, over the window's per-day count files
             from product_affinity.consumer_aligned import spark_counts  # pyspark: the spark extra, needed by this engine only
 
-            mined = spark_counts.reduce(conn, settings.partitions(warehouse.database), thresholds)
+            spark = spark_counts.session()
+            mined = spark_counts.reduce(conn, settings.partitions(warehouse.database), thresholds, spark=spark)
+            how["spark"] = spark_counts.described(spark)
         else:  # the window's totals, kept by difference in the counts file
             mined = daily_counts.rules_from_counts(conn, thresholds)
         by_level = {level: int((mined["level"] == level).sum()) for level in LEVELS}
         context.log.info(f"association_rules ({settings.engine}): {by_level}")
         conn.register("_mined_rules", mined)
         return publish_port(conn, "association_rules", "SELECT * FROM _mined_rules", rules_by_level=by_level,
-                              window_baskets=daily_counts.window_baskets(conn), engine=settings.engine)
+                              window_baskets=daily_counts.window_baskets(conn), **how)
 
 
 @dg.asset(**output_port("product_affinity_matrix", [SOURCE_ALIGNED["purchase"], SOURCE_ALIGNED["product"]], affinity_matrix))

@@ -1,0 +1,82 @@
+"""The spark engine through Spark Connect: the same code, a client of a Spark Connect server (SPARK_REMOTE), publishes
+what the duckdb engine publishes.
+
+`SPARK_REMOTE=local[2]` makes pyspark start a Spark Connect server here and the job's session a client of it, over
+gRPC, as it would be of a cluster's server (`sc://host:15002`). A short sample goes through `product-affinity run`
+twice, in processes of their own: with the default engine, and with `--engine spark` as a Spark Connect client. The
+published rules and customer metrics and every counts table must hold the same rows (EXCEPT ALL both ways), and the
+spark run's metadata must say the rules came through Spark Connect, not local mode.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import dagster as dg
+import duckdb
+import pytest
+
+from product_affinity.consumer_aligned import daily_counts
+from product_affinity.defs.metadata import table_key
+from product_affinity.sources.sample import generate_sample
+from tests.test_spark_counts import spark_unavailable
+
+pytestmark = pytest.mark.slow
+PORTS = ["association_rules", "customer_metrics"]
+
+
+def cli_run(sources, warehouse, home, *extra: str, **environment: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "product_affinity.cli", "run", "--sources", str(sources), "--warehouse", str(warehouse), *extra],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "DAGSTER_HOME": str(home), **environment},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    if reason := spark_unavailable():
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI is set and Spark cannot run: {reason}")
+        pytest.skip(f"{reason}; runs, and fails without it, under CI=true")
+    root = tmp_path_factory.mktemp("spark_connect")
+    sources, home = root / "sources", root / "dagster_home"
+    home.mkdir()
+    generate_sample(sources, customers=300, products=60, orders=3_000, history_days=14,
+                    end=datetime.now(UTC).replace(tzinfo=None))  # fresh: the run's freshness check is real
+    cli_run(sources, root / "duckdb.duckdb", home)
+    cli_run(sources, root / "connect.duckdb", home, "--engine", "spark", SPARK_REMOTE="local[2]")
+    return root, home
+
+
+def differences(a, b, name: str) -> tuple[int, int]:
+    with duckdb.connect() as conn:
+        conn.execute(f"ATTACH '{a}' AS a (READ_ONLY)")
+        conn.execute(f"ATTACH '{b}' AS b (READ_ONLY)")
+        assert conn.execute(f"SELECT count(*) FROM a.{name}").fetchone()[0] > 0
+        return tuple(conn.execute(f"SELECT count(*) FROM (FROM {x}.{name} EXCEPT ALL FROM {y}.{name})").fetchone()[0]
+                     for x, y in (("a", "b"), ("b", "a")))
+
+
+@pytest.mark.parametrize("port", PORTS)
+def test_the_ports_through_spark_connect_equal_duckdbs(runs, port):
+    root, _ = runs
+    assert differences(root / "duckdb.duckdb", root / "connect.duckdb", f"consumer_aligned.{port}") == (0, 0)
+
+
+@pytest.mark.parametrize("name", [*daily_counts.COUNTED, *(f"total_{kind}" for kind in daily_counts.KEYS)])
+def test_the_counts_through_spark_connect_equal_duckdbs(runs, name):
+    root, _ = runs
+    counts = [daily_counts.counts_database(root / f"{way}.duckdb") for way in ("duckdb", "connect")]
+    assert differences(*counts, f"main.{name}") == (0, 0)
+
+
+def test_the_rules_say_they_came_through_spark_connect(runs):
+    _, home = runs
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        rules = instance.get_latest_materialization_event(table_key("association_rules")).asset_materialization.metadata
+    assert rules["engine"].value == "spark"
+    assert rules["spark"].value == "Spark Connect"
