@@ -18,6 +18,49 @@ PRODUCT_HEADER = "product_id,product_name,category,subcategory,list_price"
 PURCHASE_HEADER = "order_id,line_number,customer_id,product_id,quantity,unit_price,purchased_at,channel,deal"
 
 
+def rows_apart(a: Path, b: Path, table: str) -> tuple[int, int]:
+    """Rows of `table` only in the database file `a`, and only in `b` (EXCEPT ALL, both ways): (0, 0) when both hold
+    the same rows, repeats included."""
+    with duckdb.connect() as conn:
+        conn.execute(f"ATTACH '{a}' AS a (READ_ONLY)")
+        conn.execute(f"ATTACH '{b}' AS b (READ_ONLY)")
+        return tuple(conn.execute(f"SELECT count(*) FROM (FROM {x}.{table} EXCEPT ALL FROM {y}.{table})").fetchone()[0]
+                     for x, y in (("a", "b"), ("b", "a")))
+
+
+def assert_same_rows(a: Path, b: Path, table: str) -> None:
+    """`a` holds rows of `table` (an empty table would make the comparison pass for nothing), and `b` the same rows."""
+    with duckdb.connect(str(a), read_only=True) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] > 0, f"{a}: {table} is empty"
+    assert rows_apart(a, b, table) == (0, 0), table
+
+
+def drop_day(sources: Path, day) -> None:
+    """Take every line of `day` out of the purchase file, as if its orders had been withdrawn."""
+    path = sources / "purchase.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(line for line in lines if f",{day} " not in line))
+
+
+def spark_unavailable() -> str | None:
+    """Why Spark cannot run here (no pyspark, no Java), or None."""
+    import importlib.util
+
+    if importlib.util.find_spec("pyspark") is None:
+        return "needs pyspark: pip install -c constraints.txt -e '.[spark]'"
+    from product_affinity.consumer_aligned.spark_counts import java_missing
+
+    return java_missing()
+
+
+def require_spark() -> None:
+    """Skip, naming the cause, where Spark cannot run; under CI=true fail instead (.ci/run installs Java)."""
+    if reason := spark_unavailable():
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI is set and Spark cannot run: {reason}")
+        pytest.skip(f"{reason}; runs, and fails without it, under CI=true")
+
+
 def write_sources(directory: Path, customers: list[str], products: list[str], purchases: list[str]) -> Path:
     """Write the three source files from CSV lines (headers added)."""
     directory.mkdir(parents=True, exist_ok=True)

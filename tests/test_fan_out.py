@@ -11,7 +11,6 @@ event log must show the chunks' steps in more than one process, and the steps ho
 
 from __future__ import annotations
 
-import os
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,6 +26,7 @@ from product_affinity.defs.partitions import range_tags
 from product_affinity.defs.resources import WAREHOUSE_STEP
 from product_affinity.partitions import Days, file_days
 from product_affinity.sources.sample import generate_sample
+from tests.conftest import assert_same_rows, drop_day, require_spark, rows_apart as differences
 
 pytestmark = pytest.mark.slow
 END = datetime(2026, 6, 30, 12)
@@ -67,13 +67,6 @@ def run_fanned_out(sources: Path, warehouse: Path, days: Days, fan_out_days: int
     return result.run_id
 
 
-def drop_day(sources: Path, day) -> None:
-    """Take every line of `day` out of the purchase file, as if its orders had been withdrawn."""
-    path = sources / "purchase.csv"
-    lines = path.read_text().splitlines(keepends=True)
-    path.write_text("".join(line for line in lines if f",{day} " not in line))
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("fan_out")
@@ -92,29 +85,15 @@ def built(tmp_path_factory):
     return {"default": default, "fanned": fanned}, runs, dropped, unfanned.get_asset_materialization_events()
 
 
-def differences(a: Path, b: Path, name: str) -> tuple[int, int]:
-    """Rows of table `name` only in database `a`, and only in `b`."""
-    with duckdb.connect() as conn:
-        conn.execute(f"ATTACH '{a}' AS a (READ_ONLY)")
-        conn.execute(f"ATTACH '{b}' AS b (READ_ONLY)")
-        return tuple(conn.execute(f"SELECT count(*) FROM (FROM {x}.{name} EXCEPT ALL FROM {y}.{name})").fetchone()[0]
-                     for x, y in (("a", "b"), ("b", "a")))
-
-
 @pytest.mark.parametrize("name", [*daily_counts.COUNTED, *(f"total_{kind}" for kind in daily_counts.KEYS), "window_days"])
 def test_fanned_out_counts_equal_the_default_runs(built, name):
     warehouses, *_ = built
-    counts = {way: daily_counts.counts_database(w) for way, w in warehouses.items()}
-    with duckdb.connect(str(counts["default"]), read_only=True) as conn:
-        assert conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0] > 0
-    assert differences(counts["default"], counts["fanned"], f"main.{name}") == (0, 0)
+    assert_same_rows(*(daily_counts.counts_database(warehouses[way]) for way in ("default", "fanned")), f"main.{name}")
 
 
 def test_fanned_out_rules_equal_the_default_runs(built):
     warehouses, *_ = built
-    with duckdb.connect(str(warehouses["default"]), read_only=True) as conn:
-        assert conn.execute("SELECT count(*) FROM consumer_aligned.association_rules").fetchone()[0] > 0
-    assert differences(warehouses["default"], warehouses["fanned"], "consumer_aligned.association_rules") == (0, 0)
+    assert_same_rows(warehouses["default"], warehouses["fanned"], "consumer_aligned.association_rules")
 
 
 def test_the_counts_are_described_as_before(built):
@@ -257,12 +236,7 @@ def test_staging_folders_come_and_go_at_once(tmp_path):
 def test_spark_chunks_equal_the_default_runs(tmp_path):
     """The spark engine's map as the chunks' steps (here in one process: one JVM): the counts and the rules are the
     duckdb engine's, unfanned. Skips, naming why, where Spark cannot run, unless CI is set."""
-    from tests.test_spark_counts import spark_unavailable
-
-    if reason := spark_unavailable():
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI is set and Spark cannot run: {reason}")
-        pytest.skip(f"{reason}; runs, and fails without it, under CI=true")
+    require_spark()
     sources = tmp_path / "sources"
     generate_sample(sources, **SMALL)
     first, last = file_days(sources)

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
 
 from product_affinity.consumer_aligned import daily_counts
@@ -22,6 +21,7 @@ from product_affinity.defs.partitions import range_tags
 from product_affinity.defs.sensors import source_files_sensor
 from product_affinity.partitions import Days, all_days
 from product_affinity.sources.sample import add_days_to_files, generate_sample
+from tests.conftest import rows_apart as differences
 
 pytestmark = pytest.mark.slow
 SMALL = dict(customers=300, products=60, orders=3_000, history_days=90)
@@ -39,14 +39,6 @@ def run(sources: Path, warehouse: Path, tags: dict[str, str]) -> None:
     assert result.success
 
 
-def differences(incremental: Path, full: Path, physical_name: str) -> tuple[int, int]:
-    """Rows of the table only in the incremental warehouse, and only in the full one."""
-    with duckdb.connect() as conn:
-        conn.execute(f"ATTACH '{incremental}' AS inc (READ_ONLY)")
-        conn.execute(f"ATTACH '{full}' AS full_ (READ_ONLY)")
-        only = [conn.execute(f"SELECT count(*) FROM (FROM {a}.{physical_name} EXCEPT ALL FROM {b}.{physical_name})").fetchone()[0]
-                for a, b in (("inc", "full_"), ("full_", "inc"))]
-    return only[0], only[1]
 
 
 @pytest.fixture(scope="module")

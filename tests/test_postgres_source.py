@@ -27,7 +27,7 @@ from product_affinity.definitions import build_definitions
 from product_affinity.publication import published_snapshot
 from product_affinity.sources.database import SOURCES, table_name, watermark
 from product_affinity.sources.sample import LATE_LINES, PRICE_CORRECTIONS
-from tests.conftest import source_aligned_run
+from tests.conftest import rows_apart, source_aligned_run
 
 SIZE = ["--customers", "300", "--products", "60", "--orders", "3000", "--history-days", "60"]  # each day is a partition a run records
 DEFECTS_A_DATABASE_CANNOT_HOLD = ("missing_key", "duplicate_key", "bad_type")  # keys and types are enforced there
@@ -56,11 +56,7 @@ def cli(*args: str) -> tuple[int, str, str]:
 
 def differences(left: Path, right: Path, name: str) -> tuple[int, int]:
     """Rows of a source-aligned table in one warehouse and not the other, both ways (EXCEPT ALL)."""
-    with duckdb.connect(str(left), read_only=True) as conn:
-        conn.execute(f"ATTACH '{right}' AS other (READ_ONLY)")
-        t = table(name).physical_name
-        return tuple(conn.execute(f"SELECT count(*) FROM (SELECT * FROM {a} EXCEPT ALL SELECT * FROM {b})").fetchall()[0][0]
-                     for a, b in ((t, f"other.{t}"), (f"other.{t}", t)))
+    return rows_apart(left, right, table(name).physical_name)
 
 
 def query(warehouse: Path, statement: str, parameters: list | None = None) -> list[tuple]:

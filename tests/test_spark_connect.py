@@ -16,13 +16,12 @@ import sys
 from datetime import UTC, datetime
 
 import dagster as dg
-import duckdb
 import pytest
 
 from product_affinity.consumer_aligned import daily_counts
 from product_affinity.defs.metadata import table_key
 from product_affinity.sources.sample import generate_sample
-from tests.test_spark_counts import spark_unavailable
+from tests.conftest import assert_same_rows, require_spark
 
 pytestmark = pytest.mark.slow
 PORTS = ["association_rules", "customer_metrics"]
@@ -38,10 +37,7 @@ def cli_run(sources, warehouse, home, *extra: str, **environment: str) -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    if reason := spark_unavailable():
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI is set and Spark cannot run: {reason}")
-        pytest.skip(f"{reason}; runs, and fails without it, under CI=true")
+    require_spark()
     root = tmp_path_factory.mktemp("spark_connect")
     sources, home = root / "sources", root / "dagster_home"
     home.mkdir()
@@ -52,26 +48,16 @@ def runs(tmp_path_factory):
     return root, home
 
 
-def differences(a, b, name: str) -> tuple[int, int]:
-    with duckdb.connect() as conn:
-        conn.execute(f"ATTACH '{a}' AS a (READ_ONLY)")
-        conn.execute(f"ATTACH '{b}' AS b (READ_ONLY)")
-        assert conn.execute(f"SELECT count(*) FROM a.{name}").fetchone()[0] > 0
-        return tuple(conn.execute(f"SELECT count(*) FROM (FROM {x}.{name} EXCEPT ALL FROM {y}.{name})").fetchone()[0]
-                     for x, y in (("a", "b"), ("b", "a")))
-
-
 @pytest.mark.parametrize("port", PORTS)
 def test_the_ports_through_spark_connect_equal_duckdbs(runs, port):
     root, _ = runs
-    assert differences(root / "duckdb.duckdb", root / "connect.duckdb", f"consumer_aligned.{port}") == (0, 0)
+    assert_same_rows(root / "duckdb.duckdb", root / "connect.duckdb", f"consumer_aligned.{port}")
 
 
 @pytest.mark.parametrize("name", [*daily_counts.COUNTED, *(f"total_{kind}" for kind in daily_counts.KEYS)])
 def test_the_counts_through_spark_connect_equal_duckdbs(runs, name):
     root, _ = runs
-    counts = [daily_counts.counts_database(root / f"{way}.duckdb") for way in ("duckdb", "connect")]
-    assert differences(*counts, f"main.{name}") == (0, 0)
+    assert_same_rows(*(daily_counts.counts_database(root / f"{way}.duckdb") for way in ("duckdb", "connect")), f"main.{name}")
 
 
 def test_the_rules_say_they_came_through_spark_connect(runs):

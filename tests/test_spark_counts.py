@@ -12,8 +12,6 @@ without them the tests skip, unless CI is set.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,6 +26,7 @@ from product_affinity.defs.metadata import table_key
 from product_affinity.defs.partitions import range_tags
 from product_affinity.partitions import Days, file_days
 from product_affinity.sources.sample import generate_sample
+from tests.conftest import assert_same_rows, drop_day, require_spark, rows_apart as differences
 
 pytestmark = pytest.mark.slow
 END = datetime(2026, 6, 30, 12)
@@ -37,20 +36,9 @@ PORTS = ("association_rules", "customer_metrics")
 WINDOW = {"rules_window_days": 10}  # the second run's trailing window: 4 of the 14 days age out of the rules
 
 
-def spark_unavailable() -> str | None:
-    if importlib.util.find_spec("pyspark") is None:
-        return "needs pyspark: pip install -c constraints.txt -e '.[spark]'"
-    from product_affinity.consumer_aligned.spark_counts import java_missing
-
-    return java_missing()
-
-
 @pytest.fixture(scope="module")
 def spark():
-    if reason := spark_unavailable():
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI is set and Spark cannot run: {reason}")
-        pytest.skip(f"{reason}; runs, and fails without it, under CI=true")
+    require_spark()
     from product_affinity.consumer_aligned.spark_counts import session
 
     return session()
@@ -66,13 +54,6 @@ def run(sources: Path, warehouse: Path, days: Days, engine: str, upstream: bool 
         instance=dg.DagsterInstance.ephemeral(), tags=range_tags(days), raise_on_error=False,
         run_config={"resources": {"settings": {"config": {"engine": engine, **settings}}}})
     assert result.success
-
-
-def drop_day(sources: Path, day) -> None:
-    """Take every line of `day` out of the purchase file, as if its orders had been withdrawn."""
-    path = sources / "purchase.csv"
-    lines = path.read_text().splitlines(keepends=True)
-    path.write_text("".join(line for line in lines if f",{day} " not in line))
 
 
 @pytest.fixture(scope="module")
@@ -91,22 +72,10 @@ def built(spark, tmp_path_factory):
     return warehouses, dropped, sources
 
 
-def differences(a: Path, b: Path, name: str) -> tuple[int, int]:
-    """Rows of table `name` only in database `a`, and only in `b`."""
-    with duckdb.connect() as conn:
-        conn.execute(f"ATTACH '{a}' AS a (READ_ONLY)")
-        conn.execute(f"ATTACH '{b}' AS b (READ_ONLY)")
-        return tuple(conn.execute(f"SELECT count(*) FROM (FROM {x}.{name} EXCEPT ALL FROM {y}.{name})").fetchone()[0]
-                     for x, y in (("a", "b"), ("b", "a")))
-
-
 @pytest.mark.parametrize("name", [*daily_counts.COUNTED, *(f"total_{kind}" for kind in daily_counts.KEYS)])
 def test_spark_counts_equal_duckdb_counts(built, name):
     warehouses, *_ = built
-    counts = {engine: daily_counts.counts_database(w) for engine, w in warehouses.items()}
-    with duckdb.connect(str(counts["duckdb"]), read_only=True) as conn:
-        assert conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0] > 0
-    assert differences(counts["duckdb"], counts["spark"], f"main.{name}") == (0, 0)
+    assert_same_rows(*(daily_counts.counts_database(warehouses[engine]) for engine in ("duckdb", "spark")), f"main.{name}")
 
 
 def rows(warehouse: Path, name: str) -> int:
