@@ -288,8 +288,10 @@ def count_days(
     took four times as long). The totals are the sum of the counts of the days in `window_days` after every commit,
     so a run stopped between chunks leaves counts that are right for the lines they counted, and the next run of
     these days (or any run: its sync_window adds the days counted since) finishes the job. One transaction for two
-    years at Instacart scale held 182 million uncommitted per-day pair rows: 7 GB more at its peak. With `counted_in`, the days were counted elsewhere (spark_counts): their per-day counts are read from the
-    Parquet files under that root."""
+    years at Instacart scale held 182 million uncommitted per-day pair rows: 7 GB more at its peak.
+
+    With `counted_in`, the days were counted elsewhere (spark_counts, or a fanned-out count): their per-day counts are
+    read from the Parquet files under that root."""
     # The days with lines are the ones days_to_count found, if it ran just before (the job's step), else found now.
     conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {LOADED_DAYS} AS {line_days_sql(purchases)}")
     if counted_in is not None:
