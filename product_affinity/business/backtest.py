@@ -38,8 +38,10 @@ OWNED, NEW, EVALUATED, SCORED = "_backtest_owned", "_backtest_new", "_backtest_e
 
 def _items_sql(purchases: str, level: str) -> str:
     """Distinct (level, customer, item) bought in `purchases` at the level bound as $level, items as text like
-    recommended_item."""
-    return f"SELECT DISTINCT $level AS level, p.customer_id, CAST({ITEM[level]} AS VARCHAR) AS item FROM {item_lines(level, purchases)}"
+    recommended_item. Made distinct on the item's own type first, then cast: distinct text of 30M lines took a third
+    longer at Instacart scale."""
+    return f"""SELECT $level AS level, customer_id, CAST(native AS VARCHAR) AS item
+        FROM (SELECT DISTINCT p.customer_id, {ITEM[level]} AS native FROM {item_lines(level, purchases)})"""
 
 
 def _most_popular_sql(level: str) -> str:
@@ -53,7 +55,8 @@ def _most_popular_sql(level: str) -> str:
     WITH owned AS (SELECT customer_id, item FROM {OWNED} SEMI JOIN {EVALUATED} USING (level, customer_id) WHERE level = $level),
     ranked AS (
         SELECT CAST(native AS VARCHAR) AS item, row_number() OVER (ORDER BY baskets DESC, native) AS popularity_rank
-        FROM (SELECT {ITEM[level]} AS native, count(DISTINCT p.order_id) AS baskets FROM {item_lines(level, TRAINING)} GROUP BY ALL)
+        FROM (SELECT native, count(*) AS baskets
+              FROM (SELECT DISTINCT p.order_id, {ITEM[level]} AS native FROM {item_lines(level, TRAINING)}) GROUP BY native)
     ), buyers AS (SELECT customer_id, count(*) AS owned_items FROM owned GROUP BY customer_id)
     SELECT b.customer_id, $level AS level,
            row_number() OVER (PARTITION BY b.customer_id ORDER BY r.popularity_rank) AS rank,
