@@ -151,7 +151,7 @@ def counting_sql(lines: str, category_itemset_size: int) -> tuple[dict[str, str]
     return held, counted
 
 
-def parquet_days_sql(root: Path, name: str, days: Days) -> str | None:
+def parquet_days_sql(root: day_files.Root, name: str, days: Days) -> str | None:
     """The per-day rows of `days` that another engine wrote as Parquet under `root` (day_files), or None if none."""
     folders = day_files.held(root, name, days)
     if not folders:
@@ -160,7 +160,7 @@ def parquet_days_sql(root: Path, name: str, days: Days) -> str | None:
     return f"SELECT * FROM read_parquet([{files}], hive_partitioning = true, hive_types = {{'day': DATE}})"
 
 
-def _export(conn: duckdb.DuckDBPyConnection, root: Path, name: str, sql: str, days: Days) -> None:
+def _export(conn: duckdb.DuckDBPyConnection, root: day_files.Root, name: str, sql: str, days: Days) -> None:
     """Write the rows of `sql` (of `days`, with a day column) as table `name` under `root`, replacing the days' folders."""
     day_files.register(conn, root)
     with day_files.staging(root) as staged:
@@ -169,19 +169,19 @@ def _export(conn: duckdb.DuckDBPyConnection, root: Path, name: str, sql: str, da
         day_files.replace_days(staged, root, name, days)
 
 
-def export_lines(conn: duckdb.DuckDBPyConnection, root: Path, days: Days, purchases: str = PURCHASES,
+def export_lines(conn: duckdb.DuckDBPyConnection, root: day_files.Root, days: Days, purchases: str = PURCHASES,
                  products: str = PRODUCTS) -> None:
     """Write the accepted lines of `days` as Parquet under `root`, one folder per day, replacing the days' folders."""
     _export(conn, root, day_files.LINES, lines_sql(purchases, products, days), days)
 
 
-def export_counts(conn: duckdb.DuckDBPyConnection, root: Path, days: Days) -> None:
+def export_counts(conn: duckdb.DuckDBPyConnection, root: day_files.Root, days: Days) -> None:
     """Write the per-day counts of `days` held here as Parquet under `root`, as the spark engine's map writes them."""
     for name in COUNTED:
         _export(conn, root, name, f"FROM {SCHEMA}.{name} WHERE day >= DATE '{days.first}' AND day < DATE '{days.end}'", days)
 
 
-def count_files(root: Path, days: Days, category_itemset_size: int) -> None:
+def count_files(root: day_files.Root, days: Days, category_itemset_size: int) -> None:
     """The map on DuckDB from files: the per-day counts of `days` from the lines' Parquet files under `root`, written
     beside them as Parquet as the spark engine's map writes them (spark_counts.count_lines), by an in-memory DuckDB that
     opens neither the warehouse nor the counts file: chunks of days can be counted at once, by any worker that sees
@@ -210,7 +210,7 @@ def line_days_sql(purchases: str = PURCHASES) -> str:
 WINDOW_DAYS = f"SELECT day FROM {SCHEMA}.window_days"  # the days in the rules' totals
 
 
-def record_files(conn: duckdb.DuckDBPyConnection, root: Path, names: list[str], days: Days, held: str) -> None:
+def record_files(conn: duckdb.DuckDBPyConnection, root: day_files.Root, names: list[str], days: Days, held: str) -> None:
     """Record that the folders under `root` of tables `names` hold the rows of the days in `days` that `held` (a SELECT
     of day) lists, and nothing else of that range."""
     params = {"root": day_files.recorded(root), "names": names, "first": days.first, "end": days.end}
@@ -221,9 +221,9 @@ def record_files(conn: duckdb.DuckDBPyConnection, root: Path, names: list[str], 
 
 
 def current_files(
-    conn: duckdb.DuckDBPyConnection, root: Path, names: list[str], days: str,
-    export: Callable[[duckdb.DuckDBPyConnection, Path, Days], None],
-) -> dict[str, list[Path]]:
+    conn: duckdb.DuckDBPyConnection, root: day_files.Root, names: list[str], days: str,
+    export: Callable[[duckdb.DuckDBPyConnection, day_files.Root, Days], None],
+) -> dict[str, list[day_files.Root]]:
     """Per table of `names`, the folders under `root` of the days `days` lists (a SELECT of day), each holding what the
     warehouse holds for its day. The days not recorded as such are written first by `export` (over the range from the
     first to the last of them, which rewrites any recorded day in between with the same rows)."""
@@ -278,7 +278,7 @@ def count_days(
     window_days: int | None,
     purchases: str = PURCHASES,
     products: str = PRODUCTS,
-    counted_in: Path | None = None,
+    counted_in: day_files.Root | None = None,
 ) -> Counted:
     """Recount `days` from the accepted purchase lines and bring the window's totals up to date, a chunk of days at a
     time (`CHUNK_LINES` lines or so, a day never split), each chunk one transaction (`_count_chunk`).
@@ -330,7 +330,7 @@ def _chunks(conn: duckdb.DuckDBPyConnection, days: Days) -> list[Days]:
 
 def _count_chunk(
     conn: duckdb.DuckDBPyConnection, days: Days, category_itemset_size: int, purchases: str, products: str,
-    counted_in: Path | None,
+    counted_in: day_files.Root | None,
 ) -> dict[str, int]:
     """count_days for one range of days, in one transaction: the days' previous counts are taken out of the totals,
     then replaced (they enter the totals with the window's next sync). Returns the per-day rows written, by kind."""

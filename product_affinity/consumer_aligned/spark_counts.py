@@ -87,7 +87,7 @@ def described(spark: SparkSession) -> str:
     return "Spark Connect" if type(spark).__module__.startswith("pyspark.sql.connect") else "local mode"
 
 
-def count_lines(spark: SparkSession, root: Path, days: Days, category_itemset_size: int) -> None:
+def count_lines(spark: SparkSession, root: day_files.Root, days: Days, category_itemset_size: int) -> None:
     """The map on Spark: the per-day counts of `days` from the lines' Parquet files under `root`, written beside them
     (a day with no lines left loses its counts' folders)."""
     with day_files.staging(root) as staged:
@@ -109,7 +109,7 @@ def count_lines(spark: SparkSession, root: Path, days: Days, category_itemset_si
 
 def count_days(
     conn: duckdb.DuckDBPyConnection,
-    root: Path,
+    root: day_files.Root,
     days: Days,
     category_itemset_size: int,
     window_days: int | None,
@@ -122,7 +122,7 @@ def count_days(
     return daily_counts.count_days(conn, days, category_itemset_size, window_days, counted_in=root)
 
 
-def _read(spark: SparkSession, root: Path, name: str, folders: list[Path] | None):
+def _read(spark: SparkSession, root: day_files.Root, name: str, folders: list[day_files.Root] | None):
     """Table `name` under `root` as a Spark frame: the day folders `folders`, or every day there is (None)."""
     if folders is None:
         return spark.read.parquet(str(day_files.join(root, name)))
@@ -137,10 +137,10 @@ def _no_rows(spark: SparkSession, kind: str):
 
 def rules(
     spark: SparkSession,
-    root: Path,
+    root: day_files.Root,
     thresholds: dict[str, Thresholds],
     conn: duckdb.DuckDBPyConnection,
-    folders: dict[str, list[Path]] | None = None,
+    folders: dict[str, list[day_files.Root]] | None = None,
 ) -> pd.DataFrame:
     """The reduce on Spark: every itemset's total over the day folders `folders` of each per-day counts table under
     `root` (or every day there is), then the rules.
@@ -159,7 +159,7 @@ def rules(
 
 
 def reduce(
-    conn: duckdb.DuckDBPyConnection, root: Path, thresholds: dict[str, Thresholds], spark: SparkSession | None = None
+    conn: duckdb.DuckDBPyConnection, root: day_files.Root, thresholds: dict[str, Thresholds], spark: SparkSession | None = None
 ) -> pd.DataFrame:
     """The job's rules on the spark engine: the reduce on Spark over the per-day count files of the rules' window (the
     days the counts file's window holds, `rules_window_days`), each file current (daily_counts.current_files: a day
@@ -173,7 +173,7 @@ def reduce(
 
 
 def customer_aggregates(
-    conn: duckdb.DuckDBPyConnection, root: Path, window_days: int, spark: SparkSession | None = None
+    conn: duckdb.DuckDBPyConnection, root: day_files.Root, window_days: int, spark: SparkSession | None = None
 ) -> str | None:
     """The customer aggregates on Spark (customer_aggregates.sql, translated) from the lines' files of every day the
     warehouse holds, written as Parquet under `<root>/customer_aggregates/`: the relation that reads them, for the
