@@ -183,3 +183,44 @@ def test_a_root_in_object_storage_holds_what_a_local_folder_holds(loaded, tmp_pa
                 assert conn.execute(f"SELECT count(*) FROM (FROM {one} EXCEPT ALL FROM {other})").fetchone()[0] == 0, name
     finally:
         fs.rm(root.split("/partitions")[0], recursive=True)
+
+
+def test_a_count_stopped_between_chunks_leaves_right_totals_and_the_next_run_finishes(loaded, tmp_path, monkeypatch):
+    """count_days commits a chunk at a time: a recount of every day stopped in its third chunk leaves totals that are
+    the sum of the counts of the days the window still lists (the old counts of the days not recounted yet); run
+    again, the counts equal a count in one go."""
+    conn, days = loaded
+    counts.count_days(conn, days, 3, None)
+    monkeypatch.setattr(counts, "CHUNK_LINES", 300)  # a day or two a chunk
+    real, calls = pair_counts.insert_day_pairs, []
+
+    def failing_third(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("killed")
+        return real(*args)
+
+    monkeypatch.setattr(pair_counts, "insert_day_pairs", failing_third)
+    with pytest.raises(RuntimeError, match="killed"):
+        counts.count_days(conn, days, 3, None)
+    in_window = conn.execute(f"SELECT count(*) FROM {counts.SCHEMA}.window_days").fetchone()[0]
+    counted = conn.execute(f"SELECT count(*) FROM {counts.SCHEMA}.day_baskets").fetchone()[0]
+    assert 0 < in_window < counted  # two chunks recounted: out of the totals until the window's sync; the rest in them
+    assert conn.execute(f"SELECT count(*) FROM {counts.SCHEMA}.total_product_pairs").fetchone()[0] > 0
+    for kind, keys in counts.KEYS.items():
+        key_list = ", ".join(keys)
+        summed = f"""SELECT {key_list}, sum(baskets) AS baskets FROM {counts.SCHEMA}.day_{kind}
+            SEMI JOIN {counts.SCHEMA}.window_days USING (day) GROUP BY ALL"""
+        for one, other in ((f"{counts.SCHEMA}.total_{kind}", f"({summed})"), (f"({summed})", f"{counts.SCHEMA}.total_{kind}")):
+            assert conn.execute(f"SELECT count(*) FROM (SELECT {key_list}, baskets FROM {one} EXCEPT ALL "
+                                f"SELECT {key_list}, baskets FROM {other})").fetchone()[0] == 0, kind
+    monkeypatch.setattr(pair_counts, "insert_day_pairs", real)
+    counts.count_days(conn, days, 3, None)
+    conn.execute(f"DETACH {counts.SCHEMA}")
+    conn.execute(f"ATTACH '{tmp_path / 'w.counts.duckdb'}' AS resumed (READ_ONLY)")
+    counts.attach(conn, tmp_path / "in_one_go.counts.duckdb")
+    monkeypatch.setattr(counts, "CHUNK_LINES", counts.CHUNK_LINES * 10**6)
+    counts.count_days(conn, days, 3, None)
+    for name in counts.size(conn):
+        for one, other in ((f"resumed.{name}", f"{counts.SCHEMA}.{name}"), (f"{counts.SCHEMA}.{name}", f"resumed.{name}")):
+            assert conn.execute(f"SELECT count(*) FROM (FROM {one} EXCEPT ALL FROM {other})").fetchone()[0] == 0, name
