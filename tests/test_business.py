@@ -1,7 +1,7 @@
 """The KPI tree and the backtest on hand-computed purchases, and the backtest on the sample."""
 
 import math
-from datetime import date
+from datetime import date, datetime
 
 import duckdb
 import pytest
@@ -113,10 +113,85 @@ def test_backtest_scores_both_recommenders_on_what_customers_bought_after_the_cu
         assert got[(level, "most_popular", 1)] == (5, 5, 0, 0.0, 0.0, 30, 0.0)  # Sweets, the most popular they lack
         assert got[(level, "cross_sell_score", 2)] == (5, 5, 5, 1.0, 0.5, 30, 5 / 30)  # one rule: the second place stays empty
         assert got[(level, "most_popular", 2)] == (5, 5, 5, 1.0, 0.5, 30, 5 / 30)
+    # The latest purchase is Wednesday 2025-03-05 10:00; ten days before is Sunday 2025-02-23: its week's Monday.
     assert conn.execute(f"SELECT DISTINCT cutoff_at, evaluated_until FROM ({sql})").fetchall() == [
-        (backtest_cutoff := conn.execute("SELECT max(purchased_at) - INTERVAL 10 DAY FROM source_aligned.purchase").fetchall()[0][0],
-         conn.execute("SELECT max(purchased_at) FROM source_aligned.purchase").fetchall()[0][0])]
-    assert backtest_cutoff.month == 2
+        (datetime(2025, 2, 17), datetime(2025, 3, 5, 10))]
+
+
+def _scores(conn: duckdb.DuckDBPyConnection, keep_in: str | None = None) -> list[tuple]:
+    settings = AffinitySettings()
+    sql = backtest.backtest_sql(conn, {level: settings.thresholds(level) for level in LEVELS}, 2, holdout_days=12,
+                                keep_in=keep_in)
+    return sorted(conn.execute(sql).fetchall())
+
+
+def _from_nothing(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
+    """The same backtest on a copy of the warehouse's lines and products, with nothing kept."""
+    fresh = duckdb.connect()
+    fresh.execute("CREATE SCHEMA source_aligned")
+    for name in ("product", "purchase"):
+        fresh.register("_copied", conn.execute(f"FROM source_aligned.{name}").df())
+        fresh.execute(f"CREATE TABLE source_aligned.{name} AS FROM _copied")
+    return _scores(fresh)
+
+
+def _kept(conn: duckdb.DuckDBPyConnection) -> tuple[str, int]:
+    return (conn.execute("SELECT key FROM kept.backtest_key").fetchone()[0],
+            conn.execute("SELECT count(*) FROM kept.backtest_recommended_to").fetchone()[0])
+
+
+def test_a_backtest_that_reuses_its_training_side_equals_one_from_nothing():
+    """Day after day in one week the cut-off stays and the training side is reused; a late line before the cut-off,
+    a product moved to another category, or a new week trains again. After each step the scores equal a backtest
+    from nothing on the same lines."""
+    conn = warehouse(_affinity_orders())  # latest Wednesday 2025-03-05 10:00; 12 days before: Friday 2025-02-21
+    conn.execute("ATTACH ':memory:' AS kept")
+    first = _scores(conn, "kept")
+    assert first == _from_nothing(conn) and {row[3] for row in first} == {datetime(2025, 2, 17)}
+    key, recommended_to = _kept(conn)
+    assert recommended_to == 10  # customers 1-5, at both levels
+
+    # Thursday: Sweets buyers 200-204 buy Wines, new to them; the cut-off stays, so only they are recommended to.
+    conn.executemany("INSERT INTO source_aligned.purchase VALUES (?, 1, ?, 1, 1, 10.00, '2025-03-06 09:00:00')",
+                     [(400 + c, c) for c in range(200, 205)])
+    assert _scores(conn, "kept") == _from_nothing(conn) != first
+    assert _kept(conn) == (key, 20)
+
+    # A late line before the cut-off: customer 1 had bought Meats on 2 February, so Meats is not new to them.
+    conn.execute("INSERT INTO source_aligned.purchase VALUES (300, 1, 1, 2, 1, 10.00, '2025-02-02 10:00:00')")
+    late = _scores(conn, "kept")
+    assert late == _from_nothing(conn) and _kept(conn)[0] != key
+    assert [row[5] for row in late if row[:3] == ("category", "cross_sell_score", 1)] == [9]  # customers evaluated: not 1
+
+    # A product moved to another category changes what was owned by category.
+    key = _kept(conn)[0]
+    conn.execute("UPDATE source_aligned.product SET category = 'Wines' WHERE product_id = 3")
+    assert _scores(conn, "kept") == _from_nothing(conn) and _kept(conn)[0] != key
+
+    # The next week: the cut-off moves to Monday 2025-02-24 and the lines of 17-23 February join the training side.
+    key = _kept(conn)[0]
+    conn.execute("INSERT INTO source_aligned.purchase VALUES (500, 1, 3, 1, 1, 10.00, '2025-03-09 10:00:00')")
+    week = _scores(conn, "kept")
+    assert week == _from_nothing(conn) and {row[3] for row in week} == {datetime(2025, 2, 24)} and _kept(conn)[0] != key
+
+
+def test_a_backtest_stopped_while_training_trains_again_next_time(monkeypatch):
+    """The key is removed before the training side is rewritten and written after it: a run that fails in between
+    leaves no key, so the next run cannot reuse half a training side."""
+    conn = warehouse(_affinity_orders())
+    conn.execute("ATTACH ':memory:' AS kept")
+    _scores(conn, "kept")
+    conn.execute("INSERT INTO source_aligned.purchase VALUES (300, 1, 1, 2, 1, 10.00, '2025-02-02 10:00:00')")
+
+    def stopped(*args, **kwargs):
+        raise RuntimeError("stopped while mining")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(backtest, "mine_all_levels", stopped)
+        with pytest.raises(RuntimeError, match="stopped while mining"):
+            _scores(conn, "kept")
+    assert conn.execute("SELECT count(*) FROM kept.backtest_key").fetchone()[0] == 0
+    assert _scores(conn, "kept") == _from_nothing(conn)
 
 
 def test_backtest_on_the_sample_judges_both_recommenders_on_the_same_customers(sample_run):

@@ -1,10 +1,11 @@
 """Does the cross-sell score predict purchases? A backtest of the recommendations against a popularity baseline.
 
-The history is cut `holdout_days` before the latest purchase. Rules are mined from the lines bought
-before the cut-off, and recommendations made from them, by the very code that builds the output
-ports (association_rules.mine_all_levels, recommendations.build). The baseline recommends to the
-same customers the most popular items (most baskets before the cut-off) they had not bought yet.
-Both are judged on what customers bought after the cut-off that they had never bought before it:
+The history is cut at the start (Monday, 00:00 UTC) of the week holding the moment `holdout_days` before the
+latest purchase, so the holdout is `holdout_days` to `holdout_days` + 7 days long. Rules are mined from the lines
+bought before the cut-off, and recommendations made from them, by the very code that builds the output ports
+(association_rules.mine_all_levels, recommendations.build). The baseline recommends to the same customers the most
+popular items (most baskets before the cut-off) they had not bought yet. Both are judged on what customers bought
+after the cut-off that they had never bought before it:
 
 - customers evaluated: bought before the cut-off, and after it bought at least one item (category
   or product) new to them; the same customers for both recommenders
@@ -15,25 +16,47 @@ Both are judged on what customers bought after the cut-off that they had never b
 - hit rate over all customers: hits / every customer who bought before the cut-off, whether or not they
   bought anything (new) after it: what a campaign sent to the whole active base would convert, where
   the hit rate above is conditional on the customer buying something new
+
+Why a weekly cut-off: everything before the cut-off (the items each customer owned, the rules mined, the popularity
+ranking, a customer's recommendations of either kind) depends only on the lines before it, the products' categories
+and the settings. That training side is kept (`keep_in`: the counts file, the pipeline's working state) with a key
+of those inputs (the cut-off, the settings, and a count and hash sum of the lines before the cut-off and of the
+products), and reused while the key holds: a daily run computes only the holdout's new items, recommends only to
+customers evaluated for the first time, and scores. A cut-off that moved every day would change the training side
+every day. A late line, a corrected row before the cut-off or a recategorised product changes the key, and the
+training side is rebuilt; the result always equals a backtest from nothing (tests/test_business.py).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import asdict
+from datetime import datetime, time, timedelta
 
 import duckdb
 
 from product_affinity import sql
 from product_affinity.consumer_aligned import recommendations
 from product_affinity.consumer_aligned.association_rules import Thresholds, mine_all_levels
-from product_affinity.consumer_aligned.baskets import ITEM, LEVELS, PURCHASES, item_lines
+from product_affinity.consumer_aligned.baskets import ITEM, LEVELS, PRODUCTS, PURCHASES, item_lines
 from product_affinity.contract.odcs import table
 from product_affinity.warehouse import typed_columns
 
 RECOMMENDERS = ("cross_sell_score", "most_popular")
-TRAINING, HOLDOUT, TRAINING_RULES, RECOMMENDED = "_backtest_training", "_backtest_holdout", "_backtest_rules", "_backtest_recommended"
-OWNED, NEW, EVALUATED, SCORED = "_backtest_owned", "_backtest_new", "_backtest_evaluated", "_backtest_scored"
+TRAINING, HOLDOUT, NEW, EVALUATED, FIRST_TIME = (
+    "_backtest_training", "_backtest_holdout", "_backtest_new", "_backtest_evaluated", "_backtest_first_time")
+# The training side, kept in `keep_in` between runs: its key, and what was computed from the lines before the cut-off.
+KEY, OWNED, RULES, POPULAR, RECOMMENDED, RECOMMENDED_TO = (
+    "backtest_key", "backtest_owned", "backtest_rules", "backtest_popular", "backtest_recommended", "backtest_recommended_to")
+
+
+def cutoff(as_of: datetime | None, holdout_days: int) -> datetime | None:
+    """Monday 00:00 of the week holding `as_of` less `holdout_days` (None with no purchases)."""
+    if as_of is None:
+        return None
+    moment = as_of - timedelta(days=holdout_days)
+    return datetime.combine(moment.date() - timedelta(days=moment.weekday()), time())
 
 
 def _items_sql(purchases: str, level: str) -> str:
@@ -44,20 +67,26 @@ def _items_sql(purchases: str, level: str) -> str:
         FROM (SELECT DISTINCT p.customer_id, {ITEM[level]} AS native FROM {item_lines(level, purchases)})"""
 
 
-def _most_popular_sql(level: str) -> str:
-    """Per evaluated customer, the $per_customer items in most baskets before the cut-off that they had not bought
-    ($level bound; recommended by $recommender).
+def _popular_sql(level: str) -> str:
+    """Each item's rank by baskets before the cut-off, most first ($level bound)."""
+    return f"""SELECT $level AS level, CAST(native AS VARCHAR) AS item,
+                      row_number() OVER (ORDER BY baskets DESC, native) AS popularity_rank
+        FROM (SELECT native, count(*) AS baskets
+              FROM (SELECT DISTINCT p.order_id, {ITEM[level]} AS native FROM {item_lines(level, TRAINING)}) GROUP BY native)"""
+
+
+def _most_popular_sql(keep_in: str) -> str:
+    """Per customer recommended to for the first time, the $per_customer items in most baskets before the cut-off
+    that they had not bought ($level bound; recommended by $recommender).
 
     A customer who owns n items needs at most the n + per_customer most popular ones to find per_customer
     they do not own, so candidates stay linear in the purchases rather than customers x items.
     """
     return f"""
-    WITH owned AS (SELECT customer_id, item FROM {OWNED} SEMI JOIN {EVALUATED} USING (level, customer_id) WHERE level = $level),
-    ranked AS (
-        SELECT CAST(native AS VARCHAR) AS item, row_number() OVER (ORDER BY baskets DESC, native) AS popularity_rank
-        FROM (SELECT native, count(*) AS baskets
-              FROM (SELECT DISTINCT p.order_id, {ITEM[level]} AS native FROM {item_lines(level, TRAINING)}) GROUP BY native)
-    ), buyers AS (SELECT customer_id, count(*) AS owned_items FROM owned GROUP BY customer_id)
+    WITH owned AS (SELECT customer_id, item FROM {keep_in}.{OWNED} SEMI JOIN {FIRST_TIME} USING (level, customer_id)
+                   WHERE level = $level),
+    ranked AS (SELECT item, popularity_rank FROM {keep_in}.{POPULAR} WHERE level = $level),
+    buyers AS (SELECT customer_id, count(*) AS owned_items FROM owned GROUP BY customer_id)
     SELECT b.customer_id, $level AS level,
            row_number() OVER (PARTITION BY b.customer_id ORDER BY r.popularity_rank) AS rank,
            r.item AS recommended_item, $recommender AS recommender
@@ -67,46 +96,99 @@ def _most_popular_sql(level: str) -> str:
 
 
 def _per_level(conn: duckdb.DuckDBPyConnection, name: str, select: Callable[[str], str], create: bool, **params) -> None:
-    """What `select(level)` gives for each level, with that level bound as $level, into temp table `name` (created
+    """What `select(level)` gives for each level, with that level bound as $level, into table `name` (created
     from the first level when `create`, else appended to)."""
     for i, level in enumerate(LEVELS):
-        into = f"CREATE OR REPLACE TEMP TABLE {name} AS" if create and i == 0 else f"INSERT INTO {name}"
+        into = f"CREATE OR REPLACE TABLE {name} AS" if create and i == 0 else f"INSERT INTO {name}"
         conn.execute(f"{into} {select(level)}", {"level": level, **params})
 
 
+def training_key(conn: duckdb.DuckDBPyConnection, thresholds: dict[str, Thresholds], per_customer: int) -> str:
+    """What the training side depends on: the cut-off, the settings, and a count and hash sum of the lines before the
+    cut-off (their customer, order and product) and of the products (their category)."""
+    lines = conn.execute(f"SELECT count(*), sum(hash(customer_id, order_id, product_id)) FROM {TRAINING}").fetchone()
+    products = conn.execute(f"SELECT count(*), sum(hash(product_id, category)) FROM {PRODUCTS}").fetchone()
+    return json.dumps({
+        "cutoff": str(conn.execute("SELECT getvariable('backtest_cutoff')").fetchone()[0]),
+        "thresholds": {level: asdict(t) for level, t in sorted(thresholds.items())}, "per_customer": per_customer,
+        "lines": [lines[0], str(lines[1])], "products": [products[0], str(products[1])],
+    })
+
+
+def _kept_key(conn: duckdb.DuckDBPyConnection, keep_in: str) -> str | None:
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {keep_in}.{KEY} (key VARCHAR)")
+    row = conn.execute(f"SELECT any_value(key) FROM {keep_in}.{KEY}").fetchone()
+    return row[0]
+
+
+def _train(conn: duckdb.DuckDBPyConnection, keep_in: str, thresholds: dict[str, Thresholds], key: str) -> None:
+    """The training side from the lines before the cut-off: owned items, rules, popularity; nobody recommended yet.
+    The key is removed first and written last, so a run stopped midway leaves no key, and the next run trains again."""
+    conn.execute(f"DELETE FROM {keep_in}.{KEY}")
+    _per_level(conn, f"{keep_in}.{OWNED}", lambda level: _items_sql(TRAINING, level), create=True)
+    _per_level(conn, f"{keep_in}.{POPULAR}", _popular_sql, create=True)
+    mined = mine_all_levels(conn, thresholds, TRAINING)
+    conn.register("_mined_before_cutoff", mined)
+    conn.execute(f"""CREATE OR REPLACE TABLE {keep_in}.{RULES} AS
+        SELECT {typed_columns(table('association_rules'))} FROM _mined_before_cutoff""")
+    conn.unregister("_mined_before_cutoff")
+    conn.execute(f"""CREATE OR REPLACE TABLE {keep_in}.{RECOMMENDED} (
+        customer_id BIGINT, level VARCHAR, rank BIGINT, recommended_item VARCHAR, recommender VARCHAR)""")
+    conn.execute(f"CREATE OR REPLACE TABLE {keep_in}.{RECOMMENDED_TO} (level VARCHAR, customer_id BIGINT)")
+    conn.execute(f"INSERT INTO {keep_in}.{KEY} VALUES ($key)", {"key": key})
+
+
+def _recommend_first_time(conn: duckdb.DuckDBPyConnection, keep_in: str, per_customer: int) -> int:
+    """Both recommenders' lists for the customers evaluated who have none kept yet, added to the kept ones in one
+    transaction with the record of whom they are for. Returns how many (level, customer) that was."""
+    conn.execute(f"""CREATE OR REPLACE TEMP TABLE {FIRST_TIME} AS
+        FROM {EVALUATED} ANTI JOIN {keep_in}.{RECOMMENDED_TO} USING (level, customer_id)""")
+    first_time = conn.execute(f"SELECT count(*) FROM {FIRST_TIME}").fetchone()[0]
+    if not first_time:
+        return 0
+    scored = recommendations.build(conn, per_customer, rules=f"{keep_in}.{RULES}", purchases=TRAINING, customers=FIRST_TIME)
+    conn.execute(f"""CREATE OR REPLACE TEMP TABLE _backtest_new_lists AS
+        SELECT customer_id, level, rank, recommended_item, $recommender AS recommender FROM ({scored})""",
+                 {"recommender": RECOMMENDERS[0]})
+    _per_level(conn, "_backtest_new_lists", lambda level: _most_popular_sql(keep_in), create=False,
+               per_customer=per_customer, recommender=RECOMMENDERS[1])
+    conn.execute("BEGIN TRANSACTION")
+    conn.execute(f"INSERT INTO {keep_in}.{RECOMMENDED} FROM _backtest_new_lists")
+    conn.execute(f"INSERT INTO {keep_in}.{RECOMMENDED_TO} SELECT level, customer_id FROM {FIRST_TIME}")
+    conn.execute("COMMIT")
+    return first_time
+
+
 def backtest_sql(
-    conn: duckdb.DuckDBPyConnection, thresholds: dict[str, Thresholds], per_customer: int, holdout_days: int
+    conn: duckdb.DuckDBPyConnection, thresholds: dict[str, Thresholds], per_customer: int, holdout_days: int,
+    keep_in: str | None = None,
 ) -> str:
-    """Mine, recommend and recommend the baseline as of the cut-off, score both (temp tables); return the query that
-    reads the scores.
+    """Train as of the cut-off unless the training side kept in `keep_in` (an attached database; by default one in
+    memory, for this connection only) is still the one these inputs give; recommend to the customers evaluated for
+    the first time; score both recommenders (temp table). Return the query that reads the scores.
 
     Only the customers evaluated get recommendations: nobody else's are ever scored.
     """
+    if keep_in is None:
+        keep_in = "_backtest_kept"
+        conn.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {keep_in}")
     as_of = conn.execute(f"SELECT max(purchased_at) FROM {PURCHASES}").fetchone()[0]
     # The cut-off is bound once into a DuckDB variable: the training and holdout views read it (a view cannot hold a
     # bound parameter), and DuckDB folds it into a constant filter on the purchases' scan. backtest.sql reads it too.
     conn.execute("SET VARIABLE backtest_cutoff = CAST($cutoff AS TIMESTAMP)",
-                 {"cutoff": as_of - timedelta(days=holdout_days) if as_of else "infinity"})
+                 {"cutoff": cutoff(as_of, holdout_days) or "infinity"})
     conn.execute(f"CREATE OR REPLACE TEMP VIEW {TRAINING} AS FROM {PURCHASES} WHERE purchased_at < getvariable('backtest_cutoff')")
     conn.execute(f"CREATE OR REPLACE TEMP VIEW {HOLDOUT} AS FROM {PURCHASES} WHERE purchased_at >= getvariable('backtest_cutoff')")
-    _per_level(conn, OWNED, lambda level: _items_sql(TRAINING, level), create=True)
-    _per_level(conn, NEW, lambda level: f"FROM ({_items_sql(HOLDOUT, level)}) ANTI JOIN {OWNED} USING (level, customer_id, item)",
+    key = training_key(conn, thresholds, per_customer)
+    if _kept_key(conn, keep_in) != key:
+        _train(conn, keep_in, thresholds, key)
+    _per_level(conn, NEW, lambda level: f"FROM ({_items_sql(HOLDOUT, level)}) ANTI JOIN {keep_in}.{OWNED} USING (level, customer_id, item)",
                create=True)
     conn.execute(f"""CREATE OR REPLACE TEMP TABLE {EVALUATED} AS  -- bought before the cut-off, and something new after it
-        SELECT DISTINCT level, customer_id FROM {NEW} SEMI JOIN {OWNED} USING (level, customer_id)""")
-
-    mined = mine_all_levels(conn, thresholds, TRAINING)
-    conn.register("_mined_before_cutoff", mined)
-    conn.execute(f"CREATE OR REPLACE TEMP TABLE {TRAINING_RULES} AS SELECT {typed_columns(table('association_rules'))} FROM _mined_before_cutoff")
-    conn.unregister("_mined_before_cutoff")
-
-    scored = recommendations.build(conn, per_customer, rules=TRAINING_RULES, purchases=TRAINING, customers=EVALUATED)
-    conn.execute(f"""CREATE OR REPLACE TEMP TABLE {RECOMMENDED} AS
-        SELECT customer_id, level, rank, recommended_item, $recommender AS recommender FROM ({scored})""",
-                 {"recommender": RECOMMENDERS[0]})
-    _per_level(conn, RECOMMENDED, _most_popular_sql, create=False, per_customer=per_customer, recommender=RECOMMENDERS[1])
+        SELECT DISTINCT level, customer_id FROM {NEW} SEMI JOIN {keep_in}.{OWNED} USING (level, customer_id)""")
+    _recommend_first_time(conn, keep_in, per_customer)
     evaluation = sql.load(__file__, "backtest.sql").format(
-        evaluated=EVALUATED, recommended=RECOMMENDED, new=NEW, owned=OWNED, holdout=HOLDOUT)
-    conn.execute(f"CREATE OR REPLACE TEMP TABLE {SCORED} AS {evaluation}",
+        evaluated=EVALUATED, recommended=f"{keep_in}.{RECOMMENDED}", new=NEW, owned=f"{keep_in}.{OWNED}", holdout=HOLDOUT)
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE _backtest_scored AS {evaluation}",
                  {"recommenders": list(RECOMMENDERS), "per_customer": per_customer})
-    return f"FROM {SCORED}"
+    return "FROM _backtest_scored"

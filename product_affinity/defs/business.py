@@ -6,7 +6,7 @@ from dagster_duckdb import DuckDBResource
 
 from product_affinity.defs.metadata import table_key
 from product_affinity.business import backtest, clv_backtest, kpi_tree
-from product_affinity.consumer_aligned import clv
+from product_affinity.consumer_aligned import clv, daily_counts
 from product_affinity.defs.consumer_aligned import SOURCE_ALIGNED, output_port, publish_port
 from product_affinity.consumer_aligned.baskets import LEVELS, PURCHASES
 from product_affinity.contract.odcs import table
@@ -19,7 +19,9 @@ from product_affinity.defs.resources import AffinitySettings
 def recommendation_backtest(context: dg.AssetExecutionContext, warehouse: DuckDBResource, settings: AffinitySettings):
     thresholds = {level: settings.thresholds(level) for level in LEVELS}
     with warehouse.get_connection() as conn:
-        sql = backtest.backtest_sql(conn, thresholds, settings.recommendations_per_customer, settings.backtest_holdout_days)
+        daily_counts.attach(conn, daily_counts.counts_database(warehouse.database))  # where the training side is kept
+        sql = backtest.backtest_sql(conn, thresholds, settings.recommendations_per_customer, settings.backtest_holdout_days,
+                                    keep_in=daily_counts.SCHEMA)
         result = publish_port(conn, "recommendation_backtest", sql)
         figures = conn.execute(
             f"SELECT level, k, recommender, hit_rate, precision_at_k FROM ({sql}) WHERE k = $k ORDER BY level, recommender",

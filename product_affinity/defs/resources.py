@@ -104,7 +104,7 @@ class AffinitySettings(dg.ConfigurableResource):
     discount_rate: float = 0.10  # yearly, for the predicted customer lifetime value
     clv_horizon_months: int = 12  # how far ahead the predicted orders, spend and lifetime value look
     clv_holdout_days: int = 182  # the CLV backtest's cut-off: this many days before the latest purchase day
-    backtest_holdout_days: int = 90  # the backtest's cut-off: this many days before the latest purchase
+    backtest_holdout_days: int = 90  # the backtest's cut-off: the Monday of the week this many days before the latest purchase
     # Where the per-day counts, the rules' reduce and the customer aggregates are computed: in the warehouse's DuckDB,
     # or by Spark from Parquet files by day (the `spark` extra and Java; docs/operations/scale-out.md). Chosen per run:
     # resources.settings.config.engine.
