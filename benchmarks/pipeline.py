@@ -6,6 +6,7 @@ engine on identical data, after checking both give identical rules.
 
     python benchmarks/pipeline.py                      # Instacart scale + mlxtend comparison
     python benchmarks/pipeline.py --orders 200000 --customers 20000 --products 5000 --compare-orders 100000
+    python benchmarks/pipeline.py --no-mlxtend --postgres postgresql://127.0.0.1/affinity_bench   # the database source
 """
 
 from __future__ import annotations
@@ -62,25 +63,43 @@ def generate(directory: Path, customers: int, products: int, orders: int) -> dic
                            end=datetime.now(UTC) - timedelta(days=1) + LEAD)["rows"]
 
 
-def pipeline(sources: Path, warehouse: Path) -> dict:
-    """Materialize everything from nothing; return each asset step's wall time from Dagster's event log."""
+def write_database(dsn: str, sources: Path) -> dict:
+    """The generated sample written into the operational database (`generate --postgres`), as of now."""
+    from product_affinity.sources.database import write_sample
+
+    return write_sample(dsn, sources, datetime.now(UTC).replace(tzinfo=None)).rows
+
+
+def pipeline(sources: Path, warehouse: Path, database: str | None = None) -> dict:
+    """Materialize everything from nothing (from the files, or from the database with a first full load); return each
+    asset step's wall time from Dagster's event log."""
+    import shutil
+
     from product_affinity.consumer_aligned.daily_counts import counts_database
     from product_affinity.defs.partitions import range_tags
-    from product_affinity.partitions import all_days
+    from product_affinity.partitions import Days, all_days
+    from product_affinity.sources.database import purchase_days
+    from product_affinity.sources.staging import working_dir
 
     warehouse.unlink(missing_ok=True)
     counts_database(warehouse).unlink(missing_ok=True)
-    return run_days(sources, warehouse, range_tags(all_days(sources, warehouse)))
+    shutil.rmtree(working_dir(warehouse), ignore_errors=True)  # dlt's state: a new warehouse gets a full load
+    if database:
+        first, last = purchase_days(database)
+        days = Days(first, last + timedelta(days=1))
+    else:
+        days = all_days(sources, warehouse)
+    return run_days(sources, warehouse, range_tags(days), database)
 
 
-def run_days(sources: Path, warehouse: Path, tags: dict[str, str]) -> dict:
+def run_days(sources: Path, warehouse: Path, tags: dict[str, str], database: str | None = None) -> dict:
     """The job over the days in `tags`; each step's wall time from Dagster's event log."""
     import dagster as dg
 
     from product_affinity.definitions import build_definitions
 
     instance = dg.DagsterInstance.ephemeral()
-    result = build_definitions(sources, warehouse).resolve_job_def("product_affinity").execute_in_process(
+    result = build_definitions(sources, warehouse, database).resolve_job_def("product_affinity").execute_in_process(
         instance=instance, run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
         tags=tags,
     )
@@ -89,16 +108,18 @@ def run_days(sources: Path, warehouse: Path, tags: dict[str, str]) -> dict:
     return {e.step_key: e.timestamp - started[e.step_key] for e in steps if e.dagster_event.event_type_value == "STEP_SUCCESS"}
 
 
-def add_one_day(sources: Path, warehouse: Path) -> dict[str, str]:
-    """`generate --add-days 1` (new orders, late lines, corrections); return the tags of the run the files sensor asks
-    for then (its range of days). Timed apart from the run: rewriting the sample's files is not the product's work."""
+def add_one_day(sources: Path, warehouse: Path, database: str | None = None) -> dict[str, str]:
+    """`generate --add-days 1` (new orders, late lines, corrections) to the files or the database; return the tags of
+    the run the files sensor or the database watermark sensor asks for then (its range of days). Timed apart from
+    the run: writing the sample is not the product's work."""
     import dagster as dg
     import duckdb
 
-    from product_affinity.defs.sensors import source_files_sensor
+    from product_affinity.defs.sensors import database_watermark_sensor, source_files_sensor
+    from product_affinity.sources import database as operational
     from product_affinity.sources.sample import add_days_to_files
 
-    sensor = source_files_sensor(sources, database=False)
+    sensor = database_watermark_sensor(database) if database else source_files_sensor(sources, database=False)
     seen = sensor.evaluate_tick(dg.build_sensor_context(cursor=None))
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         newest = conn.execute("SELECT max(purchased_at) FROM source_aligned.purchase").fetchone()[0]
@@ -106,7 +127,10 @@ def add_one_day(sources: Path, warehouse: Path) -> dict[str, str]:
     if wait > 0:
         print(f"  waiting {wait:.0f} s for the newest purchase ({newest}) to be a day old", flush=True)
         time.sleep(wait)
-    add_days_to_files(sources, 1)
+    if database:
+        operational.add_days(database, 1)
+    else:
+        add_days_to_files(sources, 1)
     return dict(sensor.evaluate_tick(dg.build_sensor_context(cursor=seen.cursor)).run_requests[0].tags)
 
 
@@ -187,14 +211,19 @@ def main() -> None:
     parser.add_argument("--compare-products", type=int, default=1_000)
     parser.add_argument("--reuse", action="store_true", help="reuse sources generated by an earlier run")
     parser.add_argument("--no-mlxtend", action="store_true", help="skip the comparison with mlxtend (about 6 minutes)")
+    parser.add_argument("--postgres", metavar="DSN", help="read the sources from this PostgreSQL database (the sample "
+                        "is written into it, replacing its tables): the build's first load and the day added go through dlt")
     args = parser.parse_args()
 
-    scale, compare = OUT / "scale", OUT / "compare"
+    scale, compare = OUT / ("scale-postgres" if args.postgres else "scale"), OUT / "compare"
     print(f"Scale: {args.orders:,} orders, {args.customers:,} customers, {args.products:,} products")
     if not (args.reuse and (scale / "sources" / "purchase.csv").exists()):
         measured = isolated(generate, scale / "sources", args.customers, args.products, args.orders)
         report(f"generate sample ({measured['result']['purchase.csv']:,} lines, not counted)", measured)
-    measured = isolated(pipeline, scale / "sources", scale / "warehouse.duckdb")
+    if args.postgres:
+        measured = isolated(write_database, args.postgres, scale / "sources")
+        report(f"write it into the database ({measured['result']['purchase']:,} lines, not counted)", measured)
+    measured = isolated(pipeline, scale / "sources", scale / "warehouse.duckdb", args.postgres)
     for step, seconds in measured["result"].items():
         print(f"  {step:<42} {seconds:8.1f} s")
     for stage, steps in _stages(measured["result"]).items():
@@ -206,12 +235,13 @@ def main() -> None:
     mined = isolated(our_rules, scale / "warehouse.duckdb", ("category", "product"))
     report("baseline: the same rules mined from every line", mined)
     print(f"  counts vs mining every line: {mined['seconds'] / measured['seconds']:.1f}x faster")
-    tags = isolated(add_one_day, scale / "sources", scale / "warehouse.duckdb")["result"]
-    measured = isolated(run_days, scale / "sources", scale / "warehouse.duckdb", tags)
+    tags = isolated(add_one_day, scale / "sources", scale / "warehouse.duckdb", args.postgres)["result"]
+    measured = isolated(run_days, scale / "sources", scale / "warehouse.duckdb", tags, args.postgres)
     for step, seconds in measured["result"].items():
         print(f"  {step:<42} {seconds:8.1f} s")
     days = f"{tags['dagster/asset_partition_range_start']}..{tags['dagster/asset_partition_range_end']}"
-    report(f"one day added: the run the sensor asks for, {days}", measured, TARGETS["daily"])
+    source = "the database" if args.postgres else "the files"
+    report(f"one day added to {source}: the run the sensor asks for, {days}", measured, TARGETS["daily"])
 
     if args.no_mlxtend:
         return

@@ -113,6 +113,9 @@ def write_sample(dsn: str, directory: Path, now: datetime) -> Written:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table_name(name))))
             conn.execute(_ddl(t))
             _copy_in(conn, table_name(name), kept)
+            # What an incremental load asks of the table (rows written after a watermark, the latest write) is an
+            # index range scan, not a scan of every row: at Instacart scale, 33M lines.
+            conn.execute(sql.SQL("CREATE INDEX ON {} (updated_at)").format(sql.Identifier(table_name(name))))
             rows[table_name(name)], left_out[table_name(name)] = len(kept), read - len(kept)
     return Written(rows, left_out)
 
