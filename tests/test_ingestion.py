@@ -1,10 +1,12 @@
 """Source files -> source-aligned tables: typing, normalisation, quarantine and row accounting."""
 
-from datetime import datetime
+from datetime import date, datetime
 
+import duckdb
 import pytest
 
 from product_affinity.contract.odcs import source_tables, table
+from product_affinity.partitions import Days
 from product_affinity.source_aligned.cleaning import ingest
 from product_affinity.sources.files import SourceError
 from tests.conftest import PRODUCTS, customer, write_sources
@@ -97,6 +99,40 @@ def test_purchase_rules_quarantine_each_bad_line_with_its_reason(conn, tmp_path)
         (10, "web", False),
         (12, "store", True),
     ]
+
+
+def test_a_load_of_one_day_judges_repeated_keys_as_a_load_of_everything(conn, tmp_path):
+    """Loading days, only the rows whose key is one of the days' keys are grouped; a row outside the days still counts
+    as the first of its key. So a day's row repeating a key first seen on another day is quarantined, and a day's row
+    whose key was first seen on a rejected row is accepted, exactly as a load of everything judges them."""
+    write_sources(
+        tmp_path,
+        customers=[customer(1)],
+        products=PRODUCTS,
+        purchases=[
+            "10,1,1,1,2,10.00,2025-01-10 09:00:00,web,false",  # line 2: day 10, accepted
+            "10,1,1,1,2,10.00,2025-01-12 09:00:00,web,false",  # 3: day 12, repeats line 2's key
+            "11,1,99,1,1,10.00,2025-01-10 09:00:00,web,false",  # 4: day 10, unknown customer
+            "11,1,1,2,1,10.00,2025-01-12 09:00:00,web,false",  # 5: day 12, its key first on a rejected row: accepted
+            "12,1,1,3,1,5.00,2025-01-12 09:00:00,web,false",  # 6: day 12, accepted
+            "12,1,1,3,1,5.00,2025-01-11 09:00:00,web,false",  # 7: day 11, repeats line 6's key
+        ],
+    )
+    day_12 = Days(date(2025, 1, 12), date(2025, 1, 13))
+
+    def judged(connection) -> tuple[list, list]:
+        return (connection.execute("""SELECT order_id, line_number FROM source_aligned.purchase
+                                      WHERE CAST(purchased_at AS DATE) = '2025-01-12' ORDER BY ALL""").fetchall(),
+                connection.execute("""SELECT line, reason FROM source_aligned.quarantine
+                                      WHERE partition_day = '2025-01-12' ORDER BY ALL""").fetchall())
+
+    ingest_all(conn, tmp_path)
+    with duckdb.connect() as one_day:
+        for name in ("customer", "product"):
+            ingest(one_day, tmp_path, name, NOW)
+        ingest(one_day, tmp_path, "purchase", NOW, day_12)
+        assert judged(one_day) == judged(conn) == ([(11, 1), (12, 1)], [(3, "duplicate_key")])
+        assert one_day.execute("SELECT count(*) FROM source_aligned.quarantine WHERE reason = 'duplicate_key'").fetchone() == (1,)
 
 
 def test_quarantine_detail_names_the_value(conn, tmp_path):

@@ -188,15 +188,21 @@ def _rule_breaches_sql(t: Table, loading: str) -> str:
     ) WHERE _reason IS NOT NULL""".replace("$loading", loading)
 
 
-def _duplicates_sql(t: Table, loading: str, rejected: str) -> str:
-    """Among rows that break no rule, every repeat of a key after its first row (grouping the key columns only).
+def _duplicates_sql(t: Table, loading: str, rejected: str, days: Days | None) -> str:
+    """Among rows that break no rule, every repeat of a key after its first row (grouping the key columns only), for
+    the keys of the rows a load of `days` replaces (its days' rows and the undated ones; every key when loaded whole).
 
     The keys on more than one row are found first, by a plain aggregate; only their rows are then checked against
-    the rows already rejected. Filtering every row first took 5.6 s of a 33M-line load; few keys repeat."""
+    the rows already rejected. Filtering every row first took 5.6 s of a 33M-line load; few keys repeat. Loading
+    days, only the rows whose key is one of theirs are grouped: the days' 2.4M keys probed by 33M rows instead of 33M
+    keys grouped (3.6 s). A row outside the days still counts as the first of its key, as a load of everything
+    would count it; a repeat among rows outside the days is found when its day is loaded."""
     key = ", ".join(t.primary_key)
     key_text = " || ', ' || ".join(f"'{k}=' || l.{k}" for k in t.primary_key)
+    rows = loading if days is None else f"""{loading} SEMI JOIN (
+        SELECT DISTINCT {key} FROM {loading} WHERE {_in_days(_partition_day(t, t.partition_column), days)}) USING ({key})"""
     return f"""
-    WITH candidates AS (SELECT {key} FROM {loading} GROUP BY {key} HAVING count(*) > 1),
+    WITH candidates AS (SELECT {key} FROM {rows} GROUP BY {key} HAVING count(*) > 1),
     repeated AS (
         SELECT {key}, min(rowid) AS _first FROM {loading} SEMI JOIN candidates USING ({key})
         WHERE rowid NOT IN (SELECT _row FROM {rejected}) GROUP BY {key} HAVING count(*) > 1
@@ -302,7 +308,7 @@ def ingest_scan(
     with watching(conn, f"{t.source_file}: {read:,} lines parsed, judging {len(_row_rules(t))} rules"):
         execute(conn, f"CREATE OR REPLACE TEMP TABLE _rejected AS {_rule_breaches_sql(t, loading)}", params)
     with watching(conn, f"{t.source_file}: {read:,} lines parsed, looking for repeated keys"):
-        conn.execute(f"INSERT INTO _rejected {_duplicates_sql(t, loading, '_rejected')}")
+        execute(conn, f"INSERT INTO _rejected {_duplicates_sql(t, loading, '_rejected', days)}", params)
     with watching(conn, f"{t.source_file}: writing the accepted lines" + (f" of {days}" if days is not None else "")):
         conn.execute("BEGIN TRANSACTION")
         _quarantine_rejected(conn, t, "_rejected", source.rejects_table, days, params)
