@@ -16,6 +16,7 @@ import json
 import multiprocessing as mp
 import resource
 import time
+import traceback
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,7 +37,11 @@ def _measured(fn, *args) -> dict:
 
 
 def _child(queue, fn, args):
-    queue.put(_measured(fn, *args))
+    try:
+        queue.put(_measured(fn, *args))
+    except BaseException:
+        queue.put({"error": traceback.format_exc()})
+        raise
 
 
 def isolated(fn, *args) -> dict:
@@ -46,6 +51,8 @@ def isolated(fn, *args) -> dict:
     process.start()
     outcome = queue.get()
     process.join()
+    if "error" in outcome:
+        raise RuntimeError(f"{fn.__name__} failed in its process:\n{outcome['error']}")
     return outcome
 
 
@@ -53,14 +60,15 @@ def isolated(fn, *args) -> dict:
 # (the freshness SLO, against the wall clock), and the day added after it must not end after now (`generate
 # --add-days` moves a sample with the clock, never past it): the build's checks run within LEAD of the generation,
 # and the day is added once the newest line is a day old, after a wait of LEAD less the build's time, if any.
-LEAD = timedelta(minutes=6)
+# From the database, writing the sample into it (about 2 minutes) and dlt's first full load (about 4) come first.
+LEAD = {"files": timedelta(minutes=6), "database": timedelta(minutes=16)}
 
 
-def generate(directory: Path, customers: int, products: int, orders: int) -> dict:
+def generate(directory: Path, customers: int, products: int, orders: int, lead: timedelta) -> dict:
     from product_affinity.sources.sample import generate_sample
 
     return generate_sample(directory, customers=customers, products=products, orders=orders,
-                           end=datetime.now(UTC) - timedelta(days=1) + LEAD)["rows"]
+                           end=datetime.now(UTC) - timedelta(days=1) + lead)["rows"]
 
 
 def write_database(dsn: str, sources: Path) -> dict:
@@ -218,7 +226,8 @@ def main() -> None:
     scale, compare = OUT / ("scale-postgres" if args.postgres else "scale"), OUT / "compare"
     print(f"Scale: {args.orders:,} orders, {args.customers:,} customers, {args.products:,} products")
     if not (args.reuse and (scale / "sources" / "purchase.csv").exists()):
-        measured = isolated(generate, scale / "sources", args.customers, args.products, args.orders)
+        measured = isolated(generate, scale / "sources", args.customers, args.products, args.orders,
+                            LEAD["database" if args.postgres else "files"])
         report(f"generate sample ({measured['result']['purchase.csv']:,} lines, not counted)", measured)
     if args.postgres:
         measured = isolated(write_database, args.postgres, scale / "sources")
@@ -247,7 +256,8 @@ def main() -> None:
         return
     print(f"\nAgainst mlxtend at {args.compare_orders:,} orders x {args.compare_products:,} products (product and category level)")
     if not (args.reuse and (compare / "warehouse.duckdb").exists()):
-        isolated(generate, compare / "sources", max(args.compare_orders // 16, 100), args.compare_products, args.compare_orders)
+        isolated(generate, compare / "sources", max(args.compare_orders // 16, 100), args.compare_products, args.compare_orders,
+                 LEAD["files"])
         isolated(pipeline, compare / "sources", compare / "warehouse.duckdb")
     levels = ("category", "product")
     ours = isolated(our_rules, compare / "warehouse.duckdb", levels)
