@@ -135,3 +135,27 @@ def test_cross_sell_recommendations(warehouse):
         (2, "category", 1, "Wines", "Wines", pytest.approx(2 / 3), "category:Meats->Wines", pytest.approx(2 / 3 * 13)),
         (2, "product", 1, "1", "Rioja Reserva", pytest.approx(2 / 3), "product:2->1", pytest.approx(2 / 3 * 13)),
     ]
+
+
+def test_an_item_is_scored_by_its_best_rule_and_items_ranked_by_confidence_then_lift():
+    """Customer 1 owns products 1 and 4. Item 2 has two rules of equal confidence: the one of higher lift is its score
+    (whatever the rule ids); item 5's higher confidence ranks it first despite its lower lift; between items 2 and 3,
+    of equal confidence, the higher lift ranks first."""
+    from product_affinity.consumer_aligned import recommendations
+
+    conn = duckdb.connect()
+    conn.execute("CREATE SCHEMA source_aligned; CREATE SCHEMA consumer_aligned")
+    conn.execute("CREATE TABLE source_aligned.product AS SELECT range AS product_id, 'p' || range AS product_name, "
+                 "'c' || range AS category FROM range(1, 6)")
+    conn.execute("""CREATE TABLE source_aligned.purchase AS SELECT * FROM (VALUES
+        (1, 1, 1, 1, 1, 10.00, TIMESTAMP '2025-01-01'), (1, 2, 1, 4, 1, 10.00, TIMESTAMP '2025-01-01'),
+        (2, 1, 2, 2, 1, 10.00, TIMESTAMP '2025-01-01'), (2, 2, 2, 3, 1, 10.00, TIMESTAMP '2025-01-01'),
+        (2, 3, 2, 5, 1, 10.00, TIMESTAMP '2025-01-01'))
+        AS t(order_id, line_number, customer_id, product_id, quantity, unit_price, purchased_at)""")
+    conn.execute("""CREATE TABLE consumer_aligned.association_rules AS SELECT * FROM (VALUES
+        ('r9', 'product', ['1'], ['2'], 0.5::DOUBLE, 2.0::DOUBLE), ('r1', 'product', ['4'], ['2'], 0.5, 3.0),
+        ('r5', 'product', ['1'], ['3'], 0.5, 2.5), ('r3', 'product', ['4'], ['5'], 0.6, 1.5))
+        AS t(rule_id, level, antecedents, consequents, confidence, lift)""")
+    got = conn.execute(f"""SELECT rank, recommended_item, score, rule_id FROM ({recommendations.build(conn, 3)})
+                           WHERE customer_id = 1 ORDER BY rank""").fetchall()
+    assert got == [(1, "5", 0.6, "r3"), (2, "2", 0.5, "r1"), (3, "3", 0.5, "r5")]

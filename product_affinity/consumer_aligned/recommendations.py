@@ -34,7 +34,7 @@ def _prepare(conn: duckdb.DuckDBPyConnection, level: str, rules: str, purchases:
     conn.execute(
         f"""CREATE OR REPLACE TEMP TABLE _rules AS
         SELECT rule_id, CAST(antecedents AS {kind}[]) AS antecedents, CAST(consequents[1] AS {kind}) AS item,
-               confidence, lift
+               confidence, lift, row_number() OVER (ORDER BY confidence DESC, lift DESC, rule_id DESC) AS rule_rank
         FROM {rules}
         WHERE level = $level AND len(consequents) = 1 AND lift > 1""",
         {"level": level},

@@ -11,15 +11,15 @@ WITH applicable AS (
     JOIN (SELECT rule_id, unnest(antecedents) AS item, len(antecedents) AS needed FROM _rules
           WHERE len(antecedents) > 1) AS a USING (item)
     GROUP BY o.profile_id, a.rule_id, a.needed HAVING count(*) = a.needed
-), best AS (
-    SELECT ap.profile_id, r.item, {recommendation_score} AS top
+), best AS (  -- per profile and item not owned, the rank of the best applicable rule
+    SELECT ap.profile_id, r.item, {recommendation_score} AS top_rank
     FROM applicable AS ap JOIN _rules AS r USING (rule_id)
     ANTI JOIN _owned AS o ON o.profile_id = ap.profile_id AND o.item = r.item
     GROUP BY ap.profile_id, r.item
 ), ranked AS (
-    SELECT profile_id, item, top.confidence AS score, top.lift, top.rule_id,
-           row_number() OVER (PARTITION BY profile_id ORDER BY top.confidence DESC, top.lift DESC, item) AS rank
-    FROM best QUALIFY rank <= $per_customer
+    SELECT b.profile_id, b.item, r.confidence AS score, r.lift, r.rule_id,
+           row_number() OVER (PARTITION BY b.profile_id ORDER BY r.confidence DESC, r.lift DESC, b.item) AS rank
+    FROM best AS b JOIN _rules AS r ON r.rule_rank = b.top_rank QUALIFY rank <= $per_customer
 ), item_value AS (  -- typical spend on the item in an order that contains it
     SELECT item, avg(spend) AS typical_spend FROM (
         SELECT p.order_id, {item} AS item, sum(p.quantity * p.unit_price) AS spend
