@@ -140,9 +140,9 @@ def _kept(conn: duckdb.DuckDBPyConnection) -> tuple[str, int]:
             conn.execute("SELECT count(*) FROM kept.backtest_recommended_to").fetchone()[0])
 
 
-def test_a_backtest_that_reuses_its_training_side_equals_one_from_nothing():
+def test_a_backtest_that_reuses_its_training_side_equals_one_from_nothing(monkeypatch):
     """Day after day in one week the cut-off stays and the training side is reused; a late line before the cut-off,
-    a product moved to another category, or a new week trains again. After each step the scores equal a backtest
+    a product moved to another category, another release of the code or a new week trains again. After each step the scores equal a backtest
     from nothing on the same lines."""
     conn = warehouse(_affinity_orders())  # latest Wednesday 2025-03-05 10:00; 12 days before: Friday 2025-02-21
     conn.execute("ATTACH ':memory:' AS kept")
@@ -167,6 +167,12 @@ def test_a_backtest_that_reuses_its_training_side_equals_one_from_nothing():
     key = _kept(conn)[0]
     conn.execute("UPDATE source_aligned.product SET category = 'Wines' WHERE product_id = 3")
     assert _scores(conn, "kept") == _from_nothing(conn) and _kept(conn)[0] != key
+
+    # Another release of the code that trains: trained again, though no line changed.
+    key = _kept(conn)[0]
+    monkeypatch.setattr(backtest, "code_version", lambda: "another release")
+    assert _scores(conn, "kept") == _from_nothing(conn) and _kept(conn)[0] != key
+    monkeypatch.undo()
 
     # The next week: the cut-off moves to Monday 2025-02-24 and the lines of 17-23 February join the training side.
     key = _kept(conn)[0]

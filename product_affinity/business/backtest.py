@@ -29,15 +29,18 @@ training side is rebuilt; the result always equals a backtest from nothing (test
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, time, timedelta
+from pathlib import Path
 
 import duckdb
 
 from product_affinity import sql
-from product_affinity.consumer_aligned import recommendations
+from product_affinity.consumer_aligned import association_rules, baskets, metrics, recommendations
 from product_affinity.consumer_aligned.association_rules import Thresholds, mine_all_levels
 from product_affinity.consumer_aligned.baskets import ITEM, LEVELS, PRODUCTS, PURCHASES, item_lines
 from product_affinity.contract.odcs import table
@@ -103,15 +106,26 @@ def _per_level(conn: duckdb.DuckDBPyConnection, name: str, select: Callable[[str
         conn.execute(f"{into} {select(level)}", {"level": level, **params})
 
 
+def code_version() -> str:
+    """A digest of the code that computes the training side (this module, the rules engine, the baskets, the
+    recommendations and the metrics they use): a new release trains again rather than keep what older code computed."""
+    digest = hashlib.sha256()
+    for module in (sys.modules[__name__], association_rules, baskets, metrics, recommendations):
+        path = Path(module.__file__)
+        for source in (path, *sorted(path.parent.glob(f"{path.stem}*.sql"))):
+            digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def training_key(conn: duckdb.DuckDBPyConnection, thresholds: dict[str, Thresholds], per_customer: int) -> str:
-    """What the training side depends on: the cut-off, the settings, and a count and hash sum of the lines before the
-    cut-off (their customer, order and product) and of the products (their category)."""
+    """What the training side depends on: the cut-off, the settings, the code, and a count and hash sum of the lines
+    before the cut-off (their customer, order and product) and of the products (their category)."""
     lines = conn.execute(f"SELECT count(*), sum(hash(customer_id, order_id, product_id)) FROM {TRAINING}").fetchone()
     products = conn.execute(f"SELECT count(*), sum(hash(product_id, category)) FROM {PRODUCTS}").fetchone()
     return json.dumps({
         "cutoff": str(conn.execute("SELECT getvariable('backtest_cutoff')").fetchone()[0]),
         "thresholds": {level: asdict(t) for level, t in sorted(thresholds.items())}, "per_customer": per_customer,
-        "lines": [lines[0], str(lines[1])], "products": [products[0], str(products[1])],
+        "lines": [lines[0], str(lines[1])], "products": [products[0], str(products[1])], "code": code_version(),
     })
 
 
