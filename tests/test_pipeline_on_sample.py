@@ -176,3 +176,20 @@ def test_command_line_runs_are_recorded_in_the_dagster_instance(sample_run, dags
         # The run that published (other tests of the session record runs of a selection, with no checks, here too).
         checks = instance.get_records_for_run(snapshot.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
         assert len(checks) > 10
+
+
+def test_the_snapshot_holds_the_ports_and_nothing_a_step_left_behind(sample_run):
+    """The published snapshot is a copy of the warehouse file, so a step's working table written there (not as a temp
+    table, nor in the counts file) would be published: every table in it is one the contract, the semantic model's
+    rollups or the SLO results declare."""
+    from product_affinity.contract.odcs import tables
+    from product_affinity.quality.results import SLO_RESULTS
+    from product_affinity.semantic.loader import model
+
+    warehouse, _, _ = sample_run
+    declared = {t.physical_name for t in tables().values()} | {SLO_RESULTS}
+    declared |= {rollup.table for view in model().views.values() for rollup in view.rollups}
+    with open_published(warehouse) as conn:
+        held = {name for (name,) in conn.execute("SELECT schema_name || '.' || table_name FROM duckdb_tables()").fetchall()}
+    assert held <= declared, f"published but declared nowhere: {sorted(held - declared)}"
+    assert {"consumer_aligned.recommendation_backtest", "source_aligned.purchase"} <= held

@@ -100,9 +100,11 @@ def _most_popular_sql(keep_in: str) -> str:
 
 def _per_level(conn: duckdb.DuckDBPyConnection, name: str, select: Callable[[str], str], create: bool, **params) -> None:
     """What `select(level)` gives for each level, with that level bound as $level, into table `name` (created
-    from the first level when `create`, else appended to)."""
+    from the first level when `create`, else appended to). A name qualified by its database (the kept training side)
+    is created there; any other as a temp table, since the warehouse's own file is published as it is."""
+    table_kind = "TABLE" if "." in name else "TEMP TABLE"
     for i, level in enumerate(LEVELS):
-        into = f"CREATE OR REPLACE TABLE {name} AS" if create and i == 0 else f"INSERT INTO {name}"
+        into = f"CREATE OR REPLACE {table_kind} {name} AS" if create and i == 0 else f"INSERT INTO {name}"
         conn.execute(f"{into} {select(level)}", {"level": level, **params})
 
 
