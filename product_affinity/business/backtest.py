@@ -154,14 +154,13 @@ def _train(conn: duckdb.DuckDBPyConnection, keep_in: str, thresholds: dict[str, 
     conn.execute(f"INSERT INTO {keep_in}.{KEY} VALUES ($key)", {"key": key})
 
 
-def _recommend_first_time(conn: duckdb.DuckDBPyConnection, keep_in: str, per_customer: int) -> int:
+def _recommend_first_time(conn: duckdb.DuckDBPyConnection, keep_in: str, per_customer: int) -> None:
     """Both recommenders' lists for the customers evaluated who have none kept yet, added to the kept ones in one
-    transaction with the record of whom they are for. Returns how many (level, customer) that was."""
+    transaction with the record of whom they are for."""
     conn.execute(f"""CREATE OR REPLACE TEMP TABLE {FIRST_TIME} AS
         FROM {EVALUATED} ANTI JOIN {keep_in}.{RECOMMENDED_TO} USING (level, customer_id)""")
-    first_time = conn.execute(f"SELECT count(*) FROM {FIRST_TIME}").fetchone()[0]
-    if not first_time:
-        return 0
+    if not conn.execute(f"SELECT count(*) FROM {FIRST_TIME}").fetchone()[0]:
+        return
     scored = recommendations.build(conn, per_customer, rules=f"{keep_in}.{RULES}", purchases=TRAINING, customers=FIRST_TIME)
     conn.execute(f"""CREATE OR REPLACE TEMP TABLE _backtest_new_lists AS
         SELECT customer_id, level, rank, recommended_item, $recommender AS recommender FROM ({scored})""",
@@ -172,7 +171,6 @@ def _recommend_first_time(conn: duckdb.DuckDBPyConnection, keep_in: str, per_cus
     conn.execute(f"INSERT INTO {keep_in}.{RECOMMENDED} FROM _backtest_new_lists")
     conn.execute(f"INSERT INTO {keep_in}.{RECOMMENDED_TO} SELECT level, customer_id FROM {FIRST_TIME}")
     conn.execute("COMMIT")
-    return first_time
 
 
 def backtest_sql(
