@@ -87,11 +87,12 @@ def pipeline(sources: Path, warehouse: Path, database: str | None = None) -> dic
     from product_affinity.defs.partitions import range_tags
     from product_affinity.partitions import Days, all_days
     from product_affinity.sources.database import purchase_days
-    from product_affinity.sources.staging import working_dir
+    from product_affinity.sources.staging import staging_database, working_dir
 
     warehouse.unlink(missing_ok=True)
     counts_database(warehouse).unlink(missing_ok=True)
-    shutil.rmtree(working_dir(warehouse), ignore_errors=True)  # dlt's state: a new warehouse gets a full load
+    staging_database(warehouse).unlink(missing_ok=True)  # from nothing: dlt's first full load is part of the build
+    shutil.rmtree(working_dir(warehouse), ignore_errors=True)
     if database:
         first, last = purchase_days(database)
         days = Days(first, last + timedelta(days=1))

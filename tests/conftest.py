@@ -35,6 +35,21 @@ def assert_same_rows(a: Path, b: Path, table: str) -> None:
     assert rows_apart(a, b, table) == (0, 0), table
 
 
+def undeclared_tables(snapshot: Path) -> set[str]:
+    """Tables of a published snapshot that neither the contract, the semantic model's rollups nor the SLO results
+    declare. The snapshot is a copy of the warehouse file, so a step's working table written there (not as a temp
+    table, nor in the counts or staging file) would be published."""
+    from product_affinity.contract.odcs import tables
+    from product_affinity.quality.results import SLO_RESULTS
+    from product_affinity.semantic.loader import model
+
+    declared = {t.physical_name for t in tables().values()} | {SLO_RESULTS}
+    declared |= {rollup.table for view in model().views.values() for rollup in view.rollups}
+    with duckdb.connect(str(snapshot), read_only=True) as conn:
+        held = {name for (name,) in conn.execute("SELECT schema_name || '.' || table_name FROM duckdb_tables()").fetchall()}
+    return held - declared
+
+
 def drop_day(sources: Path, day) -> None:
     """Take every line of `day` out of the purchase file, as if its orders had been withdrawn."""
     path = sources / "purchase.csv"

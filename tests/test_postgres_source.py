@@ -27,7 +27,8 @@ from product_affinity.definitions import build_definitions
 from product_affinity.publication import published_snapshot
 from product_affinity.sources.database import SOURCES, table_name, watermark
 from product_affinity.sources.sample import LATE_LINES, PRICE_CORRECTIONS
-from tests.conftest import rows_apart, source_aligned_run
+from product_affinity.sources.staging import staging_database
+from tests.conftest import rows_apart, source_aligned_run, undeclared_tables
 
 SIZE = ["--customers", "300", "--products", "60", "--orders", "3000", "--history-days", "60"]  # each day is a partition a run records
 DEFECTS_A_DATABASE_CANNOT_HOLD = ("missing_key", "duplicate_key", "bad_type")  # keys and types are enforced there
@@ -64,9 +65,14 @@ def query(warehouse: Path, statement: str, parameters: list | None = None) -> li
         return conn.execute(statement, parameters).fetchall()
 
 
+def staged(warehouse: Path, statement: str, parameters: list | None = None) -> list[tuple]:
+    """A query on the staging file dlt loads for this warehouse (`staging.<table>`)."""
+    return query(staging_database(warehouse), statement, parameters)
+
+
 def accounting(warehouse: Path) -> dict[str, tuple[int, int, int]]:
     """Per source: (rows staged, rows accepted, rows quarantined)."""
-    return {name: (query(warehouse, f"SELECT count(*) FROM staging.{table_name(name)}")[0][0],
+    return {name: (staged(warehouse, f"SELECT count(*) FROM staging.{table_name(name)}")[0][0],
                    query(warehouse, f"SELECT count(*) FROM {table(name).physical_name}")[0][0],
                    query(warehouse, "SELECT count(*) FROM source_aligned.quarantine WHERE source = ?",
                          [table(name).source_file])[0][0])
@@ -86,6 +92,9 @@ def test_database_source_equals_files_and_moves_incrementally(database, tmp_path
     # The sample is 36 hours old, so the blocking freshness check stops both first runs before publication (exit 1):
     # the source-aligned tables are built all the same.
     cli("run", "--sources", str(files), "--warehouse", str(from_files))
+    from_db.parent.mkdir()
+    with duckdb.connect(str(from_db)) as conn:  # where staging was before it had a file of its own: not to be published
+        conn.execute("CREATE SCHEMA staging; CREATE TABLE staging.customer_info AS SELECT 'raw@example.com' AS email")
     os.environ[SOURCE_DSN_VARIABLE] = database  # the source chosen by the environment, as a deployment would
     try:
         cli("run", "--warehouse", str(from_db))
@@ -104,7 +113,7 @@ def test_database_source_equals_files_and_moves_incrementally(database, tmp_path
     seen = sensor.evaluate_tick(dg.build_sensor_context(cursor=None, definitions=defs))
     quiet = sensor.evaluate_tick(dg.build_sensor_context(cursor=seen.cursor, definitions=defs))
     assert quiet.run_requests == [] and "no table's updated_at moved" in quiet.skip_message
-    lines_before = query(from_db, "SELECT count(*) FROM staging.purchase")[0][0]
+    lines_before = staged(from_db, "SELECT count(*) FROM staging.purchase")[0][0]
     code, out, err = cli("generate", "--postgres", database, "--add-days", "1")
     assert code == 0, err
     assert cli("generate", "--out", str(files), "--add-days", "1")[0] == 0  # the same move, in the files
@@ -121,11 +130,12 @@ def test_database_source_equals_files_and_moves_incrementally(database, tmp_path
               if e.asset_key == dg.AssetKey(["staging", "purchase"])][0]
     new_lines = int(out.split(": ")[1].split(" new purchase lines")[0].replace(",", ""))
     assert loaded.materialization.metadata["rows_loaded"].value == new_lines + PRICE_CORRECTIONS  # not the history
-    staged = query(from_db, "SELECT count(*), count(DISTINCT (order_id, line_number)) FROM staging.purchase")[0]
-    assert staged == (lines_before + new_lines, lines_before + new_lines)  # updates merged, not duplicated
+    lines = staged(from_db, "SELECT count(*), count(DISTINCT (order_id, line_number)) FROM staging.purchase")[0]
+    assert lines == (lines_before + new_lines, lines_before + new_lines)  # updates merged, not duplicated
     published = published_snapshot(from_db)
     newest = query(published, "SELECT max(purchased_at) FROM source_aligned.purchase")[0][0]
     assert newest > datetime.fromisoformat(end)  # the new day is published
+    assert undeclared_tables(published) == set()  # neither the staged rows nor dlt's state
     assert all(staged == accepted + rejected for staged, accepted, rejected in accounting(from_db).values())
     assert watermark(database)["purchase"] > end
 
@@ -134,7 +144,7 @@ def test_database_source_equals_files_and_moves_incrementally(database, tmp_path
     source_aligned_run(files, from_files, dg.DagsterInstance.ephemeral())
     for name in SOURCES:
         assert differences(from_files, from_db, name) == (0, 0), name
-    late_lines = query(from_db, """SELECT count(*) FROM staging.purchase s WHERE s.updated_at > ?::TIMESTAMP
+    late_lines = staged(from_db, """SELECT count(*) FROM staging.purchase s WHERE s.updated_at > ?::TIMESTAMP
         AND s.order_id IN (SELECT order_id FROM staging.purchase WHERE updated_at <= ?::TIMESTAMP)""", [end, end])[0][0]
     assert late_lines == LATE_LINES + PRICE_CORRECTIONS  # late lines of old orders, and the corrected old lines
 
@@ -151,22 +161,24 @@ def test_a_database_that_is_not_there_is_refused_clearly(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_new_warehouse_gets_a_full_load_even_where_an_old_cursor_is_left(database, tmp_path):
-    """Deleting the warehouse (to rebuild it) must not leave dlt loading only rows newer than the cursor still in its
-    working folder: dlt finds no state in the new warehouse and loads everything (docs/sources.md relies on it)."""
+def test_a_new_staging_file_gets_a_full_load_even_where_an_old_cursor_is_left(database, tmp_path):
+    """Deleting the staging file (to reload the source) must not leave dlt loading only rows newer than the cursor
+    still in its working folder: dlt finds no state in the new file and loads everything (docs/sources.md relies on
+    it). Deleting the warehouse alone keeps what was staged: its rebuild reads the staging file."""
     from product_affinity.sources.staging import dlt_pipeline, dlt_source
 
     end = stale_end()
     assert cli("generate", "--postgres", database, "--end", end, *SIZE)[0] == 0
     warehouse = tmp_path / "w.duckdb"
     dlt_pipeline(warehouse).run(dlt_source(database))
-    full = query(warehouse, "SELECT count(*) FROM staging.purchase")[0][0]
+    full = staged(warehouse, "SELECT count(*) FROM staging.purchase")[0][0]
+    assert not warehouse.exists()  # dlt wrote the staging file alone
     assert cli("generate", "--postgres", database, "--add-days", "1")[0] == 0
-    warehouse.unlink()  # the working folder next to it, with the cursor, is left behind
+    staging_database(warehouse).unlink()  # the working folder next to it, with the cursor, is left behind
     dlt_pipeline(warehouse).run(dlt_source(database))
-    assert query(warehouse, "SELECT count(*) FROM staging.purchase")[0][0] > full
+    assert staged(warehouse, "SELECT count(*) FROM staging.purchase")[0][0] > full
     with psycopg.connect(database) as conn:
-        assert query(warehouse, "SELECT count(*) FROM staging.purchase")[0][0] == conn.execute(
+        assert staged(warehouse, "SELECT count(*) FROM staging.purchase")[0][0] == conn.execute(
             "SELECT count(*) FROM purchase").fetchone()[0]
 
 
@@ -188,8 +200,8 @@ def test_an_update_is_merged_and_a_hard_delete_is_not_seen(database, tmp_path):
                                "RETURNING order_id, line_number").fetchone()
         rows = conn.execute("SELECT count(*) FROM purchase").fetchone()[0]
     dlt_pipeline(warehouse).run(dlt_source(database))
-    assert query(warehouse, "SELECT list_price FROM staging.product WHERE product_id = ?", [product_id]) == [(price + 1,)]
-    assert query(warehouse, "SELECT count(*) = count(DISTINCT product_id) FROM staging.product") == [(True,)]
-    assert query(warehouse, "SELECT count(*) FROM staging.purchase WHERE order_id = ? AND line_number = ?",
+    assert staged(warehouse, "SELECT list_price FROM staging.product WHERE product_id = ?", [product_id]) == [(price + 1,)]
+    assert staged(warehouse, "SELECT count(*) = count(DISTINCT product_id) FROM staging.product") == [(True,)]
+    assert staged(warehouse, "SELECT count(*) FROM staging.purchase WHERE order_id = ? AND line_number = ?",
                  list(deleted)) == [(1,)]  # still staged
-    assert query(warehouse, "SELECT count(*) FROM staging.purchase")[0][0] == rows + 1
+    assert staged(warehouse, "SELECT count(*) FROM staging.purchase")[0][0] == rows + 1

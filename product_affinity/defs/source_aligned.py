@@ -67,7 +67,7 @@ def source_aligned_asset(name: str, database: bool = False) -> dg.AssetsDefiniti
             now = datetime.now(UTC).replace(tzinfo=None)
             days = days_of(context) if t.partition_column else None
             if database:
-                result = ingest_scan(conn, staged_scan(conn, name), name, now=now, days=days)
+                result = ingest_scan(conn, staged_scan(conn, warehouse.database, name), name, now=now, days=days)
             else:
                 result = ingest(conn, source_files.path, name, now=now, days=days)
             context.log.info(

@@ -1,11 +1,16 @@
-"""The database source's incremental load: dlt copies what changed in PostgreSQL into the warehouse's staging schema.
+"""The database source's incremental load: dlt copies what changed in PostgreSQL into a staging file of its own.
 
 dlt's `sql_database` source reads `customer_info`, `product` and `purchase` with an incremental cursor on
 `updated_at` (only rows written after the last load's highest value are read) and merges them on the tables' keys
 (`write_disposition="merge"`): an updated row replaces its staged copy, a new row is added, nothing is duplicated.
-The cursor lives in the pipeline's state, which dlt keeps in the warehouse itself (and in a working folder next to
-it), so a new warehouse starts with a full load. A row deleted at the source is not seen (no new `updated_at` says
-so): it stays staged until the source marks deletions instead (a soft delete, dlt's `hard_delete` column hint).
+The cursor lives in the pipeline's state, which dlt keeps in the staging file itself (and in a working folder next to
+it), so a new staging file starts with a full load. A row deleted at the source is not seen (no new `updated_at`
+says so): it stays staged until the source marks deletions instead (a soft delete, dlt's `hard_delete` column hint).
+
+The staging file (`<warehouse stem>.staging.duckdb`) is not the warehouse: the warehouse file is what publication
+copies into each snapshot, and the staged rows are raw source rows (e-mails in clear, rows the cleaning quarantines,
+rows deleted at the source), which no consumer is meant to read, and at scale as large as the cleaned tables. It
+also outlives a rebuilt warehouse: deleting the warehouse to rebuild it does not reload the operational database.
 
 The staged tables are then read like a source file (`staged_scan`): the cleaning and quarantine of the source-aligned
 layer run on them unchanged, so every staged row is accepted or quarantined with its reason.
@@ -21,7 +26,8 @@ from product_affinity.contract.odcs import table
 from product_affinity.sources.database import SOURCES, sqlalchemy_url, table_name
 from product_affinity.sources.files import SourceScan
 
-STAGING_SCHEMA = "staging"
+STAGING_SCHEMA = "staging"  # dlt's dataset in the staging file, and the asset key prefix of what it loads
+ATTACHED_AS = "operational"  # the staging file's name in a warehouse connection: `operational.staging.purchase`
 PIPELINE_NAME = "product_affinity_postgres"
 CURSOR = "updated_at"
 
@@ -41,25 +47,37 @@ def dlt_source(dsn: str):
     return source
 
 
+def staging_database(warehouse: Path) -> Path:
+    """The staging file dlt loads, beside the warehouse file."""
+    warehouse = Path(warehouse)
+    return warehouse.with_name(f"{warehouse.stem}.staging.duckdb")
+
+
 def working_dir(warehouse: Path) -> Path:
-    """dlt's local working folder (load packages, a copy of the state), kept next to the warehouse it loads."""
-    return Path(f"{warehouse}.dlt")
+    """dlt's local working folder (load packages, a copy of the state), kept next to the staging file it loads."""
+    return Path(f"{staging_database(warehouse)}.dlt")
 
 
 def dlt_pipeline(warehouse: Path):
-    """The pipeline loading into the warehouse's staging schema."""
+    """The pipeline loading into the staging file of this warehouse."""
     import dlt
 
-    return dlt.pipeline(pipeline_name=PIPELINE_NAME, destination=dlt.destinations.duckdb(str(warehouse)),
+    return dlt.pipeline(pipeline_name=PIPELINE_NAME, destination=dlt.destinations.duckdb(str(staging_database(warehouse))),
                         dataset_name=STAGING_SCHEMA, pipelines_dir=str(working_dir(warehouse)), progress=None)
 
 
-def staged_scan(conn: duckdb.DuckDBPyConnection, name: str) -> SourceScan:
+def staged_scan(conn: duckdb.DuckDBPyConnection, warehouse: Path, name: str) -> SourceScan:
     """Read a staged table as the cleaning reads a source file: the contract's columns in key order, and an (empty)
     rejects table, since the database typed every value already. A row's `line` in quarantine is its position in key
-    order, counted as in a file with a header (the first row is line 2); its record names its key."""
+    order, counted as in a file with a header (the first row is line 2); its record names its key.
+
+    The staging file is attached read-only to the warehouse connection. A warehouse written before staging had a file
+    of its own holds a `staging` schema: it is dropped here, so it is not published again."""
     t = table(name)
-    staged = f"{STAGING_SCHEMA}.{table_name(name)}"
+    conn.execute(f"DROP SCHEMA IF EXISTS {STAGING_SCHEMA} CASCADE")
+    path = str(staging_database(warehouse)).replace("'", "''")
+    conn.execute(f"ATTACH IF NOT EXISTS '{path}' AS {ATTACHED_AS} (READ_ONLY)")
+    staged = f"{ATTACHED_AS}.{STAGING_SCHEMA}.{table_name(name)}"
     rejects = f"rejects_{t.name}"
     conn.execute(f"CREATE OR REPLACE TEMP TABLE {rejects} (line BIGINT, error_type VARCHAR, column_idx BIGINT, "
                  "column_name VARCHAR, error_message VARCHAR, csv_line VARCHAR)")
