@@ -92,7 +92,7 @@ def links(warehouse: Path):
 def build_definitions(sources: Path = DEFAULT_SOURCES, warehouse: Path = DEFAULT_WAREHOUSE,
                       database: str | None = None) -> dg.Definitions:
     """The product's definitions, reading its sources from the files in `sources`, or, given a DSN in `database`,
-    from the operational PostgreSQL database (loaded incrementally by dlt into the warehouse's staging schema)."""
+    from the operational PostgreSQL database (loaded incrementally by dlt into a staging file beside the warehouse)."""
     # One DuckDB writer at a time: DuckDB locks the file per process, so steps run in one process, or one at a time
     # when they open the warehouse (executor).
     loading, extra_resources = [*source_files, *source_aligned_assets], {}

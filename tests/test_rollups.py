@@ -12,6 +12,7 @@ from product_affinity.governance.policies import access, principal
 from product_affinity.publication import open_published
 from product_affinity.semantic.loader import HERE, model
 from product_affinity.semantic.model import ModelError
+from product_affinity.semantic import compiler
 from product_affinity.semantic.compiler import compile_query
 from product_affinity.semantic.query import Query
 from product_affinity.defs.rollups import rollup_checks
@@ -111,14 +112,15 @@ rollups:
         model(tmp_path)
 
 
-def test_a_rollup_that_does_not_add_up_blocks_publication(published_sample, tmp_path):
+@pytest.mark.parametrize("rollup", ["sales_daily", "sales_monthly"])  # the monthly one is summed from the daily one
+def test_a_rollup_that_does_not_add_up_blocks_publication(published_sample, tmp_path, rollup):
     warehouse = tmp_path / "warehouse.duckdb"
     shutil.copyfile(published_sample, warehouse)
-    check = next(c for c in rollup_checks if any(k.asset_key.path[-1] == "sales_daily" for k in c.check_keys))
+    check = next(c for c in rollup_checks if any(k.asset_key.path[-1] == rollup for k in c.check_keys))
     assert all(spec.blocking for spec in check.check_specs)
     assert check(warehouse=DuckDBResource(database=str(warehouse))).passed
     with duckdb.connect(str(warehouse)) as tampered:
-        tampered.execute("UPDATE semantic.sales_daily SET total_spend = total_spend + 1 WHERE rowid = 0")
+        tampered.execute(f"UPDATE semantic.{rollup} SET total_spend = total_spend + 1 WHERE rowid = 0")
     result = check(warehouse=DuckDBResource(database=str(warehouse)))
     assert not result.passed
     assert set(result.metadata["differences"].value) == {"total_spend"}
@@ -137,3 +139,49 @@ def test_a_snapshot_published_before_a_rollup_existed_is_answered_from_the_detai
     query = Query.model_validate({"measures": ["sales.total_spend"], "timeDimensions": [MONTHS]})
     result = DeliveryService(warehouse).load(Caller(principal("steward"), "test"), query, "test")
     assert result.rollup == "semantic.sales_daily" and result.rows
+
+
+def test_a_rollup_summed_from_a_finer_one_holds_what_the_detail_gives(published_sample):
+    """The monthly sales are summed from the daily rollup's rows: the same rows and column types as from the lines."""
+    monthly = next(r for r in model().views["sales"].rollups if r.name == "monthly")
+    assert compiler.finer_rollup(monthly).name == "daily"
+    summed, from_detail = compiler.rollup_sql(monthly), compiler.rollup_sql(monthly, from_detail=True)
+    assert "semantic.sales_daily" in summed and "semantic.sales_daily" not in from_detail
+    with duckdb.connect(str(published_sample), read_only=True) as conn:
+        conn.execute(f"CREATE TEMP TABLE summed AS {summed}")
+        conn.execute(f"CREATE TEMP TABLE from_detail AS {from_detail}")
+        assert conn.execute("SELECT count(*) FROM from_detail").fetchone()[0] > 100
+        assert conn.execute("DESCRIBE summed").fetchall() == conn.execute("DESCRIBE from_detail").fetchall()
+        assert conn.execute("""SELECT (SELECT count(*) FROM (FROM summed EXCEPT ALL FROM from_detail)),
+            (SELECT count(*) FROM (FROM from_detail EXCEPT ALL FROM summed))""").fetchone() == (0, 0)
+
+
+def test_a_rollup_is_summed_only_from_one_that_holds_more_detail(tmp_path, monkeypatch):
+    """Every dimension and part kept, a grain that truncates to its own, strictly more detail: never two rollups built
+    from each other, never a weekly rollup for months."""
+    shutil.copytree(HERE / "cubes", tmp_path / "cubes", dirs_exist_ok=True)
+    (tmp_path / "views").mkdir()
+    (tmp_path / "views" / "sales.yaml").write_text("""
+name: sales
+cubes:
+  - {path: purchases, includes: "*"}
+  - {path: purchases.products, includes: [category]}
+rollups:
+  - {name: by_channel_month, time_dimension: purchased_at, granularity: month, dimensions: [channel], measures: [total_spend]}
+  - {name: by_week, time_dimension: purchased_at, granularity: week, dimensions: [channel, category], measures: [total_spend, lines]}
+  - {name: by_day, time_dimension: purchased_at, granularity: day, dimensions: [channel, category], measures: [total_spend, lines]}
+  - {name: twin_of_by_day, time_dimension: purchased_at, granularity: day, dimensions: [category, channel], measures: [lines]}
+  - {name: by_channel, dimensions: [channel], measures: [total_spend]}
+  - {name: average_by_category, dimensions: [category], measures: [deal_share]}
+""")
+    custom = model(tmp_path)
+    monkeypatch.setattr(compiler, "model", lambda: custom)
+    finer = {r.name: getattr(compiler.finer_rollup(r), "name", None) for r in custom.views["sales"].rollups}
+    assert finer == {
+        "by_channel_month": "by_day",  # not by_week: weeks straddle months
+        "by_week": "by_day",
+        "by_day": None,  # its twin holds no more detail (and not total_spend)
+        "twin_of_by_day": None,  # by_day holds its parts, but in no more detail
+        "by_channel": "by_channel_month",
+        "average_by_category": None,  # deal_share's parts are in no other rollup
+    }

@@ -21,7 +21,7 @@ from product_affinity.contract.odcs import table, tables
 from product_affinity.product.descriptor import asset_tags, owners
 from product_affinity.semantic.model import Rollup
 from product_affinity.semantic.loader import model
-from product_affinity.semantic.compiler import rollup_sql
+from product_affinity.semantic.compiler import finer_rollup, rollup_sql
 
 
 def _key(rollup: Rollup) -> dg.AssetKey:
@@ -29,21 +29,28 @@ def _key(rollup: Rollup) -> dg.AssetKey:
 
 
 def _upstream(rollup: Rollup) -> list[dg.AssetKey]:
-    """The tables of every cube the rollup's view joins, as assets."""
+    """The tables of every cube the rollup's view joins, as assets, and the rollup it is summed from, if any."""
     view = model().views[rollup.view]
-    return [table_key(t) for t in (table(model().cubes[c].contract_table) for c in view.paths)]
+    finer = finer_rollup(rollup)
+    return [table_key(t) for t in (table(model().cubes[c].contract_table) for c in view.paths)] + ([_key(finer)] if finer else [])
 
 
 def column_schemas(rollups: list[Rollup]) -> dict[str, dg.TableSchema]:
     """Each rollup's columns and types exactly as DuckDB will build them: its SELECT described over empty copies of the
     contract's tables in memory. Known before the first run, so the UI shows a rollup's schema as it does a port's."""
+    def depth(rollup: Rollup) -> int:  # a rollup summed from another is described after it, over its empty table
+        finer = finer_rollup(rollup)
+        return 0 if finer is None else depth(finer) + 1
+
     with duckdb.connect() as conn:
         for t in tables().values():
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {t.schema}")
             conn.execute(f"CREATE TABLE {t.physical_name} ({', '.join(f'{c.name} {c.type}' for c in t.columns)})")
+        conn.execute("CREATE SCHEMA IF NOT EXISTS semantic")
         schemas = {}
-        for rollup in rollups:
-            described = conn.execute(f"DESCRIBE ({rollup_sql(rollup)})").fetchall()
+        for rollup in sorted(rollups, key=depth):
+            conn.execute(f"CREATE TABLE {rollup.table} AS {rollup_sql(rollup)}")
+            described = conn.execute(f"DESCRIBE {rollup.table}").fetchall()
             dimensions = len(rollup.columns())
             schemas[rollup.table] = dg.TableSchema(columns=[
                 dg.TableColumn(name, type_, description="dimension" if i < dimensions else "additive part of a measure")
@@ -57,7 +64,7 @@ def _totals(conn, rollup: Rollup) -> dict[str, object]:
     parts = [c[0] for c in conn.execute(f"DESCRIBE {rollup.table}").fetchall()][len(rollup.columns()):]
     kept = conn.execute(f"SELECT {', '.join(_total(p, rollup) for p in parts)} FROM {rollup.table}").fetchone()
     whole = Rollup(rollup.name, rollup.view, "", (), rollup.measures)
-    detail = conn.execute(f"SELECT {', '.join(f'{_total(p, rollup)}' for p in parts)} FROM ({rollup_sql(whole)})").fetchone()
+    detail = conn.execute(f"SELECT {', '.join(f'{_total(p, rollup)}' for p in parts)} FROM ({rollup_sql(whole, from_detail=True)})").fetchone()
     return {part: (k, d) for part, k, d in zip(parts, kept, detail)}
 
 
