@@ -11,7 +11,7 @@ import pytest
 
 from product_affinity.consumer_aligned import daily_counts as counts
 from product_affinity.consumer_aligned import day_files
-from product_affinity.consumer_aligned import pair_counts
+from product_affinity.consumer_aligned import affinity_matrix, pair_counts
 from product_affinity.consumer_aligned.association_rules import Thresholds, mine_all_levels
 from product_affinity.partitions import Days, file_days
 from product_affinity.source_aligned.cleaning import ingest
@@ -51,6 +51,38 @@ def test_rules_from_days_counted_apart_equal_mining_all_the_lines(loaded):
     from_counts = counts.rules_from_counts(conn, THRESHOLDS)
     assert len(from_counts) > 0
     assert from_counts.equals(mine_all_levels(conn, THRESHOLDS))
+
+
+def test_the_affinity_matrix_is_every_day_counted_whatever_the_rules_window(loaded):
+    """The matrix is summed from the per-day counts of all history, not from the rules' window totals: the same rows
+    as counting each category's and each pair's baskets in the lines."""
+    conn, days = loaded
+    counts.count_days(conn, days, 2, window_days=10)
+    everything = conn.execute("SELECT count(DISTINCT order_id) FROM source_aligned.purchase").fetchone()[0]
+    assert counts.window_baskets(conn) < everything  # the rules see ten days, the matrix sixty
+    rounded = "category_1, category_2, round(support, 12), round(confidence, 12), round(lift, 12), baskets_with_both::BIGINT AS baskets_with_both"
+    conn.execute(f"CREATE TEMP TABLE from_counts AS SELECT {rounded} FROM ({affinity_matrix.affinity_matrix_sql(conn)})")
+    conn.execute(f"""CREATE TEMP TABLE from_lines AS SELECT {rounded} FROM (
+        WITH basket AS (SELECT DISTINCT p.order_id, pr.category FROM source_aligned.purchase AS p
+                        JOIN source_aligned.product AS pr USING (product_id)),
+        item AS (SELECT category, count(*) AS baskets FROM basket GROUP BY category),
+        pair AS (SELECT a.category AS category_1, b.category AS category_2, count(*) AS together
+                 FROM basket AS a JOIN basket AS b ON a.order_id = b.order_id AND a.category <> b.category GROUP BY ALL)
+        SELECT x.category AS category_1, y.category AS category_2, coalesce(together, 0) / {everything} AS support,
+               coalesce(together, 0) / x.baskets AS confidence, coalesce(together, 0) / x.baskets / (y.baskets / {everything}) AS lift,
+               coalesce(together, 0) AS baskets_with_both
+        FROM item AS x JOIN item AS y ON x.category <> y.category
+        LEFT JOIN pair ON pair.category_1 = x.category AND pair.category_2 = y.category)""")
+    assert conn.execute("SELECT count(*) FROM from_lines WHERE baskets_with_both > 0").fetchone()[0] > 10
+    for one, other in (("from_counts", "from_lines"), ("from_lines", "from_counts")):
+        assert conn.execute(f"SELECT count(*) FROM (FROM {one} EXCEPT ALL FROM {other})").fetchone()[0] == 0
+
+
+def test_the_affinity_matrix_is_refused_when_a_day_was_counted_without_pairs(loaded):
+    conn, days = loaded
+    counts.count_days(conn, days, 1, None)
+    with pytest.raises(counts.CountsError, match="needs pairs of categories.*recount them"):
+        affinity_matrix.affinity_matrix_sql(conn)
 
 
 def test_the_per_day_pairs_counted_in_numpy_are_the_rows_of_the_pairs_query(loaded):

@@ -8,7 +8,7 @@ from dagster_duckdb import DuckDBResource
 
 from product_affinity.consumer_aligned import affinity_matrix, clv, customer_metrics, daily_counts, recommendations
 from product_affinity.consumer_aligned import association_rules as rules
-from product_affinity.consumer_aligned.baskets import LEVELS, PURCHASES, load_basket_items
+from product_affinity.consumer_aligned.baskets import LEVELS, PURCHASES
 from product_affinity.contract.odcs import table, tables
 from product_affinity.product.descriptor import asset_tags, kinds, port
 from product_affinity.defs.quality_checks import freshness_policy
@@ -152,11 +152,11 @@ def association_rules(context: dg.AssetExecutionContext, warehouse: DuckDBResour
                               window_baskets=daily_counts.window_baskets(conn), **how)
 
 
-@dg.asset(**output_port("product_affinity_matrix", [SOURCE_ALIGNED["purchase"], SOURCE_ALIGNED["product"]], affinity_matrix))
+@dg.asset(**output_port("product_affinity_matrix", [counts.key], affinity_matrix))
 def product_affinity_matrix(warehouse: DuckDBResource):
     with warehouse.get_connection() as conn:
-        basket_items, _ = load_basket_items(conn, "category")
-        return publish_port(conn, "product_affinity_matrix", affinity_matrix.affinity_matrix_sql(basket_items, "item_labels_category"))
+        daily_counts.attach(conn, daily_counts.counts_database(warehouse.database))
+        return publish_port(conn, "product_affinity_matrix", affinity_matrix.affinity_matrix_sql(conn))
 
 
 @dg.asset(**output_port("cross_sell_recommendations", [table_key("association_rules"), SOURCE_ALIGNED["purchase"]], recommendations))
