@@ -7,12 +7,13 @@ WITH line AS (
     FROM {lines}
 ), calendar AS (
     SELECT unnest(generate_series(min(month), max(month), INTERVAL 1 MONTH))::DATE AS month FROM line
-), first_order AS (
-    SELECT customer_id, min(month) AS month FROM line GROUP BY customer_id
 ), first_in_category AS (
     SELECT customer_id, category, min(month) AS month FROM line GROUP BY customer_id, category
-), active AS (
-    SELECT month, customer_id, count(DISTINCT order_id) AS orders, sum(amount) AS spend FROM line GROUP BY ALL
+), first_order AS (  -- the least of the first months by category: 1.1M rows read, not 33M
+    SELECT customer_id, min(month) AS month FROM first_in_category GROUP BY customer_id
+), active AS (  -- orders counted as groups, not as a distinct aggregate beside the sum: one pass, not two
+    SELECT month, customer_id, count(*) AS orders, sum(spend) AS spend
+    FROM (SELECT month, customer_id, order_id, sum(amount) AS spend FROM line GROUP BY ALL) GROUP BY ALL
 ), buyers AS (  -- each active customer: categories bought before the month, and first bought in it
     SELECT a.month, a.customer_id, any_value(a.orders) AS orders, any_value(a.spend) AS spend,
            count(*) FILTER (WHERE c.month < a.month) AS tried_before,
