@@ -17,13 +17,14 @@ from product_affinity.contract.odcs import table
 PREDICTIONS = "_clv_predictions"
 
 
-def aggregates_sql(lines: str, window_days: int) -> str:
-    """customer_aggregates.sql over the relation `lines` (columns of daily_counts.lines_sql), with metrics.py's
-    definitions (the trailing window of `window_days` days for the frequencies): one text for both engines."""
+def aggregates_sql(lines: str, window_days: int, purchases: str | None = None) -> str:
+    """customer_aggregates.sql over the relation `lines` (columns of daily_counts.lines_sql) and `purchases` (the same
+    lines, the category not needed: `lines` when not given), with metrics.py's definitions (the trailing window of
+    `window_days` days for the frequencies): one text for both engines."""
     measures = (metrics.total_spend, metrics.average_order_value, metrics.recency_days, metrics.customer_lifetime_value,
                 metrics.categories_bought)
     return sql.load(__file__, "customer_aggregates.sql").format(
-        lines=lines,
+        lines=lines, purchases=purchases or lines,
         purchase_frequency=metrics.purchase_frequency(window_days),
         purchase_frequency_per_month=metrics.purchase_frequency_per_month(window_days),
         **{measure.__name__: measure() for measure in measures},
@@ -34,7 +35,7 @@ def customer_metrics_sql(window_days: int, aggregates: str | None = None) -> str
     """customer_metrics.sql with the contract's tables and metrics.py's definitions, joining the customer aggregates
     from `aggregates` (a relation: the spark engine's files), or computed here by DuckDB from the warehouse's lines."""
     if aggregates is None:
-        aggregates = f"({aggregates_sql(f'({lines_sql(PURCHASES, PRODUCTS)})', window_days)})"
+        aggregates = f"({aggregates_sql(f'({lines_sql(PURCHASES, PRODUCTS)})', window_days, PURCHASES)})"
     measures = (metrics.cross_sell_opportunity_score, metrics.probability_alive, metrics.expected_orders,
                 metrics.expected_spend, metrics.predicted_customer_lifetime_value)
     return sql.load(__file__, "customer_metrics.sql").format(
