@@ -469,7 +469,7 @@ class _Compiler:
         where = f"\nWHERE {' AND '.join(conditions)}" if conditions else ""
         return f"SELECT {select}\nFROM {rollup.table} AS \"rollup\"{where}" + ("\nGROUP BY ALL" if dims else "")
 
-    def rollup_parts(self, rollup: Rollup) -> dict[str, dict[str, Measure]]:
+    def parts_of(self, rollup: Rollup) -> dict[str, dict[str, Measure]]:
         """The additive parts a rollup keeps (its columns after the dimensions), by the cube that measures them."""
         by_cube: dict[str, dict[str, Measure]] = {}
         for name in rollup.measures:
@@ -481,7 +481,7 @@ class _Compiler:
         """The SELECT that builds a rollup table: its dimensions, and every measure's additive parts, by group."""
         dim_exprs = [(d, None) for d in rollup.dimensions] + ([(rollup.time_dimension, rollup.granularity)] if rollup.time_dimension else [])
         dim_cubes = {self._cube_of(d) for d, _ in dim_exprs}
-        by_cube = self.rollup_parts(rollup)
+        by_cube = self.parts_of(rollup)
         finer = None if from_detail else finer_rollup(rollup)
         if finer is not None:
             return self._summed_from(rollup, finer, dim_exprs, by_cube)
@@ -562,7 +562,7 @@ def finer_rollup(rollup: Rollup) -> Rollup | None:
     of `rollup`, all measured by one cube, and its time grain truncates to `rollup`'s. It must be strictly more
     detailed (a finer grain, or more dimensions), so two rollups are never built from each other. None: from the
     detail. The rollup asset then depends on it; its check still compares with the detail."""
-    parts = _rollup_compiler(rollup).rollup_parts(rollup)
+    parts = _rollup_compiler(rollup).parts_of(rollup)
     for other in model().views[rollup.view].rollups:
         if other == rollup or not set(rollup.dimensions) <= set(other.dimensions):
             continue
@@ -572,7 +572,7 @@ def finer_rollup(rollup: Rollup) -> Rollup | None:
         if other.time_dimension == rollup.time_dimension and other.granularity == rollup.granularity \
                 and set(other.dimensions) == set(rollup.dimensions):
             continue  # no more detailed
-        held = _rollup_compiler(other).rollup_parts(other)
+        held = _rollup_compiler(other).parts_of(other)
         if len(parts) == 1 and held.keys() == parts.keys() and all(named.items() <= held[c].items() for c, named in parts.items()):
             return other
     return None
@@ -597,5 +597,4 @@ def view_of(query: Query) -> str:
 
 
 __all__ = ["AccessDenied", "Column", "Compiled", "QueryError", "compile_query", "condition", "finer_rollup", "mask_sql",
-           "rollup_sql", "view_of",
-           "view_rows"]
+           "rollup_sql", "view_of", "view_rows"]
