@@ -97,19 +97,24 @@ def test_row_filters_hold_on_the_rollup(conn):
     assert spain == expected
 
 
-def test_a_rollup_only_keeps_what_adds_up(tmp_path):
-    shutil.copytree(HERE / "cubes", tmp_path / "cubes", dirs_exist_ok=True)
-    (tmp_path / "views").mkdir()
-    (tmp_path / "views" / "sales.yaml").write_text("""
+def sales_with_rollups(directory, rollups: str):
+    """The model's cubes, and a sales view of purchases and their product's category with these rollups (YAML)."""
+    shutil.copytree(HERE / "cubes", directory / "cubes", dirs_exist_ok=True)
+    (directory / "views").mkdir()
+    (directory / "views" / "sales.yaml").write_text(f"""
 name: sales
 cubes:
-  - {path: purchases, includes: "*"}
-  - {path: purchases.products, includes: [category]}
+  - {{path: purchases, includes: "*"}}
+  - {{path: purchases.products, includes: [category]}}
 rollups:
-  - {name: daily, dimensions: [category], measures: [purchases]}
+{rollups}
 """)
+    return model(directory)
+
+
+def test_a_rollup_only_keeps_what_adds_up(tmp_path):
     with pytest.raises(ModelError, match="distinct count does not add up"):
-        model(tmp_path)
+        sales_with_rollups(tmp_path, "  - {name: daily, dimensions: [category], measures: [purchases]}")
 
 
 @pytest.mark.parametrize("rollup", ["sales_daily", "sales_monthly"])  # the monthly one is summed from the daily one
@@ -159,14 +164,7 @@ def test_a_rollup_summed_from_a_finer_one_holds_what_the_detail_gives(published_
 def test_a_rollup_is_summed_only_from_one_that_holds_more_detail(tmp_path, monkeypatch):
     """Every dimension and part kept, a grain that truncates to its own, strictly more detail: never two rollups built
     from each other, never a weekly rollup for months."""
-    shutil.copytree(HERE / "cubes", tmp_path / "cubes", dirs_exist_ok=True)
-    (tmp_path / "views").mkdir()
-    (tmp_path / "views" / "sales.yaml").write_text("""
-name: sales
-cubes:
-  - {path: purchases, includes: "*"}
-  - {path: purchases.products, includes: [category]}
-rollups:
+    custom = sales_with_rollups(tmp_path, """\
   - {name: by_channel_month, time_dimension: purchased_at, granularity: month, dimensions: [channel], measures: [total_spend]}
   - {name: by_week, time_dimension: purchased_at, granularity: week, dimensions: [channel, category], measures: [total_spend, lines]}
   - {name: by_day, time_dimension: purchased_at, granularity: day, dimensions: [channel, category], measures: [total_spend, lines]}
@@ -174,7 +172,6 @@ rollups:
   - {name: by_channel, dimensions: [channel], measures: [total_spend]}
   - {name: average_by_category, dimensions: [category], measures: [deal_share]}
 """)
-    custom = model(tmp_path)
     monkeypatch.setattr(compiler, "model", lambda: custom)
     finer = {r.name: getattr(compiler.finer_rollup(r), "name", None) for r in custom.views["sales"].rollups}
     assert finer == {
