@@ -335,8 +335,17 @@ def slo(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Serve the APIs; say first where, and on which snapshot, or warn that there is none to serve yet."""
+    """Serve the APIs; say first where, and on which snapshot, or warn that there is none to serve yet.
+
+    SIGTERM and SIGINT stop the server whatever the process that started it left them as: a parent that ignores them
+    (a test worker after an in-process Dagster run was seen to) passes that on, and until uvicorn installs its own
+    handlers, a server told to stop while it loads its app would otherwise run on."""
+    import signal
+
     import uvicorn
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     from product_affinity.delivery.rest import WAREHOUSE_ENV
     from product_affinity.publication import NothingPublished, published_snapshot

@@ -142,17 +142,33 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def serve_first_line(warehouse, port: int) -> tuple[str, str]:
-    """`serve` in its own process: the first line it prints, and all it wrote to stderr once stopped."""
+def ignoring_stop_signals() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def serve_first_line(warehouse, port: int, started_ignoring_signals: bool = False) -> tuple[str, str]:
+    """`serve` in its own process: the first line it prints, and all it wrote to stderr once stopped (SIGTERM as soon
+    as the line is read, while it is still loading its app)."""
     server = subprocess.Popen([sys.executable, "-m", "product_affinity.cli", "serve", "--warehouse", str(warehouse),
                                "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=os.environ | {"PYTHONUNBUFFERED": "1"})
+                              env=os.environ | {"PYTHONUNBUFFERED": "1"},
+                              preexec_fn=ignoring_stop_signals if started_ignoring_signals else None)
     try:
         first = server.stdout.readline()
     finally:
         server.terminate()
         _, err = server.communicate(timeout=60)
     return first, err
+
+
+def test_serve_stops_on_sigterm_even_when_started_ignoring_it(tmp_path):
+    """A parent that ignores SIGTERM and SIGINT passes that on; the server must stop all the same (it ran on, and the
+    test waiting for it timed out, in suite runs where an earlier test had left the worker ignoring them)."""
+    _, err = serve_first_line(tmp_path / "warehouse.duckdb", free_port(), started_ignoring_signals=True)
+    assert "nothing has been published" in err
 
 
 @pytest.mark.slow
