@@ -18,9 +18,8 @@ from product_affinity.consumer_aligned import daily_counts, metrics
 def affinity_matrix_sql(conn: duckdb.DuckDBPyConnection) -> str:
     """The matrix over every day counted in the attached counts file (affinity_matrix.sql); refused when some day was
     counted without pairs of categories (a category_max_itemset_size below 2), which it could not hold."""
-    short = conn.execute(f"""SELECT min(day), max(day) FROM {daily_counts.SCHEMA}.day_baskets
-        WHERE category_itemset_size < 2""").fetchone()
-    if short[0] is not None:
+    short = daily_counts.counted_below(conn, 2)
+    if short is not None:
         raise daily_counts.CountsError(f"the affinity matrix needs pairs of categories, but the days {short[0]} to "
                                        f"{short[1]} were counted without them: recount them with category_max_itemset_size "
                                        "2 or more (a backfill of those partitions)")

@@ -480,14 +480,22 @@ def check_counted(conn: duckdb.DuckDBPyConnection, thresholds: dict[str, Thresho
         raise CountsError(f"product rules come from the daily pair counts: product_max_itemset_size can be at most "
                           f"{PRODUCT_ITEMSET_SIZE}, not {thresholds['product'].max_itemset_size}")
     wanted = thresholds["category"].max_itemset_size
-    short = conn.execute(
-        f"""SELECT min(day), max(day), min(category_itemset_size) FROM {SCHEMA}.day_baskets
-        SEMI JOIN {SCHEMA}.window_days USING (day) WHERE category_itemset_size < $wanted""",
-        {"wanted": wanted},
-    ).fetchone()
-    if short[0] is not None:
+    short = counted_below(conn, wanted, f"{SCHEMA}.window_days")
+    if short is not None:
         raise CountsError(f"category itemsets of up to {wanted} categories are asked for, but the days {short[0]} to "
                           f"{short[1]} were counted up to {short[2]}: recount them (a backfill of those partitions)")
+
+
+def counted_below(conn: duckdb.DuckDBPyConnection, size: int, among: str | None = None) -> tuple[date, date, int] | None:
+    """The first and last day (of those in the relation `among`, or of all) whose category itemsets were counted up to
+    fewer than `size` categories, and the fewest; None when every such day was counted up to `size` or more."""
+    within = f"SEMI JOIN {among} USING (day)" if among else ""
+    short = conn.execute(
+        f"""SELECT min(day), max(day), min(category_itemset_size) FROM {SCHEMA}.day_baskets {within}
+        WHERE category_itemset_size < $size""",
+        {"size": size},
+    ).fetchone()
+    return None if short[0] is None else short
 
 
 def frequent_itemsets_sql(level: str, minimum: int, max_itemset_size: int, totals: str = f"{SCHEMA}.total_") -> str:
