@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
+import tempfile
 from contextlib import redirect_stdout
 from datetime import UTC, datetime
 from io import StringIO
@@ -9,6 +12,22 @@ from pathlib import Path
 
 import duckdb
 import pytest
+
+
+def _memory_folder(needed_bytes: int = 4 << 30) -> str | None:
+    """Linux's /dev/shm when it can hold a session's temporary files (about 1 GB; a container's is often 64 MB)."""
+    try:
+        stat = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    return "/dev/shm" if os.access("/dev/shm", os.W_OK) and stat.f_bavail * stat.f_frsize >= needed_bytes else None
+
+
+# Temporary folders in memory where the machine has room, unless TMPDIR says otherwise: a whole run records a Dagster
+# event per day and asset in SQLite, a transaction each, and syncing each to disk cost about a fifth of a run's time.
+# Set before pytest creates its base folder; child processes inherit it through TMPDIR.
+if "TMPDIR" not in os.environ and (memory := _memory_folder()):
+    os.environ["TMPDIR"] = tempfile.tempdir = memory
 
 # As `make test` and the CLI set it: a run over many days plans them in one event per asset, not one per day.
 os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
@@ -124,18 +143,55 @@ def dagster_home(tmp_path_factory) -> Path:
     return home
 
 
-@pytest.fixture(scope="session")
-def sample_run(tmp_path_factory):
-    """The default sample through `product-affinity run`, once per session: (warehouse, ground truth, printed summary)."""
+SAMPLE_HOME = "dagster_home"  # where the sample run is recorded, beside its warehouse
+
+
+def _run_sample(root: Path) -> None:
+    """The default sample through `product-affinity run` into `root`, recorded in a Dagster instance of its own there;
+    what it printed is kept in `root/printed.txt`, written last: its presence says the run is complete."""
     from product_affinity.cli import main
     from product_affinity.sources.sample import generate_sample
 
+    home = root / SAMPLE_HOME
+    home.mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml", home)
+    generate_sample(root / "sources", end=datetime.now(UTC).replace(tzinfo=None))  # fresh: freshness is real
+    session_home = os.environ["DAGSTER_HOME"]
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        with redirect_stdout(StringIO()) as printed:
+            assert main(["run", "--sources", str(root / "sources"), "--warehouse", str(root / "warehouse.duckdb")]) == 0
+    finally:
+        os.environ["DAGSTER_HOME"] = session_home
+    (root / "printed.txt").write_text(printed.getvalue())
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory, worker_id):
+    """The default sample through `product-affinity run`, once per session: (warehouse, ground truth, printed summary).
+
+    Under pytest-xdist the first worker to need it runs it, in the session's shared temporary folder, while the others
+    wait on a lock; each worker then reads a copy of its own (sources, warehouse, counts, published snapshots, the
+    Dagster instance it was recorded in under `dagster_home/`), so what one worker's tests write beside the warehouse
+    (API keys, the audit log) never meets another's. One run instead of one per worker: a run of the default two
+    years is the most expensive fixture of the suite."""
     root = tmp_path_factory.mktemp("sample")
-    sources, warehouse = root / "sources", root / "warehouse.duckdb"
-    truth = generate_sample(sources, end=datetime.now(UTC).replace(tzinfo=None)) | {"directory": sources}  # fresh: freshness is real
-    with redirect_stdout(StringIO()) as printed:
-        assert main(["run", "--sources", str(sources), "--warehouse", str(warehouse)]) == 0
-    return warehouse, truth, printed.getvalue()
+    if worker_id == "master":  # no xdist: this process is the session
+        _run_sample(root)
+    else:
+        shared = tmp_path_factory.getbasetemp().parent / "sample_run"  # the xdist session's folder, above each worker's
+        with open(f"{shared}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (shared / "printed.txt").exists():
+                shutil.rmtree(shared, ignore_errors=True)  # a worker that failed half-way left it
+                _run_sample(shared)
+        shutil.copytree(shared, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.lock"))
+    sources = root / "sources"
+    truth = json.loads((sources / "ground_truth.json").read_text()) | {"directory": sources}
+    printed = (root / "printed.txt").read_text()
+    if worker_id != "master":
+        printed = printed.replace(str(shared), str(root))
+    return root / "warehouse.duckdb", truth, printed
 
 
 def copy_of_sample_run(sample_run, directory: Path) -> tuple[Path, Path]:
