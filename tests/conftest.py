@@ -226,6 +226,28 @@ def source_aligned_run(sources: Path, warehouse: Path, instance):
                                   tags=range_tags(all_days(sources, warehouse)))
 
 
+def run_ports(sources: Path, warehouse: Path, days, ports=("association_rules", "customer_metrics"), upstream: bool = True,
+              **settings):
+    """The job's output `ports`, with every asset they read (or alone), over `days` (a partitions.Days), in this
+    process and with no checks (they add nothing to a comparison of engines or ways of counting), the `settings` given
+    as run config (`engine`, `fan_out_days`, `rules_window_days`...): the successful result."""
+    import dagster as dg
+
+    from product_affinity.definitions import build_definitions
+    from product_affinity.defs.metadata import table_key
+    from product_affinity.defs.partitions import range_tags
+
+    job = build_definitions(sources, warehouse).resolve_job_def("product_affinity")
+    graph = job.asset_layer.asset_graph
+    selection = dg.AssetSelection.assets(*(table_key(port) for port in ports))
+    selected = (selection.upstream() if upstream else selection).resolve(graph)
+    result = job.get_subset(asset_selection=selected & graph.materializable_asset_keys, asset_check_selection=set()).execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), tags=range_tags(days), raise_on_error=False,
+        run_config={"resources": {"settings": {"config": settings}}})
+    assert result.success, [event.step_failure_data.error.message for event in result.all_events if event.is_step_failure]
+    return result
+
+
 @pytest.fixture(scope="session")
 def published_sample(sample_run) -> Path:
     """The working warehouse of the session's sample run: consumers' tests (APIs, policies, the BI port) read what it published."""

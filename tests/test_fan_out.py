@@ -4,7 +4,8 @@ warehouse's steps ever overlapping.
 A short sample is run twice, upstream of the association_rules port: once as `make run` does (in process, the
 counting in the warehouse), once with `fan_out_days` on the multiprocess executor, where each chunk of days is a step
 of its own, in a process of its own, reading and writing Parquet files under the run's root. Then one day's lines are
-taken out of the source and that day and its neighbours are run again, with a trailing rules window, both ways. Every
+taken out of the source and that day and its neighbours are run again, with a trailing rules window, both ways (the
+fanned-out one in process this time: each step's process costs seconds of imports, and the first run showed them). Every
 per-day counts table, every total and the port must hold the same rows (EXCEPT ALL, both ways, empty). Dagster's
 event log must show the chunks' steps in more than one process, and the steps holding the warehouse one after another.
 """
@@ -26,36 +27,21 @@ from product_affinity.defs.partitions import range_tags
 from product_affinity.defs.resources import WAREHOUSE_STEP
 from product_affinity.partitions import Days, file_days
 from product_affinity.sources.sample import generate_sample
-from tests.conftest import assert_same_rows, drop_day, require_spark, rows_apart as differences
+from tests.conftest import assert_same_rows, drop_day, run_ports
 
 pytestmark = pytest.mark.slow
 END = datetime(2026, 6, 30, 12)
 SMALL = dict(customers=300, products=60, orders=3_000, end=END, history_days=14)
 WINDOW = {"rules_window_days": 10}  # the second run's trailing window: 4 of the 14 days age out of the rules
 CHUNK_STEP = "counts__daily_counts.count_chunk["
-
-
-def selection(sources: Path, warehouse: Path) -> tuple[dg.JobDefinition, set[dg.AssetKey]]:
-    """The job, and the association_rules port with every asset it reads (no checks: they add nothing here)."""
-    job = build_definitions(sources, warehouse).resolve_job_def("product_affinity")
-    graph = job.asset_layer.asset_graph
-    return job, dg.AssetSelection.assets(table_key("association_rules")).upstream().resolve(graph) & graph.materializable_asset_keys
-
-
-def run_in_process(sources: Path, warehouse: Path, days: Days, **settings) -> dg.ExecuteInProcessResult:
-    """As `product-affinity run` does: every step in this process, the counting in the warehouse."""
-    job, selected = selection(sources, warehouse)
-    result = job.get_subset(asset_selection=selected, asset_check_selection=set()).execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), tags=range_tags(days), raise_on_error=False,
-        run_config={"resources": {"settings": {"config": settings}}})
-    assert result.success
-    return result
+PORTS = ("association_rules",)
 
 
 def run_fanned_out(sources: Path, warehouse: Path, days: Days, fan_out_days: int, **settings) -> str:
     """The same assets with the counting in chunks of `fan_out_days` days, each step in a process of its own (the
     instance is the test session's, under DAGSTER_HOME): the run's id."""
-    _, selected = selection(sources, warehouse)
+    graph = build_definitions(sources, warehouse).resolve_job_def("product_affinity").asset_layer.asset_graph
+    selected = dg.AssetSelection.assets(*map(table_key, PORTS)).upstream().resolve(graph) & graph.materializable_asset_keys
     job = dg.build_reconstructable_job("product_affinity.definitions", "product_affinity_job",
                                        reconstructable_args=(str(sources), str(warehouse)))
     result = dg.execute_job(
@@ -75,14 +61,14 @@ def built(tmp_path_factory):
     first, last = file_days(sources)
     everything = Days(first, last + timedelta(days=1))
     default, fanned = root / "default.duckdb", root / "fanned.duckdb"
-    unfanned = run_in_process(sources, default, everything)
-    runs = [run_fanned_out(sources, fanned, everything, fan_out_days=3)]
+    unfanned = run_ports(sources, default, everything, PORTS)
+    run_id = run_fanned_out(sources, fanned, everything, fan_out_days=5)  # 3 chunks of 5 days at most
     dropped = first + timedelta(days=5)
     drop_day(sources, dropped)
     around = Days(dropped - timedelta(days=1), dropped + timedelta(days=2))
-    run_in_process(sources, default, around, **WINDOW)
-    runs.append(run_fanned_out(sources, fanned, around, fan_out_days=1, **WINDOW))
-    return {"default": default, "fanned": fanned}, runs, dropped, unfanned.get_asset_materialization_events()
+    run_ports(sources, default, around, PORTS, **WINDOW)
+    run_ports(sources, fanned, around, PORTS, fan_out_days=1, **WINDOW)  # in process: the steps' processes shown above
+    return {"default": default, "fanned": fanned}, run_id, dropped, unfanned.get_asset_materialization_events()
 
 
 @pytest.mark.parametrize("name", [*daily_counts.COUNTED, *(f"total_{kind}" for kind in daily_counts.KEYS), "window_days"])
@@ -99,10 +85,10 @@ def test_fanned_out_rules_equal_the_default_runs(built):
 def test_the_counts_are_described_as_before(built):
     """Each day's materialization of the counts carries what the one-step asset gave (engine, baskets, rows), fanned
     out or not, and says how many chunk steps counted it."""
-    _, runs, _, unfanned = built
+    _, run_id, _, unfanned = built
     fanned = [record.event_log_entry.dagster_event for record in dg.DagsterInstance.get().get_records_for_run(
-        runs[0], of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records]
-    for events, steps in ((unfanned, 0), (fanned, 5)):
+        run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records]
+    for events, steps in ((unfanned, 0), (fanned, 3)):
         counts = [e.materialization.metadata for e in events if e.asset_key == dg.AssetKey(["counts", "daily_counts"])]
         assert len(counts) > 1  # one per day of the run
         for metadata in counts:
@@ -139,31 +125,29 @@ def steps(run_id: str) -> dict[str, dict]:
 
 
 def test_the_chunks_ran_as_steps_in_several_processes(built):
-    _, runs, *_ = built
-    for run_id, chunks in zip(runs, (5, 3)):  # 14 days by 3; 3 days by 1
-        found = steps(run_id)
-        counted = {key: step for key, step in found.items() if key.startswith(CHUNK_STEP)}
-        assert len(counted) == chunks, sorted(found)
-        assert all(len(step["pids"]) == 1 for step in found.values())  # each step in one process of its own
-        assert len(set().union(*(step["pids"] for step in counted.values()))) == chunks
+    _, run_id, *_ = built
+    found = steps(run_id)
+    counted = {key: step for key, step in found.items() if key.startswith(CHUNK_STEP)}
+    assert len(counted) == 3, sorted(found)  # 14 days by 5
+    assert all(len(step["pids"]) == 1 for step in found.values())  # each step in one process of its own
+    assert len(set().union(*(step["pids"] for step in counted.values()))) == 3
 
 
 def test_the_warehouse_steps_never_overlap(built):
     """Each step that holds the warehouse has all its events stored before the next one's first: never two at once
     (the lock would have failed the second); and the load starts only after every chunk's step has ended."""
-    _, runs, *_ = built
+    _, run_id, *_ = built
     warehouse_steps = {op.name for op in defs.resolve_job_def("product_affinity").graph.iterate_op_defs()
                        if WAREHOUSE_STEP.items() <= op.tags.items()}
     assert "count_chunk" not in warehouse_steps and {"plan_counting", "load_counts"} <= warehouse_steps
-    for run_id in runs:
-        found = steps(run_id)
-        held = sorted((step["first"], step["last"], key) for key, step in found.items()
-                      if key.split(".")[-1].split("[")[0] in warehouse_steps)
-        assert len(held) >= 4, held  # the two sources' loads, the plan, the load, the rules
-        for (_, end, before), (start, _, after) in zip(held, held[1:]):
-            assert end < start, f"{before} and {after} ran at once"
-        load = found["counts__daily_counts.load_counts"]["first"]
-        assert all(step["last"] < load for key, step in found.items() if key.startswith(CHUNK_STEP))
+    found = steps(run_id)
+    held = sorted((step["first"], step["last"], key) for key, step in found.items()
+                  if key.split(".")[-1].split("[")[0] in warehouse_steps)
+    assert len(held) >= 4, held  # the two sources' loads, the plan, the load, the rules
+    for (_, end, before), (start, _, after) in zip(held, held[1:]):
+        assert end < start, f"{before} and {after} ran at once"
+    load = found["counts__daily_counts.load_counts"]["first"]
+    assert all(step["last"] < load for key, step in found.items() if key.startswith(CHUNK_STEP))
 
 
 def test_concurrent_writers_under_one_root_keep_their_folders(tmp_path):
@@ -231,19 +215,3 @@ def test_staging_folders_come_and_go_at_once(tmp_path):
         thread.join()
     assert not failures, failures[:3]
     assert not (tmp_path / "_staging").exists()
-
-
-def test_spark_chunks_equal_the_default_runs(tmp_path):
-    """The spark engine's map as the chunks' steps (here in one process: one JVM): the counts and the rules are the
-    duckdb engine's, unfanned. Skips, naming why, where Spark cannot run, unless CI is set."""
-    require_spark()
-    sources = tmp_path / "sources"
-    generate_sample(sources, **SMALL)
-    first, last = file_days(sources)
-    everything = Days(first, last + timedelta(days=1))
-    default, fanned = tmp_path / "default.duckdb", tmp_path / "fanned.duckdb"
-    run_in_process(sources, default, everything)
-    run_in_process(sources, fanned, everything, engine="spark", fan_out_days=5)
-    for name in daily_counts.COUNTED:
-        assert differences(daily_counts.counts_database(default), daily_counts.counts_database(fanned), f"main.{name}") == (0, 0)
-    assert differences(default, fanned, "consumer_aligned.association_rules") == (0, 0)

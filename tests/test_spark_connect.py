@@ -2,10 +2,11 @@
 what the duckdb engine publishes.
 
 `SPARK_REMOTE=local[2]` makes pyspark start a Spark Connect server here and the job's session a client of it, over
-gRPC, as it would be of a cluster's server (`sc://host:15002`). A short sample goes through `product-affinity run`
-twice, in processes of their own: with the default engine, and with `--engine spark` as a Spark Connect client. The
-published rules and customer metrics and every counts table must hold the same rows (EXCEPT ALL both ways), and the
-spark run's metadata must say the rules came through Spark Connect, not local mode.
+gRPC, as it would be of a cluster's server (`sc://host:15002`). A short sample goes through `product-affinity run
+--engine spark` in a process of its own, as a Spark Connect client, and through the default engine's rules and
+customer metrics (and what they read) in this process. The published rules and customer metrics and every counts
+table must hold the same rows (EXCEPT ALL both ways), and the spark run's metadata must say the rules came through
+Spark Connect, not local mode.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
 
 from product_affinity.consumer_aligned import daily_counts
 from product_affinity.defs.metadata import table_key
+from product_affinity.partitions import Days, file_days
 from product_affinity.sources.sample import generate_sample
-from tests.conftest import assert_same_rows, require_spark
+from tests.conftest import assert_same_rows, require_spark, run_ports
 
 pytestmark = pytest.mark.slow
 PORTS = ["association_rules", "customer_metrics"]
@@ -43,7 +45,8 @@ def runs(tmp_path_factory):
     home.mkdir()
     generate_sample(sources, customers=300, products=60, orders=3_000, history_days=14,
                     end=datetime.now(UTC).replace(tzinfo=None))  # fresh: the run's freshness check is real
-    cli_run(sources, root / "duckdb.duckdb", home)
+    first, last = file_days(sources)
+    run_ports(sources, root / "duckdb.duckdb", Days(first, last + timedelta(days=1)))  # the reference: the default engine
     cli_run(sources, root / "connect.duckdb", home, "--engine", "spark", SPARK_REMOTE="local[2]")
     return root, home
 

@@ -1,9 +1,10 @@
 """The spark engine gives what the DuckDB engine gives: the same partitions through both, row for row.
 
 A small sample is run through the job's counts, rules and customer metrics twice, once per engine (the `engine`
-setting, as `run --engine spark` sets it), into two warehouses; then one day's lines are taken out of the source and
-that day and its neighbours are run again with a trailing rules window, so the Spark path replaces day folders,
-recounts, and reduces a window that no longer holds every day. Every per-day counts table, every total and the
+setting, as `run --engine spark` sets it), into two warehouses, the spark engine's counting fanned out as steps per
+chunk of days (`fan_out_days`; in one process here, so one JVM); then one day's lines are taken out of the source and
+that day and its neighbours are run again with a trailing rules window, the counting in the load step, so the Spark
+path replaces day folders, recounts, and reduces a window that no longer holds every day. Every per-day counts table, every total and the
 association_rules and customer_metrics ports must hold the same rows (EXCEPT ALL, both ways, empty); on the spark
 engine those ports are the reduce and the customer aggregates Spark ran on the Parquet files, which a copy of its
 warehouse with DuckDB's totals deleted shows. Spark runs in local mode: it needs pyspark (the spark extra) and Java;
@@ -16,17 +17,13 @@ import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import dagster as dg
 import duckdb
 import pytest
 
 from product_affinity.consumer_aligned import daily_counts, day_files
-from product_affinity.definitions import build_definitions
-from product_affinity.defs.metadata import table_key
-from product_affinity.defs.partitions import range_tags
 from product_affinity.partitions import Days, file_days
 from product_affinity.sources.sample import generate_sample
-from tests.conftest import assert_same_rows, drop_day, require_spark, rows_apart as differences
+from tests.conftest import assert_same_rows, drop_day, require_spark, rows_apart as differences, run_ports
 
 pytestmark = pytest.mark.slow
 END = datetime(2026, 6, 30, 12)
@@ -34,6 +31,7 @@ SMALL = dict(customers=300, products=60, orders=3_000, end=END, history_days=14)
 ENGINES = ("duckdb", "spark")
 PORTS = ("association_rules", "customer_metrics")
 WINDOW = {"rules_window_days": 10}  # the second run's trailing window: 4 of the 14 days age out of the rules
+FANNED_OUT = {"duckdb": {}, "spark": {"fan_out_days": 5}}  # the first run's counting: one step, or three chunks' steps
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +42,6 @@ def spark():
     return session()
 
 
-def run(sources: Path, warehouse: Path, days: Days, engine: str, upstream: bool = True, **settings) -> None:
-    """The job's rules and customer metrics, with what they read (or alone), over `days`, computed by `engine`."""
-    job = build_definitions(sources, warehouse).resolve_job_def("product_affinity")
-    graph = job.asset_layer.asset_graph
-    ports = dg.AssetSelection.assets(*(table_key(port) for port in PORTS))
-    selected = (ports.upstream() if upstream else ports).resolve(graph)
-    result = job.get_subset(asset_selection=selected & graph.materializable_asset_keys, asset_check_selection=set()).execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), tags=range_tags(days), raise_on_error=False,
-        run_config={"resources": {"settings": {"config": {"engine": engine, **settings}}}})
-    assert result.success
-
-
 @pytest.fixture(scope="module")
 def built(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("engines")
@@ -63,12 +49,12 @@ def built(spark, tmp_path_factory):
     generate_sample(sources, **SMALL)
     first, last = file_days(sources)
     warehouses = {engine: root / f"{engine}.duckdb" for engine in ENGINES}
-    for engine, warehouse in warehouses.items():
-        run(sources, warehouse, Days(first, last + timedelta(days=1)), engine)
+    for engine, warehouse in warehouses.items():  # spark's map as the chunks' steps here, its load step's count below
+        run_ports(sources, warehouse, Days(first, last + timedelta(days=1)), engine=engine, **FANNED_OUT[engine])
     dropped = first + timedelta(days=5)
     drop_day(sources, dropped)
     for engine, warehouse in warehouses.items():
-        run(sources, warehouse, Days(dropped - timedelta(days=1), dropped + timedelta(days=2)), engine, **WINDOW)
+        run_ports(sources, warehouse, Days(dropped - timedelta(days=1), dropped + timedelta(days=2)), engine=engine, **WINDOW)
     return warehouses, dropped, sources
 
 
@@ -118,7 +104,7 @@ def test_the_spark_ports_come_from_the_files_not_duckdbs_totals(built, tmp_path)
     with duckdb.connect(str(daily_counts.counts_database(copy))) as conn:
         for kind in daily_counts.KEYS:
             conn.execute(f"DELETE FROM total_{kind}")
-    run(sources, copy, Days(dropped, dropped + timedelta(days=1)), "spark", upstream=False, **WINDOW)
+    run_ports(sources, copy, Days(dropped, dropped + timedelta(days=1)), upstream=False, engine="spark", **WINDOW)
     for port in PORTS:
         assert differences(warehouses["duckdb"], copy, f"consumer_aligned.{port}") == (0, 0), port
     root = day_files.default_root(copy)
