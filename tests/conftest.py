@@ -226,6 +226,17 @@ def source_aligned_run(sources: Path, warehouse: Path, instance):
                                   tags=range_tags(all_days(sources, warehouse)))
 
 
+def port_assets(job, ports, upstream: bool = True) -> set:
+    """The keys of the job's output `ports`, with every materializable asset they read when `upstream`."""
+    import dagster as dg
+
+    from product_affinity.defs.metadata import table_key
+
+    graph = job.asset_layer.asset_graph
+    selection = dg.AssetSelection.assets(*(table_key(port) for port in ports))
+    return (selection.upstream() if upstream else selection).resolve(graph) & graph.materializable_asset_keys
+
+
 def run_ports(sources: Path, warehouse: Path, days, ports=("association_rules", "customer_metrics"), upstream: bool = True,
               **settings):
     """The job's output `ports`, with every asset they read (or alone), over `days` (a partitions.Days), in this
@@ -234,14 +245,10 @@ def run_ports(sources: Path, warehouse: Path, days, ports=("association_rules", 
     import dagster as dg
 
     from product_affinity.definitions import build_definitions
-    from product_affinity.defs.metadata import table_key
     from product_affinity.defs.partitions import range_tags
 
     job = build_definitions(sources, warehouse).resolve_job_def("product_affinity")
-    graph = job.asset_layer.asset_graph
-    selection = dg.AssetSelection.assets(*(table_key(port) for port in ports))
-    selected = (selection.upstream() if upstream else selection).resolve(graph)
-    result = job.get_subset(asset_selection=selected & graph.materializable_asset_keys, asset_check_selection=set()).execute_in_process(
+    result = job.get_subset(asset_selection=port_assets(job, ports, upstream), asset_check_selection=set()).execute_in_process(
         instance=dg.DagsterInstance.ephemeral(), tags=range_tags(days), raise_on_error=False,
         run_config={"resources": {"settings": {"config": settings}}})
     assert result.success, [event.step_failure_data.error.message for event in result.all_events if event.is_step_failure]

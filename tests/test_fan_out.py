@@ -22,12 +22,11 @@ import pytest
 
 from product_affinity.consumer_aligned import daily_counts, day_files
 from product_affinity.definitions import build_definitions, defs
-from product_affinity.defs.metadata import table_key
 from product_affinity.defs.partitions import range_tags
 from product_affinity.defs.resources import WAREHOUSE_STEP
 from product_affinity.partitions import Days, file_days
 from product_affinity.sources.sample import generate_sample
-from tests.conftest import assert_same_rows, drop_day, run_ports
+from tests.conftest import assert_same_rows, drop_day, port_assets, run_ports
 
 pytestmark = pytest.mark.slow
 END = datetime(2026, 6, 30, 12)
@@ -40,8 +39,7 @@ PORTS = ("association_rules",)
 def run_fanned_out(sources: Path, warehouse: Path, days: Days, fan_out_days: int, **settings) -> str:
     """The same assets with the counting in chunks of `fan_out_days` days, each step in a process of its own (the
     instance is the test session's, under DAGSTER_HOME): the run's id."""
-    graph = build_definitions(sources, warehouse).resolve_job_def("product_affinity").asset_layer.asset_graph
-    selected = dg.AssetSelection.assets(*map(table_key, PORTS)).upstream().resolve(graph) & graph.materializable_asset_keys
+    selected = port_assets(build_definitions(sources, warehouse).resolve_job_def("product_affinity"), PORTS)
     job = dg.build_reconstructable_job("product_affinity.definitions", "product_affinity_job",
                                        reconstructable_args=(str(sources), str(warehouse)))
     result = dg.execute_job(
