@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from datetime import datetime, timedelta
+from itertools import combinations
 
 import fsspec
+import numpy as np
 
 import pytest
 
@@ -99,6 +102,29 @@ def test_the_per_day_pairs_counted_in_numpy_are_the_rows_of_the_pairs_query(load
     assert written == conn.execute(f"SELECT count(*) FROM ({query})").fetchone()[0] > 1_000
     for one, other in (("numpy_pairs", f"({query})"), (f"({query})", "numpy_pairs")):
         assert conn.execute(f"SELECT count(*) FROM (FROM {one} EXCEPT ALL FROM {other})").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("width", [60, 70_000])
+def test_pairs_are_counted_day_by_day_in_32_bits_or_64(width):
+    """A pair of a day is keyed in 32 bits up to 65,536 products, in 64 above; either way every day's pairs are
+    counted on their own, a day with no basket of two products has none, and the result is ascending by day and
+    pair, as a count by hand of the same random baskets says."""
+    rng = np.random.default_rng(7)
+    baskets = {}  # (day, basket) -> its distinct items
+    for basket in range(3_000):
+        day = int(rng.integers(0, 9)) if basket else 4  # day 4: one basket of one item, then others
+        size = 1 if basket == 0 else int(rng.integers(1, 7))
+        baskets[(day, basket)] = sorted(set(rng.choice([0, 1, 2, 3, width - 2, width - 1], size=size).tolist()))
+    baskets[(9, 3_000)] = [5]  # day 9: a single basket of one product, so no pair
+    lines = sorted((day, basket, item) for (day, basket), items in baskets.items() for item in items)
+    day, basket, item = (np.array(column) for column in zip(*lines))
+    expected = Counter((d, a, b) for (d, _), items in baskets.items() for a, b in combinations(items, 2))
+    days, pairs, counted, bits = pair_counts.count_pairs(day.astype(np.int32), basket, item.astype(np.int32), width)
+    assert pairs.dtype == (np.uint32 if width <= 65_536 else np.uint64)
+    mask = (1 << bits) - 1
+    got = [(int(d), int(p) >> bits, int(p) & mask, int(c)) for d, p, c in zip(days, pairs, counted)]
+    assert got == sorted((d, a, b, c) for (d, a, b), c in expected.items())
+    assert 9 not in set(days.tolist()) and {d for d, _, _, _ in got} == set(range(9))
 
 
 def test_counting_a_chunk_of_days_at_a_time_gives_the_counts_of_one_go(loaded, tmp_path, monkeypatch):
