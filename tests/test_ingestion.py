@@ -135,6 +135,37 @@ def test_a_load_of_one_day_judges_repeated_keys_as_a_load_of_everything(conn, tm
         assert one_day.execute("SELECT count(*) FROM source_aligned.quarantine WHERE reason = 'duplicate_key'").fetchone() == (1,)
 
 
+def test_a_load_of_days_holding_every_row_judges_as_a_load_of_everything(conn, tmp_path):
+    """A run over all history loads a range of days that holds every row; its repeated keys are then found by grouping
+    every key (the shortcut ingest takes), and the accepted lines and the quarantine are those of a load of everything."""
+    write_sources(
+        tmp_path,
+        customers=[customer(1)],
+        products=PRODUCTS,
+        purchases=[
+            "10,1,1,1,2,10.00,2025-01-10 09:00:00,web,false",  # line 2: accepted
+            "10,1,1,1,2,10.00,2025-01-12 09:00:00,web,false",  # 3: repeats line 2's key
+            "11,1,99,1,1,10.00,2025-01-10 09:00:00,web,false",  # 4: unknown customer
+            "11,1,1,2,1,10.00,2025-01-12 09:00:00,web,false",  # 5: its key first on a rejected row: accepted
+            "12,1,1,3,1,5.00,2025-01-11 09:00:00,web,false",  # 6: accepted
+            "12,1,1,3,1,5.00,2025-01-11 09:00:00,web,false",  # 7: repeats line 6's key, same day
+        ],
+    )
+
+    def loaded(connection) -> tuple[list, list]:
+        return (connection.execute("SELECT * FROM source_aligned.purchase ORDER BY ALL").fetchall(),
+                connection.execute("SELECT * FROM source_aligned.quarantine ORDER BY ALL").fetchall())
+
+    ingest_all(conn, tmp_path)
+    with duckdb.connect() as every_day:
+        for name in ("customer", "product"):
+            ingest(every_day, tmp_path, name, NOW)
+        ingest(every_day, tmp_path, "purchase", NOW, Days(date(2025, 1, 10), date(2025, 1, 13)))
+        assert loaded(every_day) == loaded(conn)
+        assert [(line, reason) for _, line, reason, *_ in loaded(every_day)[1]] == [
+            (3, "duplicate_key"), (4, "unknown_customer"), (7, "duplicate_key")]
+
+
 def test_quarantine_detail_names_the_value(conn, tmp_path):
     write_sources(
         tmp_path,
