@@ -71,8 +71,9 @@ def count_pairs(
     fifth of the counting."""
     bits = max(int(width - 1).bit_length(), 1)
     key = np.uint32 if 2 * bits <= 32 else np.uint64
+    none = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=key), np.zeros(0, dtype=np.int64), bits
     if len(item) == 0:
-        return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=key), np.zeros(0, dtype=np.int64), bits
+        return none
     if 2 * bits > 64:
         raise ValueError(f"{width:,} products: a pair does not fit a 64-bit key")
     new_basket = np.empty(len(basket), dtype=bool)
@@ -102,7 +103,7 @@ def count_pairs(
             pairs.append(distinct)
             counts.append(counted)
     if not pairs:
-        return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=key), np.zeros(0, dtype=np.int64), bits
+        return none
     return np.concatenate(days), np.concatenate(pairs), np.concatenate(counts), bits
 
 
