@@ -109,11 +109,22 @@ def run(args: argparse.Namespace) -> int:
     database = args.postgres or os.environ.get(SOURCE_DSN_VARIABLE) or None
     check_can_run(args.sources, args.warehouse, database)
     from product_affinity.definitions import build_definitions
+    from product_affinity.defs.publication import nothing_published
+    from product_affinity.run_lock import WarehouseBusy, run_lock
 
     fan_out = FanOut(args.fan_out_days, args.sources, database) if args.fan_out_days else None
-    return run_job(build_definitions(args.sources, args.warehouse, database=database), args.warehouse,
-                   days=partitions(args.days, args.sources, args.warehouse, database), verbose=args.verbose,
-                   engine=args.engine, fan_out=fan_out)
+    defs = build_definitions(args.sources, args.warehouse, database=database)
+    try:
+        # Held from the plan on: the days to load are read from the warehouse, which another run may be writing.
+        with run_lock(args.warehouse):
+            days = partitions(args.days, args.sources, args.warehouse, database)
+            if not fan_out:  # in process: the job's steps run under this hold
+                return run_job(defs, args.warehouse, days, verbose=args.verbose, engine=args.engine)
+        # A process per step: each step that opens the warehouse takes the lock in its own process, one at a time.
+        return run_job(defs, args.warehouse, days, verbose=args.verbose, engine=args.engine, fan_out=fan_out)
+    except WarehouseBusy as busy:
+        print(f"{busy}\n{nothing_published(args.warehouse)}", file=sys.stderr)
+        return 1
 
 
 def partitions(days: tuple["date", "date"] | None, sources: Path, warehouse: Path, database: str | None) -> "Days":

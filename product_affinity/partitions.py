@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 
 from product_affinity.contract.odcs import table
+from product_affinity.run_lock import run_lock
 
 
 @dataclass(frozen=True)
@@ -59,17 +60,18 @@ def loaded_days(warehouse: Path) -> tuple[date, date] | None:
     if not Path(warehouse).exists():
         return None
     t = table("purchase")
-    try:
-        conn = duckdb.connect(str(warehouse), read_only=True)
-    except duckdb.IOException:  # another run is writing it: this run will be refused by the warehouse's lock anyway
-        return None
-    with conn:
-        held = conn.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?", [t.schema, t.name]
-        ).fetchone()[0]
-        if not held:
+    with run_lock(warehouse):  # WarehouseBusy while another run holds it: opening the file could fail its next step
+        try:
+            conn = duckdb.connect(str(warehouse), read_only=True)
+        except duckdb.IOException:  # a process other than a run has it open: the run fails on it with a clear message
             return None
-        first, last = conn.execute(f"SELECT min({t.partition_column})::DATE, max({t.partition_column})::DATE FROM {t.physical_name}").fetchone()
+        with conn:
+            held = conn.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?", [t.schema, t.name]
+            ).fetchone()[0]
+            if not held:
+                return None
+            first, last = conn.execute(f"SELECT min({t.partition_column})::DATE, max({t.partition_column})::DATE FROM {t.physical_name}").fetchone()
     return None if first is None else (first, last)
 
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from product_affinity.sources.sample import generate_sample
@@ -23,6 +24,21 @@ SUBCOMMANDS = ("generate", "run", "expectations", "slo", "serve", "keys", "publi
 PROBE = """
 import atexit, sys
 atexit.register(lambda: print("LOADED:" + ",".join(m for m in {heavy!r} if m in sys.modules), file=sys.stderr))
+from product_affinity.cli import main
+sys.argv = ["product-affinity", *{argv!r}]
+sys.exit(main())
+"""
+
+# Runs the CLI as `product-affinity` does, then reports every database DuckDB was asked to open, even after SystemExit.
+OPENS = """
+import atexit, sys
+import duckdb
+opened, real = [], duckdb.connect
+def connect(database=":memory:", *args, **kwargs):
+    opened.append(str(database))
+    return real(database, *args, **kwargs)
+duckdb.connect = connect
+atexit.register(lambda: print("OPENED:" + "|".join(opened), file=sys.stderr))
 from product_affinity.cli import main
 sys.argv = ["product-affinity", *{argv!r}]
 sys.exit(main())
@@ -107,18 +123,27 @@ def test_a_read_only_warehouse_is_one_message_naming_it(sources, read_only):
 
 
 @pytest.mark.slow
-def test_a_run_on_a_locked_warehouse_is_a_short_report_naming_the_holder(sources, tmp_path):
-    """Another run holds the warehouse's lock (here this test process, as a run does): the second run says so in a few lines."""
+def test_a_run_on_a_locked_warehouse_is_a_short_report_naming_the_holder_and_never_opens_it(sources, tmp_path):
+    """Another run holds the warehouse's lock (here this test process, as a run does between two steps: the lock held,
+    the file closed): the second run says so in a few lines, and never opens the file, not even read-only to plan its
+    days. Opened at that moment, it made the first run's next step fail to open the file (seen in the kill test)."""
     warehouse = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(warehouse)) as conn:  # a warehouse holding days, which a run's plan would read
+        conn.execute("CREATE SCHEMA source_aligned")
+        conn.execute("CREATE TABLE source_aligned.purchase AS SELECT TIMESTAMP '2026-01-01 10:00:00' AS purchased_at")
+    written = warehouse.read_bytes()
     lock = os.open(f"{warehouse}.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)
-        done = cli("run", "--sources", str(sources), "--warehouse", str(warehouse))
+        argv = ["run", "--sources", str(sources), "--warehouse", str(warehouse)]
+        done = subprocess.run([sys.executable, "-c", OPENS.format(argv=argv)], capture_output=True, text=True, timeout=300)
     finally:
         os.close(lock)
+    done.stderr, opened = done.stderr.rsplit("OPENED:", 1)
     assert_short(done, 1, f"is being written by another pipeline run (PID {os.getpid()} holds the lock",
-                 "Nothing from this run was published", "--verbose")
+                 "Nothing from this run was published", most=2)
+    assert str(warehouse) not in opened and warehouse.read_bytes() == written
     verbose = cli("run", "--verbose", "--sources", str(tmp_path / "nowhere"), "--warehouse", str(warehouse))
     assert verbose.returncode == 2 and "no sources folder" in verbose.stderr
 

@@ -87,12 +87,17 @@ def failure_report(result: dg.ExecuteInProcessResult, instance: dg.DagsterInstan
     built = {event.asset_key for event in result.get_asset_materialization_events()}
     if missing := sorted(key.to_user_string() for key in planned - built):
         lines.append(f"Not materialized: {', '.join(missing)}")
-    try:
-        if SNAPSHOT_KEY in built:  # only a check on the snapshot itself can fail after it
-            lines.append(f"The run published {published_snapshot(warehouse)} before it failed.")
-        else:
-            lines.append(f"Nothing from this run was published; consumers still read {published_snapshot(warehouse)}, unchanged.")
-    except NothingPublished:
-        lines.append(f"Nothing from this run was published, and nothing has been published from {warehouse} yet.")
+    if SNAPSHOT_KEY in built:  # only a check on the snapshot itself can fail after it
+        lines.append(f"The run published {published_snapshot(warehouse)} before it failed.")
+    else:
+        lines.append(nothing_published(warehouse))
     return "\n".join(lines)
+
+
+def nothing_published(warehouse: Path) -> str:
+    """What consumers read after a run that published nothing."""
+    try:
+        return f"Nothing from this run was published; consumers still read {published_snapshot(warehouse)}, unchanged."
+    except NothingPublished:
+        return f"Nothing from this run was published, and nothing has been published from {warehouse} yet."
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +14,7 @@ from pydantic import PrivateAttr
 from product_affinity.consumer_aligned import day_files
 from product_affinity.consumer_aligned.association_rules import Thresholds
 from product_affinity.defaults import DEFAULT_SOURCES, DEFAULT_WAREHOUSE
+from product_affinity.run_lock import WarehouseBusy, run_lock
 
 
 
@@ -35,39 +34,21 @@ class SourceFiles(dg.ConfigurableResource):
 WAREHOUSE_STEP = {"product-affinity/writes": "warehouse"}
 
 
-class WarehouseBusy(RuntimeError):
-    """Another pipeline run, or another process, holds the working warehouse."""
-
-
 class Warehouse(DuckDBResource):
     """The working warehouse: the staging area every step writes and the checks audit.
 
-    A run holds `<warehouse>.lock` from its start to its end. DuckDB's own lock lasts only while a
-    step has the file open, so without it a second run could write between this run's steps (and
-    publish a mix of both); with it the second run fails at once, naming the lock. The operating
-    system releases the lock when the process ends, even on kill -9.
+    A run holds `<warehouse>.lock` from its start to its end (run_lock; the command line takes it before it plans
+    the run's days), so a second run fails at once, naming the lock, and never writes between this run's steps.
     """
 
-    _lock: int | None = PrivateAttr(default=None)
+    _lock: ExitStack | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        lock = Path(f"{self.database}.lock")
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode().strip() or "unknown"
-            os.close(fd)
-            raise WarehouseBusy(
-                f"{self.database} is being written by another pipeline run (PID {holder} holds the lock {lock}); "
-                "run again once it has finished. Readers are not affected: they read the published snapshot."
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock = fd
+        self._lock = ExitStack()
+        self._lock.enter_context(run_lock(self.database))
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        os.close(self._lock)
+        self._lock.close()
 
     @contextmanager
     def get_connection(self):
