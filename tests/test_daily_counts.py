@@ -169,6 +169,35 @@ def test_counts_of_days_no_longer_in_the_warehouse_are_dropped(loaded):
     assert counts.rules_from_counts(conn, THRESHOLDS).equals(mine_all_levels(conn, THRESHOLDS))
 
 
+def test_rules_before_a_day_from_the_counts_equal_mining_the_lines_before_it_or_are_not_given(loaded):
+    """The backtest's rules before its cut-off, from the counts: the window's totals less the days from the cut-off
+    on equal mining the lines before it. Not given (None, so the backtest mines the lines) when the window leaves out
+    days before the cut-off, when the counts lag the lines, or when they were counted for smaller itemsets."""
+    conn, days = loaded
+    counts.count_days(conn, days, 3, None)
+    cutoff = days.first + timedelta(days=40)
+    conn.execute(f"CREATE TEMP VIEW before AS FROM source_aligned.purchase WHERE purchased_at < DATE '{cutoff}'")
+    mined = mine_all_levels(conn, THRESHOLDS, "before")
+    assert len(mined) > 0 and not mined.equals(mine_all_levels(conn, THRESHOLDS))
+    assert counts.rules_before(conn, THRESHOLDS, cutoff, "before").equals(mined)
+
+    conn.execute("BEGIN")
+    counts.sync_window(conn, 30)  # a trailing window: the totals leave out days before the cut-off
+    conn.execute("COMMIT")
+    assert counts.rules_before(conn, THRESHOLDS, cutoff, "before") is None
+    conn.execute("BEGIN")
+    counts.sync_window(conn, None)
+    conn.execute("COMMIT")
+
+    conn.execute("INSERT INTO source_aligned.purchase SELECT * REPLACE (order_id + 10000000 AS order_id) "
+                 f"FROM source_aligned.purchase WHERE purchased_at < DATE '{cutoff}' LIMIT 3")  # lines not counted yet
+    assert counts.rules_before(conn, THRESHOLDS, cutoff, "before") is None
+    counts.count_days(conn, days, 2, None)  # counted again, for category itemsets of two at most
+    assert counts.rules_before(conn, THRESHOLDS, cutoff, "before") is None
+    counts.count_days(conn, days, 3, None)
+    assert counts.rules_before(conn, THRESHOLDS, cutoff, "before").equals(mine_all_levels(conn, THRESHOLDS, "before"))
+
+
 def test_settings_the_counts_cannot_serve_are_refused(loaded):
     conn, days = loaded
     counts.count_days(conn, days, 2, None)

@@ -7,7 +7,7 @@ from dagster_duckdb import DuckDBResource
 from product_affinity.defs.metadata import table_key
 from product_affinity.business import backtest, clv_backtest, kpi_tree
 from product_affinity.consumer_aligned import clv, daily_counts
-from product_affinity.defs.consumer_aligned import SOURCE_ALIGNED, output_port, publish_port
+from product_affinity.defs.consumer_aligned import SOURCE_ALIGNED, counts, output_port, publish_port
 from product_affinity.consumer_aligned.baskets import LEVELS, PURCHASES
 from product_affinity.contract.odcs import table
 from product_affinity.product.descriptor import alignment
@@ -15,13 +15,14 @@ from product_affinity.defs.resources import AffinitySettings
 
 
 
-@dg.asset(**output_port("recommendation_backtest", [SOURCE_ALIGNED["purchase"], SOURCE_ALIGNED["product"]], backtest))
+@dg.asset(**output_port("recommendation_backtest", [SOURCE_ALIGNED["purchase"], SOURCE_ALIGNED["product"], counts.key], backtest))
 def recommendation_backtest(context: dg.AssetExecutionContext, warehouse: DuckDBResource, settings: AffinitySettings):
     thresholds = {level: settings.thresholds(level) for level in LEVELS}
     with warehouse.get_connection() as conn:
-        daily_counts.attach(conn, daily_counts.counts_database(warehouse.database))  # where the training side is kept
+        # The counts file: where the training side is kept, and the counts its rules come from (counted before this step).
+        daily_counts.attach(conn, daily_counts.counts_database(warehouse.database))
         sql = backtest.backtest_sql(conn, thresholds, settings.recommendations_per_customer, settings.backtest_holdout_days,
-                                    keep_in=daily_counts.SCHEMA)
+                                    keep_in=daily_counts.SCHEMA, counted=True)
         result = publish_port(conn, "recommendation_backtest", sql)
         figures = conn.execute(
             f"SELECT level, k, recommender, hit_rate, precision_at_k FROM ({sql}) WHERE k = $k ORDER BY level, recommender",
