@@ -9,11 +9,9 @@ import pytest
 from product_affinity.business import backtest, kpi_tree
 from product_affinity.consumer_aligned import daily_counts
 from product_affinity.consumer_aligned.baskets import LEVELS
-from product_affinity.contract.odcs import table
 from product_affinity.partitions import Days
 from product_affinity.publication import open_published
 from product_affinity.defs.resources import AffinitySettings
-from product_affinity.warehouse import typed_columns
 
 PRODUCTS = [(1, "Rioja Reserva", "Wines"), (2, "Ribeye Steak", "Meats"), (3, "Chocolate Cake", "Sweets")]
 
@@ -186,10 +184,12 @@ def test_a_backtest_that_reuses_its_training_side_equals_one_from_nothing(monkey
 
 
 def test_a_backtest_trained_on_the_daily_counts_equals_one_mined_from_the_lines(monkeypatch, tmp_path):
-    """In the job the backtest's rules before the cut-off come from the daily counts (counted first), not from mining
-    the lines again: the same scores and the same rules kept."""
+    """In the job the backtest's rules and popularity before the cut-off come from the daily counts (counted first),
+    not from the lines again: the same scores, and the same training side kept (rules, popularity, owned items)."""
     conn = warehouse(_affinity_orders())
     expected = _from_nothing(conn)
+    conn.execute("ATTACH ':memory:' AS from_lines")
+    assert _scores(conn, "from_lines") == expected
     daily_counts.attach(conn, tmp_path / "w.counts.duckdb")
     first, last = conn.execute("SELECT min(purchased_at)::DATE, max(purchased_at)::DATE FROM source_aligned.purchase").fetchone()
     daily_counts.count_days(conn, Days(first, last + timedelta(days=1)), 3, None)
@@ -202,12 +202,9 @@ def test_a_backtest_trained_on_the_daily_counts_equals_one_mined_from_the_lines(
     sql = backtest.backtest_sql(conn, {level: settings.thresholds(level) for level in LEVELS}, 2, holdout_days=12,
                                 keep_in=daily_counts.SCHEMA, counted=True)
     assert sorted(conn.execute(sql).fetchall()) == expected
-    monkeypatch.undo()
-    kept = conn.execute(f"FROM {daily_counts.SCHEMA}.backtest_rules ORDER BY rule_id").fetchall()
-    conn.execute(f"CREATE TEMP VIEW before AS FROM source_aligned.purchase WHERE purchased_at < getvariable('backtest_cutoff')")
-    conn.register("_mined", backtest.mine_all_levels(conn, {level: settings.thresholds(level) for level in LEVELS}, "before"))
-    assert len(kept) > 0 and kept == conn.execute(
-        f"SELECT {typed_columns(table('association_rules'))} FROM _mined ORDER BY rule_id").fetchall()
+    for kept in (backtest.RULES, backtest.POPULAR, backtest.OWNED):
+        rows = [sorted(conn.execute(f"FROM {where}.{kept}").fetchall()) for where in (daily_counts.SCHEMA, "from_lines")]
+        assert rows[0] == rows[1] and len(rows[0]) > 0, kept
 
 
 def test_a_backtest_stopped_while_training_trains_again_next_time(monkeypatch):

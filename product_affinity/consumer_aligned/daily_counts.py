@@ -566,6 +566,15 @@ def rules_before(
             conn.execute(f"DROP TABLE _before_{kind}")
 
 
+def item_baskets_sql(level: str, before: str) -> str:
+    """Per item of a level, in how many baskets of the days before `before` (a SQL date) it is, as (native, baskets):
+    the item in its own type, as the lines give it."""
+    if level == "product":
+        return f"SELECT item AS native, sum(baskets) AS baskets FROM {SCHEMA}.day_product_items WHERE day < {before} GROUP BY item"
+    return f"""SELECT items[1] AS native, sum(baskets) AS baskets FROM {SCHEMA}.day_category_itemsets
+        WHERE day < {before} AND len(items) = 1 GROUP BY native"""
+
+
 def rules_from_totals(
     query, baskets: int, thresholds: dict[str, Thresholds], conn: duckdb.DuckDBPyConnection, products: str = PRODUCTS,
     totals: str = f"{SCHEMA}.total_",
