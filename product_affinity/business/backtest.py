@@ -145,8 +145,8 @@ def _train(conn: duckdb.DuckDBPyConnection, keep_in: str, thresholds: dict[str, 
     """The training side from the lines before the cut-off: owned items, rules, popularity; nobody recommended yet.
     The rules and the popularity come from the daily counts of the days before `counted_before` (the cut-off's day)
     when it is given and they can give them (daily_counts.rules_before: the same rules, without mining the lines
-    again, 9 s at Instacart scale; the popularity 4 s), else from the lines. The key is removed first and written last, so a run stopped midway leaves no key,
-    and the next run trains again."""
+    again, 9 s at Instacart scale; the popularity 4 s), else from the lines. The key is removed first and written
+    last, so a run stopped midway leaves no key, and the next run trains again."""
     conn.execute(f"DELETE FROM {keep_in}.{KEY}")
     _per_level(conn, f"{keep_in}.{OWNED}", lambda level: _items_sql(TRAINING, level), create=True)
     mined = None if counted_before is None else daily_counts.rules_before(conn, thresholds, counted_before, TRAINING)
@@ -190,7 +190,8 @@ def backtest_sql(
     """Train as of the cut-off unless the training side kept in `keep_in` (an attached database; by default one in
     memory, for this connection only) is still the one these inputs give; recommend to the customers evaluated for
     the first time; score both recommenders (temp table). Return the query that reads the scores. `counted`: the
-    daily counts are attached (daily_counts.attach) and hold the lines' days, so training takes its rules from them.
+    daily counts are attached (daily_counts.attach) and hold the lines' days: training takes its rules and
+    popularity from them.
 
     Only the customers evaluated get recommendations: nobody else's are ever scored.
     """
