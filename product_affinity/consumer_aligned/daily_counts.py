@@ -537,10 +537,10 @@ def rules_before(
     of the 182.6M per-day pair rows (Instacart scale: 0.4 s; filtering the days by the window's too took 4 s)."""
     params = {"cutoff": cutoff}
     outside, short, baskets = conn.execute(
-        f"""SELECT count(*) FILTER (WHERE day NOT IN ({WINDOW_DAYS})),
-                   count(*) FILTER (WHERE day < $cutoff AND category_itemset_size < $size),
-                   coalesce(sum(baskets) FILTER (WHERE day < $cutoff), 0)
-        FROM {SCHEMA}.day_baskets""",
+        f"""SELECT count(*) FILTER (WHERE w.day IS NULL),
+                   count(*) FILTER (WHERE d.day < $cutoff AND d.category_itemset_size < $size),
+                   coalesce(sum(d.baskets) FILTER (WHERE d.day < $cutoff), 0)
+        FROM {SCHEMA}.day_baskets AS d LEFT JOIN {SCHEMA}.window_days AS w ON w.day = d.day""",
         params | {"size": thresholds["category"].max_itemset_size},
     ).fetchone()
     if outside or short or not baskets or thresholds["product"].max_itemset_size > PRODUCT_ITEMSET_SIZE:
