@@ -20,29 +20,26 @@ from product_affinity.sources.sample import generate_sample
 
 HEAVY = ("dagster", "pandas", "mlxtend", "duckdb")
 SUBCOMMANDS = ("generate", "run", "expectations", "slo", "serve", "keys", "publish-postgres")
-# Runs the CLI as `product-affinity` does, then reports which heavy libraries it had loaded, even after SystemExit.
-PROBE = """
-import atexit, sys
-atexit.register(lambda: print("LOADED:" + ",".join(m for m in {heavy!r} if m in sys.modules), file=sys.stderr))
-from product_affinity.cli import main
-sys.argv = ["product-affinity", *{argv!r}]
-sys.exit(main())
-"""
 
-# Runs the CLI as `product-affinity` does, then reports every database DuckDB was asked to open, even after SystemExit.
-OPENS = """
-import atexit, sys
-import duckdb
+
+def probed(argv: list[str], report: str, before: str = "", timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run the CLI as `product-affinity` does, in a fresh interpreter, after the statements `before`; at exit, even
+    after SystemExit, print the Python expression `report` to stderr."""
+    script = "\n".join(["import atexit, sys", before, f"atexit.register(lambda: print({report}, file=sys.stderr))",
+                        "from product_affinity.cli import main", f"sys.argv = ['product-affinity', *{argv!r}]",
+                        "sys.exit(main())"])
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
+
+
+# Which heavy libraries the command had loaded.
+LOADED = f"'LOADED:' + ','.join(m for m in {HEAVY!r} if m in sys.modules)"
+# Every database DuckDB was asked to open.
+RECORD_OPENS = """import duckdb
 opened, real = [], duckdb.connect
 def connect(database=":memory:", *args, **kwargs):
     opened.append(str(database))
     return real(database, *args, **kwargs)
-duckdb.connect = connect
-atexit.register(lambda: print("OPENED:" + "|".join(opened), file=sys.stderr))
-from product_affinity.cli import main
-sys.argv = ["product-affinity", *{argv!r}]
-sys.exit(main())
-"""
+duckdb.connect = connect"""
 
 
 def cli(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -52,8 +49,7 @@ def cli(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("argv", [["--help"], *([command, "--help"] for command in SUBCOMMANDS)], ids=" ".join)
 def test_help_loads_none_of_the_heavy_libraries(argv):
-    done = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY, argv=argv)], capture_output=True, text=True,
-                          timeout=60)
+    done = probed(argv, LOADED, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "usage: product-affinity" in done.stdout
     loaded = done.stderr.rsplit("LOADED:", 1)[1].strip()
@@ -137,7 +133,7 @@ def test_a_run_on_a_locked_warehouse_is_a_short_report_naming_the_holder_and_nev
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)
         argv = ["run", "--sources", str(sources), "--warehouse", str(warehouse)]
-        done = subprocess.run([sys.executable, "-c", OPENS.format(argv=argv)], capture_output=True, text=True, timeout=300)
+        done = probed(argv, "'OPENED:' + '|'.join(opened)", before=RECORD_OPENS)
     finally:
         os.close(lock)
     done.stderr, opened = done.stderr.rsplit("OPENED:", 1)
