@@ -159,3 +159,55 @@ def test_an_item_is_scored_by_its_best_rule_and_items_ranked_by_confidence_then_
     got = conn.execute(f"""SELECT rank, recommended_item, score, rule_id FROM ({recommendations.build(conn, 3)})
                            WHERE customer_id = 1 ORDER BY rank""").fetchall()
     assert got == [(1, "5", 0.6, "r3"), (2, "2", 0.5, "r1"), (3, "3", 0.5, "r5")]
+
+
+@pytest.mark.parametrize("customer_step", [1, 10**12], ids=["dense-ids", "sparse-ids"])
+def test_each_customer_gets_the_best_applicable_rules_items_block_by_block(monkeypatch, customer_step):
+    """Random baskets and rules with one or two antecedents, checked against the definition worked out customer by
+    customer in Python: a rule applies when every antecedent is owned and the consequent is not; an item's best
+    rule is its highest (confidence, lift, rule id); items rank by their best rule's (confidence, lift), then item.
+    Customers are worked out in blocks of a few (as past 64 MB of a matrix), with ids close together and far apart,
+    and only the customers asked for get recommendations."""
+    import random
+
+    from product_affinity.consumer_aligned import recommendations
+
+    rng = random.Random(7)
+    conn = duckdb.connect()
+    conn.execute("CREATE SCHEMA source_aligned")
+    conn.execute("CREATE TABLE source_aligned.product AS SELECT range AS product_id, 'p' || range AS product_name, "
+                 "'c' || (range % 4) AS category FROM range(1, 13)")
+    owned = {c * customer_step: set(rng.sample(range(1, 13), rng.randint(0, 6))) for c in range(1, 41)}
+    lines = [(order, c, p) for order, (c, items) in enumerate(owned.items()) for p in sorted(items)]
+    lines += [(100 + order, c, p) for order, c, p in lines[::3]]  # some products bought twice
+    conn.execute("CREATE TABLE lines (order_id BIGINT, customer_id BIGINT, product_id BIGINT)")
+    conn.executemany("INSERT INTO lines VALUES (?, ?, ?)", lines)
+    conn.execute("""CREATE TABLE purchase AS SELECT order_id, row_number() OVER (PARTITION BY order_id) AS line_number,
+                    customer_id, product_id, 1 AS quantity, 2.50::DECIMAL(12, 2) AS unit_price FROM lines""")
+    rules = []
+    for n in range(60):
+        antecedents = rng.sample(range(1, 13), rng.choice([1, 1, 2]))
+        consequent = rng.choice([p for p in range(1, 13) if p not in antecedents])
+        rules.append((f"r{n:02d}", antecedents, consequent, rng.choice([0.2, 0.4, 0.6]), rng.choice([0.9, 1.5, 2.0])))
+    conn.execute("CREATE TABLE rules (rule_id VARCHAR, level VARCHAR, antecedents VARCHAR[], consequents VARCHAR[], "
+                 "confidence DOUBLE, lift DOUBLE)")
+    conn.executemany("INSERT INTO rules VALUES (?, 'product', ?, ?, ?, ?)",
+                     [(r, [str(a) for a in ants], [str(c)], conf, lift) for r, ants, c, conf, lift in rules])
+    asked = sorted(rng.sample(sorted(owned), 30))
+    conn.execute("CREATE TABLE asked (level VARCHAR, customer_id BIGINT)")
+    conn.executemany("INSERT INTO asked VALUES ('product', ?)", [(c,) for c in asked])
+    monkeypatch.setattr(recommendations, "BLOCK_CELLS", 7 * 12)  # seven customers a block
+
+    expected = []
+    for c in asked:
+        best = {}
+        for r, ants, item, conf, lift in rules:
+            if lift > 1 and set(ants) <= owned[c] and item not in owned[c]:
+                best[item] = max(best.get(item, (conf, lift, r)), (conf, lift, r))
+        ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))[:4]
+        expected += [(c, rank, str(item), conf, r) for rank, (item, (conf, lift, r)) in enumerate(ranked, 1)]
+    got = conn.execute(f"""SELECT customer_id, rank, recommended_item, score, rule_id
+                           FROM ({recommendations.build(conn, 4, rules="rules", purchases="purchase", customers="asked")})
+                           WHERE level = 'product' ORDER BY customer_id, rank""").fetchall()
+    assert got == expected
+    assert len({c for c, *_ in expected}) > 20

@@ -42,6 +42,7 @@ KNOWN = {
     ("consumer_aligned/daily_counts.py", "int(max_itemset_size)"): "as above, an int() cast",
     ("consumer_aligned/daily_counts.py", "before"): "not a value: an SQL expression of a day (the backtest's cut-off, "
     "a DuckDB variable its statements read)",
+    ("consumer_aligned/recommendations.py", "ITEM[level]"): "not a value: the level's item column (baskets.ITEM)",
     ("defs/sensors.py", "path"): "being rewritten (incremental computation): read_csv's path could be bound",
     ("partitions.py", "path"): "being rewritten (incremental computation): read_csv's path could be bound",
     ("quality/measures.py", "unparsed"): "quality/ is being reworked (exact checks)",
