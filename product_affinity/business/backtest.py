@@ -171,7 +171,8 @@ def _recommend_first_time(conn: duckdb.DuckDBPyConnection, keep_in: str, per_cus
         FROM {EVALUATED} ANTI JOIN {keep_in}.{RECOMMENDED_TO} USING (level, customer_id)""")
     if not conn.execute(f"SELECT count(*) FROM {FIRST_TIME}").fetchone()[0]:
         return
-    scored = recommendations.build(conn, per_customer, rules=f"{keep_in}.{RULES}", purchases=TRAINING, customers=FIRST_TIME)
+    scored = recommendations.build(conn, per_customer, rules=f"{keep_in}.{RULES}", purchases=TRAINING,
+                                    customers=FIRST_TIME, valued=False)
     conn.execute(f"""CREATE OR REPLACE TEMP TABLE _backtest_new_lists AS
         SELECT customer_id, level, rank, recommended_item, $recommender AS recommender FROM ({scored})""",
                  {"recommender": RECOMMENDERS[0]})

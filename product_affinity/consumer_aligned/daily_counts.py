@@ -566,9 +566,10 @@ def rules_before(
             conn.execute(f"DROP TABLE _before_{kind}")
 
 
-def item_baskets_sql(level: str, before: str) -> str:
-    """Per item of a level, in how many baskets of the days before `before` (a SQL date) it is, as (native, baskets):
-    the item in its own type, as the lines give it."""
+def item_baskets_sql(level: str, before: str | None = None) -> str:
+    """Per item of a level, in how many baskets of the days before `before` (a SQL date; every counted day when not
+    given) it is, as (native, baskets): the item in its own type, as the lines give it."""
+    before = before or "CAST('infinity' AS DATE)"
     if level == "product":
         return f"SELECT item AS native, sum(baskets) AS baskets FROM {SCHEMA}.day_product_items WHERE day < {before} GROUP BY item"
     return f"""SELECT items[1] AS native, sum(baskets) AS baskets FROM {SCHEMA}.day_category_itemsets

@@ -159,10 +159,13 @@ def product_affinity_matrix(warehouse: DuckDBResource):
         return publish_port(conn, "product_affinity_matrix", affinity_matrix.affinity_matrix_sql(conn))
 
 
-@dg.asset(**output_port("cross_sell_recommendations", [table_key("association_rules"), SOURCE_ALIGNED["purchase"]], recommendations))
+@dg.asset(**output_port("cross_sell_recommendations", [table_key("association_rules"), SOURCE_ALIGNED["purchase"], counts.key],
+                        recommendations))
 def cross_sell_recommendations(warehouse: DuckDBResource, settings: AffinitySettings):
     with warehouse.get_connection() as conn:
-        return publish_port(conn, "cross_sell_recommendations", recommendations.build(conn, settings.recommendations_per_customer))
+        daily_counts.attach(conn, daily_counts.counts_database(warehouse.database))  # the baskets each item is in
+        return publish_port(conn, "cross_sell_recommendations", recommendations.build(
+            conn, settings.recommendations_per_customer, item_baskets=daily_counts.item_baskets_sql))
 
 
 @dg.asset(
