@@ -81,9 +81,11 @@ def _choose(conn: duckdb.DuckDBPyConnection, level: str, purchases: str, custome
     """Each buyer's best `per_customer` items: (customer_id, rank, choice_order of the item's best rule).
 
     The buyers' items are a boolean matrix (buyer x item, a block of buyers at a time); each rule, from the worst to
-    the best, writes its choice order where it applies, so an item's cell ends up holding its best rule; owned items
-    are cleared; the least orders of a row are its items, in the output's order. The same choice as joining every
-    customer's items to every rule that starts from them (62M pairs at Instacart scale), in arrays of the buyers' size.
+    the best, writes its choice order in the rows that own its antecedents, so an item's cell ends up holding its best
+    rule; owned items are cleared; the least orders of a row are its items, in the output's order. The same choice as
+    joining every customer's items to every rule that starts from them (62M pairs at Instacart scale), in arrays of
+    the buyers' size. The rows owning some antecedents are found once for all the rules that start from them (328
+    antecedents for 1,713 product rules there): masking every row per rule took 0.64 s, these writes 0.25 s.
     """
     rules = conn.execute(
         """SELECT r.choice_order, any_value(c.item_index), list(a.item_index)
@@ -108,11 +110,12 @@ def _choose(conn: duckdb.DuckDBPyConnection, level: str, purchases: str, custome
         owns[buyer[start:stop] - first, item[start:stop]] = True
         owns = np.asfortranarray(owns)  # a column is an item: read whole per rule
         best = np.full((last - first, len(consequents)), NONE, dtype=np.int32, order="F")
+        owners = {}  # the rows owning every antecedent, per antecedents: many rules share them
         for order, consequent, antecedents in rules:  # the worst rule first: a better one overwrites it
-            applies = owns[:, antecedents[0]]
-            for antecedent in antecedents[1:]:
-                applies = applies & owns[:, antecedent]
-            np.putmask(best[:, column[consequent]], applies, order)
+            key = tuple(antecedents)
+            if key not in owners:
+                owners[key] = np.flatnonzero(np.logical_and.reduce([owns[:, a] for a in antecedents]))
+            best[:, column[consequent]][owners[key]] = order
         best[owns[:, consequents]] = NONE
         best = np.ascontiguousarray(best)  # a row is a buyer: their least orders
         if top < len(consequents):
