@@ -23,7 +23,7 @@ from product_affinity.consumer_aligned.baskets import ITEM, ITEM_NAME, ITEM_TYPE
 from product_affinity.contract.odcs import table
 
 RULES = table("association_rules").physical_name
-CHOSEN = "_chosen"  # (customer_id, rank, choice_order): the registered frame _choose returns, read by recommendations.sql
+CHOSEN = "_chosen"  # (customer_id, rank, choice_order): the frame _choose returns, registered for build's SQL
 NONE = np.iinfo(np.int32).max  # no applicable rule: sorts after every rule
 BLOCK_CELLS = 1 << 26  # customers are worked out a block at a time, at most this many (customer, item) cells (64 MB)
 
@@ -53,7 +53,9 @@ def _prepare(conn: duckdb.DuckDBPyConnection, level: str, rules: str) -> None:
     )
 
 
-def _owned(conn: duckdb.DuckDBPyConnection, level: str, purchases: str, customers: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _owned(
+    conn: duckdb.DuckDBPyConnection, level: str, purchases: str, customers: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The buyers of the rules' items (their customer ids, ascending) and each purchase line of those items as (the
     buyer's position, the item's number): only items that appear in some rule matter, which at product level leaves
     out most lines; only the customers in `customers` (level, customer_id) count, when it is given. At product level
@@ -63,8 +65,8 @@ def _owned(conn: duckdb.DuckDBPyConnection, level: str, purchases: str, customer
     chosen = f"AND p.customer_id IN (SELECT customer_id FROM {customers} WHERE level = $level)" if customers else ""
     distinct = "DISTINCT" if level == "category" else ""
     owned = conn.execute(
-        f"""SELECT {distinct} p.customer_id, i.item_index FROM {item_lines(level, purchases)} JOIN _items AS i ON i.item = {ITEM[level]}
-        WHERE true {chosen}""",
+        f"""SELECT {distinct} p.customer_id, i.item_index
+        FROM {item_lines(level, purchases)} JOIN _items AS i ON i.item = {ITEM[level]} WHERE true {chosen}""",
         {"level": level} if customers else None,
     ).fetchnumpy()
     customer = owned["customer_id"]
@@ -77,7 +79,9 @@ def _owned(conn: duckdb.DuckDBPyConnection, level: str, purchases: str, customer
     return buyers, position, owned["item_index"]
 
 
-def _choose(conn: duckdb.DuckDBPyConnection, level: str, purchases: str, customers: str | None, per_customer: int) -> pd.DataFrame:
+def _choose(
+    conn: duckdb.DuckDBPyConnection, level: str, purchases: str, customers: str | None, per_customer: int
+) -> pd.DataFrame:
     """Each buyer's best `per_customer` items: (customer_id, rank, choice_order of the item's best rule).
 
     The buyers' items are a boolean matrix (buyer x item, a block of buyers at a time); each rule, from the worst to
@@ -100,8 +104,8 @@ def _choose(conn: duckdb.DuckDBPyConnection, level: str, purchases: str, custome
     (n_items,), = conn.execute("SELECT count(*) FROM _items").fetchall()
     block = max(1, BLOCK_CELLS // max(n_items, 1))
     if len(buyers) > block:  # several blocks: each block's lines together
-        order = np.argsort(buyer, kind="stable")
-        buyer, item = buyer[order], item[order]
+        by_buyer = np.argsort(buyer, kind="stable")
+        buyer, item = buyer[by_buyer], item[by_buyer]
     chosen = []
     for first in range(0, len(buyers), block):
         last = min(first + block, len(buyers))
@@ -122,9 +126,12 @@ def _choose(conn: duckdb.DuckDBPyConnection, level: str, purchases: str, custome
             best = np.take_along_axis(best, np.argpartition(best, top - 1, axis=1)[:, :top], axis=1)
         best.sort(axis=1)
         row, position = np.nonzero(best[:, :top] < NONE)
-        chosen.append(pd.DataFrame({"customer_id": buyers[row + first], "rank": position + 1, "choice_order": best[row, position]}))
+        chosen.append(pd.DataFrame({"customer_id": buyers[row + first], "rank": position + 1,
+                                    "choice_order": best[row, position]}))
     columns = {"customer_id": np.int64, "rank": np.int64, "choice_order": np.int64}
-    return pd.concat(chosen).astype(columns) if chosen else pd.DataFrame({name: pd.Series(dtype=kind) for name, kind in columns.items()})
+    if not chosen:
+        return pd.DataFrame({name: pd.Series(dtype=kind) for name, kind in columns.items()})
+    return pd.concat(chosen).astype(columns)
 
 
 def build(
