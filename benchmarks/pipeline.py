@@ -15,6 +15,7 @@ import argparse
 import json
 import multiprocessing as mp
 import resource
+import shutil
 import time
 import traceback
 from datetime import UTC, datetime, timedelta
@@ -81,8 +82,6 @@ def write_database(dsn: str, sources: Path) -> dict:
 def pipeline(sources: Path, warehouse: Path, database: str | None = None) -> dict:
     """Materialize everything from nothing (from the files, or from the database with a first full load); return each
     asset step's wall time from Dagster's event log."""
-    import shutil
-
     from product_affinity.consumer_aligned.daily_counts import counts_database
     from product_affinity.defs.partitions import range_tags
     from product_affinity.partitions import Days, all_days
@@ -107,7 +106,11 @@ def run_days(sources: Path, warehouse: Path, tags: dict[str, str], database: str
 
     from product_affinity.definitions import build_definitions
 
-    instance = dg.DagsterInstance.ephemeral()
+    # Recorded as `product-affinity run` records a run: in a Dagster instance on disk, configured as the project's.
+    home = warehouse.parent / "dagster_home"
+    home.mkdir(exist_ok=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml", home)
+    instance = dg.DagsterInstance.from_config(str(home))
     result = build_definitions(sources, warehouse, database).resolve_job_def("product_affinity").execute_in_process(
         instance=instance, run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
         tags=tags,

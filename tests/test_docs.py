@@ -139,7 +139,8 @@ def test_the_built_manual_works_from_the_file_system_with_search(site, browser):
         page.goto((site / "index.html").as_uri())
         assert page.evaluate("getComputedStyle(document.querySelector('.md-header')).position") == "sticky"
         page.fill("input.md-search__input", "quarantine")
-        page.wait_for_selector(".md-search-result__item", timeout=20_000)
+        # The worker builds the index first: seconds alone, over 20 s with both cores busy (a CI run under load).
+        page.wait_for_selector(".md-search-result__item", timeout=90_000)
         titles = page.locator(".md-search-result__item").all_inner_texts()
     finally:
         page.close()

@@ -1,0 +1,98 @@
+"""The run history written in batches (run_history.py) is the history Dagster's own SQLite storage writes, readable by
+Dagster's own classes: every partition's materialization, the assets' partition status, the check results."""
+
+import sqlite3
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._serdes import deserialize_value
+
+from product_affinity.run_history import BatchedSqliteEventLogStorage, RunHistoryInstance
+
+PROJECT_HOME = Path(__file__).resolve().parents[1] / "dagster_home"
+DAYS = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_date="2026-02-10")  # 40 days
+
+
+@dg.asset(partitions_def=DAYS, backfill_policy=dg.BackfillPolicy.single_run())
+def lines(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"days": len(context.partition_keys)})
+
+
+@dg.asset(partitions_def=DAYS, backfill_policy=dg.BackfillPolicy.single_run(), deps=[lines])
+def counts(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"first": context.partition_keys[0]})
+
+
+@dg.asset_check(asset=lines)
+def lines_check() -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=True)
+
+
+def _history(home: Path, instance_class: bool) -> dict:
+    """Run both assets over every day in one run, in a Dagster instance at `home` configured as the project's (with
+    its instance class) or as Dagster's default, and read back what any Dagster instance reads."""
+    home.mkdir()
+    text = (PROJECT_HOME / "dagster.yaml").read_text()
+    if not instance_class:
+        text = text.split("instance_class:")[0]
+    (home / "dagster.yaml").write_text(text)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert isinstance(instance, RunHistoryInstance) == instance_class
+        keys = DAYS.get_partition_keys()
+        result = dg.materialize([lines, counts, lines_check], instance=instance, tags={
+            "dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]})
+        assert result.success
+    (home / "dagster.yaml").write_text(text.split("instance_class:")[0])  # read back by Dagster's own classes
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance) is dg.DagsterInstance and not isinstance(instance.event_log_storage, BatchedSqliteEventLogStorage)
+        run_id = instance.get_runs(limit=1)[0].run_id
+        records = instance.get_records_for_run(run_id, limit=10_000).records
+        return {
+            "events": sorted((r.event_log_entry.dagster_event_type.value, str(r.event_log_entry.dagster_event.asset_key),
+                              r.event_log_entry.dagster_event.partition) for r in records
+                             if r.event_log_entry.dagster_event and r.event_log_entry.dagster_event.asset_key),
+            "partitions": {key.to_user_string(): instance.get_materialized_partitions(key) for key in (lines.key, counts.key)},
+            "latest": {key.to_user_string(): instance.get_latest_materialization_event(key).dagster_event.partition
+                       for key in (lines.key, counts.key)},
+            "assets": {(r.asset_entry.asset_key.to_user_string(), r.asset_entry.last_run_id == run_id,
+                        r.asset_entry.last_materialization.dagster_event.partition)
+                       for r in instance.get_asset_records([lines.key, counts.key])},
+            "tags": sorted(sorted(tags) for tags in instance.get_event_tags_for_asset(counts.key)),  # values: ids
+            "asset_keys": {  # the index's row per asset (what the UI's catalogue reads first), as Dagster writes it
+                (key, last_run_id == run_id, last and deserialize_value(last).event_log_entry.dagster_event.partition)
+                for key, last_run_id, last in sqlite3.connect(home / "history" / "runs" / "index.db").execute(
+                    "SELECT asset_key, last_run_id, last_materialization FROM asset_keys")},
+            "check": instance.event_log_storage.get_asset_check_execution_history(lines_check.check_key, limit=5)[0].status.value,
+        }
+
+
+@pytest.mark.parametrize("batch", ["1000", "7"])  # one batch per asset; batches of 7 and a last one of 5
+def test_the_batched_history_is_dagsters_own(tmp_path, monkeypatch, batch):
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", batch)
+    batched, dagsters = _history(tmp_path / "batched", True), _history(tmp_path / "dagster", False)
+    assert batched == dagsters
+    assert len([e for e in batched["events"] if e[0] == "ASSET_MATERIALIZATION"]) == 2 * 40
+    assert batched["partitions"] == {key: set(DAYS.get_partition_keys()) for key in ("lines", "counts")}
+    assert batched["latest"] == {"lines": "2026-02-09", "counts": "2026-02-09"}
+    assert batched["assets"] == {("lines", True, "2026-02-09"), ("counts", True, "2026-02-09")}
+    assert batched["asset_keys"] == {('["lines"]', True, "2026-02-09"), ('["counts"]', True, "2026-02-09")}
+    assert batched["check"] == "SUCCEEDED"
+
+
+def test_a_failed_batch_falls_back_and_loses_nothing(tmp_path, monkeypatch):
+    """A batch that cannot be written at once (here: the index refuses it) is stored event by event, as Dagster does."""
+    calls = []
+
+    def refuse(self, conn, events, event_ids):
+        calls.append(len(events))
+        if len(events) > 1:
+            raise RuntimeError("refused")
+        return original(self, conn, events, event_ids)
+
+    original = BatchedSqliteEventLogStorage._store_asset_event_tags
+    monkeypatch.setattr(BatchedSqliteEventLogStorage, "_store_asset_event_tags", refuse)
+    history = _history(tmp_path / "batched", True)
+    assert max(calls) == 40  # a batch was tried
+    assert history["partitions"] == {key: set(DAYS.get_partition_keys()) for key in ("lines", "counts")}
+    assert len([e for e in history["events"] if e[0] == "ASSET_MATERIALIZATION"]) == 2 * 40
