@@ -78,10 +78,11 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_dagster_asset_graph_shows_every_asset(browser, tmp_path):
-    """`dagster dev`'s webserver on a free port with a throw-away instance: the asset graph lists every asset of the definitions."""
+    """`dagster dev`'s webserver on a free port with a throw-away instance configured as the project's (its instance
+    class included): the asset graph lists every asset of the definitions."""
     home, port = tmp_path / "dagster_home", _free_port()
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    shutil.copy(Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml", home)
     webserver = Path(sys.executable).with_name("dagster-webserver")
     server = subprocess.Popen(
         [str(webserver), "-m", "product_affinity.definitions", "-h", "127.0.0.1", "-p", str(port)],
