@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import resource
 import shutil
 import time
@@ -106,7 +107,9 @@ def run_days(sources: Path, warehouse: Path, tags: dict[str, str], database: str
 
     from product_affinity.definitions import build_definitions
 
-    # Recorded as `product-affinity run` records a run: in a Dagster instance on disk, configured as the project's.
+    # Recorded as `product-affinity run` records a run: in a Dagster instance on disk, configured as the project's, a
+    # run planning its range of days in one event per asset (cli.run_job; 1,462 events, 3.7 s, otherwise).
+    os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
     home = warehouse.parent / "dagster_home"
     home.mkdir(exist_ok=True)
     shutil.copy(Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml", home)

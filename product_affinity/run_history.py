@@ -7,11 +7,13 @@ is compiled again, and stores a batch of events one by one: about 11 ms an event
 sample (21.6 s of run, 2,051 events). Here an engine is kept per database file (its compiled statements with it),
 and the materializations of one output over many partitions, which Dagster hands over as a batch, are written in one
 transaction per file: the same rows in the same files (`make dev`, `dagster` and any SQLite instance read them as
-Dagster's own), in 10.8 s.
+Dagster's own), and the sample's run takes 10.8 s.
 
 `dagster_home/dagster.yaml` names `RunHistoryInstance` as the instance class (Dagster's `instance_class` setting); it
 takes Dagster's defaults for everything else. Dagster's in-memory instances (tests' `DagsterInstance.ephemeral()`)
-are untouched.
+are untouched. The classes override private parts of Dagster's SQLite event log (`_connect`, and the index writes a
+batch reuses), as Dagster 1.13.27 has them (pinned in constraints.txt): tests/test_run_history.py compares the history
+written here with Dagster's own, so an upgrade that changes them fails there first.
 """
 
 from __future__ import annotations
@@ -65,9 +67,9 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
                 yield conn
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        """What store_event does for each event, for a batch of one run's asset events: their rows in the run's file
-        in one transaction, then in the index with their tags and the assets' latest state in another. Anything else
-        (Dagster batches only asset events today) is stored event by event."""
+        """What store_event does for each event, for a batch of one run's asset events: their rows in the run's file,
+        and in the index with their tags and the assets' latest state, a transaction per file. Anything else (Dagster
+        batches only asset events today) is stored event by event."""
         if len({event.run_id for event in events}) != 1 or not all(
             event.is_dagster_event and event.dagster_event_type in ASSET_EVENTS for event in events
         ):
