@@ -101,6 +101,26 @@ def test_purchase_rules_quarantine_each_bad_line_with_its_reason(conn, tmp_path)
     ]
 
 
+@pytest.mark.parametrize("line_number", [0, 62, 63, 1000, -1])  # a mask of 63 bits holds 0 to 62; the rest are grouped
+def test_a_repeated_key_is_found_whatever_its_line_number(conn, tmp_path, line_number):
+    """Repeated keys are found by a bit mask of line numbers per order where they fit in it, by grouping the whole key
+    where they do not: a repeat is quarantined either way, and distinct lines of one order, or of two orders with
+    the same line numbers, are not."""
+    def line(order: int, number: int, product: int) -> str:
+        return f"{order},{number},1,{product},1,10.00,2025-01-10 09:00:00,web,false"
+
+    write_sources(tmp_path, customers=[customer(1)], products=PRODUCTS, purchases=[
+        line(10, line_number, 1),      # line 2
+        line(10, line_number + 1, 2),  # 3: the same order, another line
+        line(11, line_number, 1),      # 4: another order, the same line number
+        line(10, line_number, 3),      # 5: repeats line 2's key
+        line(12, 5, 1),                # 6
+    ])
+    purchase = ingest_all(conn, tmp_path)[-1]
+    assert quarantine(conn, "purchase.csv") == [(5, "duplicate_key", "order_id, line_number")]
+    assert purchase.accepted == 4
+
+
 def test_a_load_of_one_day_judges_repeated_keys_as_a_load_of_everything(conn, tmp_path):
     """Loading days, only the rows whose key is one of the days' keys are grouped; a row outside the days still counts
     as the first of its key. So a day's row repeating a key first seen on another day is quarantined, and a day's row

@@ -32,6 +32,7 @@ KNOWN = {
     ("consumer_aligned/association_rules.py", "size"): "being rewritten (incremental computation)",
     ("source_aligned/cleaning.py", "limit"): "being rewritten (incremental computation)",
     ("source_aligned/cleaning.py", "key"): "being rewritten (incremental computation)",
+    ("source_aligned/cleaning.py", "last"): "not a value: the name of the key's last column",
     ("sources/files.py", "escaped"): "being rewritten (incremental computation); read_csv options take no parameters",
     ("sources/files.py", "rejects"): "being rewritten (incremental computation); read_csv options take no parameters",
     ("consumer_aligned/daily_counts.py", "', '.join(f'd.{k}' for k in keys)"): "not a value: the key columns of the MERGE",

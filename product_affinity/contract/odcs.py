@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 CONTRACT_PATH = Path(__file__).with_name("product_affinity.odcs.yaml")
+INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT")  # the contract's physical types that hold whole numbers
 
 
 class ContractError(Exception):

@@ -29,12 +29,11 @@ from typing import Any
 
 import duckdb
 
-from product_affinity.contract.odcs import Rule, Table, quality_rules, table
+from product_affinity.contract.odcs import INTEGER_TYPES, Rule, Table, quality_rules, table
 from product_affinity.quality.reconciliation import recomputation, recomputed_from
 
 UNPARSED = ("malformed_row", "bad_type", "invalid_encoding")  # quarantined lines whose values are unknown
 LINES_SHOWN = 10
-INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT")
 RANGE_WORDS = {"minimum": (">=", "at least"), "exclusiveMinimum": (">", "above"), "maximum": ("<=", "at most"),
                "exclusiveMaximum": ("<", "below")}  # fmt: skip
 
