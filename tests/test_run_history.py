@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 from dagster._serdes import deserialize_value
 
-from product_affinity.run_history import BatchedSqliteEventLogStorage, RunHistoryInstance
+from product_affinity.defs.run_history import BatchedSqliteEventLogStorage, RunHistoryInstance
 
 PROJECT_HOME = Path(__file__).resolve().parents[1] / "dagster_home"
 DAYS = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_date="2026-02-10")  # 40 days
