@@ -31,6 +31,7 @@ import duckdb
 
 from product_affinity.contract.odcs import INTEGER_TYPES, Rule, Table, quality_rules, table
 from product_affinity.quality.reconciliation import recomputation, recomputed_from
+from product_affinity.sql import line_number_mask
 
 UNPARSED = ("malformed_row", "bad_type", "invalid_encoding")  # quarantined lines whose values are unknown
 LINES_SHOWN = 10
@@ -236,9 +237,9 @@ def _repeats(conn: duckdb.DuckDBPyConnection, t: Table, columns: tuple[str, ...]
     if t.column(last).type not in INTEGER_TYPES:
         return conn.execute(f"""SELECT coalesce(sum(n), 0), coalesce(sum(n - 1), 0)
             FROM (SELECT count(*) AS n FROM {t.physical_name} WHERE {filled} GROUP BY {keys})""").fetchone()
-    fits, by_others = f"{last} BETWEEN 0 AND 62", f"GROUP BY {', '.join(others)}" if others else ""
+    (fits, mask), by_others = line_number_mask(last), f"GROUP BY {', '.join(others)}" if others else ""
     return conn.execute(f"""SELECT coalesce(sum(n), 0), coalesce(sum(n - bit_count(mask)), 0) FROM (
-        SELECT count(*) AS n, bit_or(1::BIGINT << {last}::BIGINT) AS mask FROM {t.physical_name} WHERE {filled} AND {fits} {by_others}
+        SELECT count(*) AS n, {mask} AS mask FROM {t.physical_name} WHERE {filled} AND {fits} {by_others}
         UNION ALL
         SELECT count(*), 1::BIGINT FROM {t.physical_name} WHERE {filled} AND NOT ({fits}) GROUP BY {keys})""").fetchone()
 
