@@ -106,13 +106,12 @@ def run_days(sources: Path, warehouse: Path, tags: dict[str, str], database: str
     import dagster as dg
 
     from product_affinity.definitions import build_definitions
+    from product_affinity.defs.run_history import configured_like_the_project
 
     # Recorded as `product-affinity run` records a run: in a Dagster instance on disk, configured as the project's, a
     # run planning its range of days in one event per asset (cli.run_job; 1,462 events, 3.7 s, otherwise).
     os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
-    home = warehouse.parent / "dagster_home"
-    home.mkdir(exist_ok=True)
-    shutil.copy(Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml", home)
+    home = configured_like_the_project(warehouse.parent / "dagster_home")
     instance = dg.DagsterInstance.from_config(str(home))
     result = build_definitions(sources, warehouse, database).resolve_job_def("product_affinity").execute_in_process(
         instance=instance, run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},

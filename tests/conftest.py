@@ -137,8 +137,9 @@ def conn():
 def dagster_home(tmp_path_factory) -> Path:
     """A Dagster instance of the session's own: runs the tests start are recorded there, never in the project's
     dagster_home/ (make exports DAGSTER_HOME), configured as the project's is."""
-    home = tmp_path_factory.mktemp("dagster_home")
-    shutil.copy(Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml", home)
+    from product_affinity.defs.run_history import configured_like_the_project
+
+    home = configured_like_the_project(tmp_path_factory.mktemp("dagster_home"))
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -150,11 +151,10 @@ def _run_sample(root: Path) -> None:
     """The default sample through `product-affinity run` into `root`, recorded in a Dagster instance of its own there;
     what it printed is kept in `root/printed.txt`, written last: its presence says the run is complete."""
     from product_affinity.cli import main
+    from product_affinity.defs.run_history import configured_like_the_project
     from product_affinity.sources.sample import generate_sample
 
-    home = root / SAMPLE_HOME
-    home.mkdir(parents=True)
-    shutil.copy(Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml", home)
+    home = configured_like_the_project(root / SAMPLE_HOME)
     generate_sample(root / "sources", end=datetime.now(UTC).replace(tzinfo=None))  # fresh: freshness is real
     session_home = os.environ["DAGSTER_HOME"]
     os.environ["DAGSTER_HOME"] = str(home)

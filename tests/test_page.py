@@ -15,6 +15,7 @@ import pytest
 from product_affinity.definitions import WRITTEN_ALONGSIDE, defs
 from product_affinity.defs.metadata import asset_lineage
 from product_affinity.defs.page import page_path
+from product_affinity.defs.run_history import configured_like_the_project
 from product_affinity.page.render import write_page
 from product_affinity.product.descriptor import alignment, owners
 from product_affinity.publication import open_published, published_snapshot
@@ -80,9 +81,7 @@ def _free_port() -> int:
 def test_dagster_asset_graph_shows_every_asset(browser, tmp_path):
     """`dagster dev`'s webserver on a free port with a throw-away instance configured as the project's (its instance
     class included): the asset graph lists every asset of the definitions."""
-    home, port = tmp_path / "dagster_home", _free_port()
-    home.mkdir()
-    shutil.copy(Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml", home)
+    home, port = configured_like_the_project(tmp_path / "dagster_home"), _free_port()
     webserver = Path(sys.executable).with_name("dagster-webserver")
     server = subprocess.Popen(
         [str(webserver), "-m", "product_affinity.definitions", "-h", "127.0.0.1", "-p", str(port)],

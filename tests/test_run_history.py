@@ -8,9 +8,16 @@ import dagster as dg
 import pytest
 from dagster._serdes import deserialize_value
 
-from product_affinity.defs.run_history import BatchedSqliteEventLogStorage, RunHistoryInstance
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME
 
-PROJECT_HOME = Path(__file__).resolve().parents[1] / "dagster_home"
+from product_affinity.defs.run_history import (
+    PROJECT_CONFIG,
+    RUN_FILES_OPEN,
+    BatchedSqliteEventLogStorage,
+    RunHistoryInstance,
+    configured_like_the_project,
+)
+
 DAYS = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_date="2026-02-10")  # 40 days
 
 
@@ -33,7 +40,7 @@ def _history(home: Path, instance_class: bool) -> dict:
     """Run both assets over every day in one run, in a Dagster instance at `home` configured as the project's (with
     its instance class) or as Dagster's default, and read back what any Dagster instance reads."""
     home.mkdir()
-    text = (PROJECT_HOME / "dagster.yaml").read_text()
+    text = PROJECT_CONFIG.read_text()
     if not instance_class:
         text = text.split("instance_class:")[0]
     (home / "dagster.yaml").write_text(text)
@@ -96,3 +103,26 @@ def test_a_failed_batch_falls_back_and_loses_nothing(tmp_path, monkeypatch):
     assert max(calls) == 40  # a batch was tried
     assert history["partitions"] == {key: set(DAYS.get_partition_keys()) for key in ("lines", "counts")}
     assert len([e for e in history["events"] if e[0] == "ASSET_MATERIALIZATION"]) == 2 * 40
+
+
+def test_kept_connections_are_read_by_others_at_once_and_bounded(tmp_path):
+    """The files' connections stay open between runs (the run's and the index's, RUN_FILES_OPEN runs' at most), and
+    what they commit is read at once by another instance on the same folder, as `make dev`'s webserver reads a run
+    the command line is still recording."""
+    home = configured_like_the_project(tmp_path / "home")
+    keys = DAYS.get_partition_keys()
+    with dg.DagsterInstance.from_config(str(home)) as writer:
+        storage = writer.event_log_storage
+        assert isinstance(storage, BatchedSqliteEventLogStorage)
+        for run in range(RUN_FILES_OPEN + 2):
+            day = keys[run]
+            assert dg.materialize([lines], instance=writer, partition_key=day).success
+            with dg.DagsterInstance.from_config(str(home)) as reader:  # the writer's connections still open
+                assert day in reader.get_materialized_partitions(lines.key)
+                assert len(reader.get_runs()) == run + 1
+            runs_open = [shard for shard in storage._engines if shard != INDEX_SHARD_NAME]
+            assert len(runs_open) == min(run + 1, RUN_FILES_OPEN)
+            assert writer.get_runs(limit=1)[0].run_id in runs_open  # the latest run's file is one kept
+        with storage.index_connection() as conn:  # commits go to the WAL without waiting for the disk
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    assert not storage._engines  # closed with the instance

@@ -26,10 +26,12 @@ written here with Dagster's own, so an upgrade that changes them fails there fir
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import yaml
 from dagster import DagsterInstance
@@ -44,9 +46,10 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
 from dagster._core.storage.sql import create_engine
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
 from dagster._serdes import ConfigurableClassData
-from sqlalchemy import event
+from sqlalchemy import event as sqlalchemy_events
 from sqlalchemy.engine import Engine
 
+PROJECT_CONFIG = Path(__file__).resolve().parents[2] / "dagster_home" / "dagster.yaml"  # `make` exports its folder
 BATCH_EVENTS = 1000  # materializations written per transaction (Dagster's DAGSTER_EVENT_BATCH_SIZE overrides it)
 RUN_FILES_OPEN = 4  # runs' files whose connections stay open, the latest used (a webserver reads many runs)
 
@@ -71,7 +74,7 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
         if engine is None:
             engine = create_engine(self.conn_string_for_shard(shard), connect_args={
                 "timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False})  # used by one thread at a time: the lock
-            event.listen(engine, "connect", _commit_without_fsync)
+            sqlalchemy_events.listen(engine, "connect", _commit_without_fsync)
         self._engines[shard] = engine  # the most recently used last
         runs = [name for name in self._engines if name != INDEX_SHARD_NAME]
         for name in runs[:-RUN_FILES_OPEN]:
@@ -157,6 +160,14 @@ class RunHistoryInstance(DagsterInstance):
 
     def _get_event_batch_size(self) -> int:
         return int(os.environ.get("DAGSTER_EVENT_BATCH_SIZE", BATCH_EVENTS))
+
+
+def configured_like_the_project(home: Path) -> Path:
+    """`home` made a Dagster instance folder configured as the project's dagster_home/ (this module's instance class
+    included), for the runs of tests and benchmarks, which must not land in the project's own history."""
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROJECT_CONFIG, home)
+    return home
 
 
 def _commit_without_fsync(dbapi_connection, _record) -> None:
