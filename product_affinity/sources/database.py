@@ -114,8 +114,12 @@ def write_sample(dsn: str, directory: Path, now: datetime) -> Written:
             conn.execute(_ddl(t))
             _copy_in(conn, table_name(name), kept)
             # What an incremental load asks of the table (rows written after a watermark, the latest write) is an
-            # index range scan, not a scan of every row: at Instacart scale, 33M lines.
+            # index range scan, not a scan of every row: at Instacart scale, 33M lines. The planner picks the index
+            # only knowing how few rows that is, from the table's statistics, which autovacuum may take a minute to
+            # gather, or never (it is off on some servers, these machines' among them): without them a day's load
+            # scanned all 9.8M lines of a 1M-order sample (1.4 s of a 4.3 s load; 3.5 s with them).
             conn.execute(sql.SQL("CREATE INDEX ON {} (updated_at)").format(sql.Identifier(table_name(name))))
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table_name(name))))
             rows[table_name(name)], left_out[table_name(name)] = len(kept), read - len(kept)
     return Written(rows, left_out)
 
