@@ -244,3 +244,39 @@ def test_empty_or_undecodable_file_is_an_error(conn, tmp_path, content):
 def test_missing_file_is_an_error(conn, tmp_path):
     with pytest.raises(SourceError, match=r"customer_info\.csv: source file not found"):
         ingest(conn, tmp_path, "customer", NOW)
+
+
+@pytest.mark.parametrize("days", [None, Days(date(2025, 1, 10), date(2025, 1, 12))])
+def test_a_staged_tables_quarantined_rows_are_numbered_in_key_order(tmp_path, days):
+    """A table staged from the database is read in its own order (new and updated rows land at its end), and its
+    quarantined rows are numbered by their place in key order, as if it were a file sorted by key (line 2 the first):
+    rows on lesser orders, then the order's lines with lesser line numbers. Checked against the staged rows sorted."""
+    import random
+
+    from product_affinity.source_aligned.cleaning import ingest_scan
+    from product_affinity.sources.staging import staged_scan, staging_database
+
+    rows = [(order, number, 1 if (order + number) % 7 else 99, 1 if (order * number) % 5 else 0)
+            for order in (3, 10, 11, 250, 1000) for number in range(1, 9)]  # unknown customer 99, quantity 0
+    rows += [(None, 1, 1, 1)]  # no order: placed after every keyed row, as ORDER BY places a NULL
+    random.Random(4).shuffle(rows)
+    warehouse = tmp_path / "w.duckdb"
+    with duckdb.connect(str(staging_database(warehouse))) as staged:
+        staged.execute("CREATE SCHEMA staging")
+        for name in ("customer", "product", "purchase"):
+            t = table(name)
+            staged.execute(f"CREATE TABLE staging.{t.source_file.removesuffix('.csv')} "
+                           f"({', '.join(f'{c.name} {c.type}' for c in t.columns)})")
+        staged.execute("INSERT INTO staging.customer_info (customer_id, email, signup_at) VALUES (1, 'a@example.com', '2024-01-01')")
+        staged.execute("INSERT INTO staging.product (product_id, product_name, category, list_price) VALUES (1, 'Tea', 'Drinks', 2.5)")
+        staged.executemany("INSERT INTO staging.purchase VALUES (?, ?, ?, 1, ?, 2.50, '2025-01-10 09:00:00', 'web', false)", rows)
+        expected = staged.execute("""SELECT 1 + row_number() OVER (ORDER BY order_id, line_number), order_id, line_number
+            FROM staging.purchase QUALIFY customer_id = 99 OR quantity < 1 OR order_id IS NULL ORDER BY 1""").fetchall()
+    assert rows != sorted(rows, key=lambda r: (r[0] is None, r[0] or 0, r[1]))  # staged out of key order
+    with duckdb.connect(str(warehouse)) as conn:
+        for name in ("customer", "product", "purchase"):
+            result = ingest_scan(conn, staged_scan(conn, warehouse, name), name, NOW, days if name == "purchase" else None)
+        assert result.rows_in == len(rows)
+        found = conn.execute("""SELECT line, json_extract(record, '$.order_id')::BIGINT, json_extract(record, '$.line_number')::INTEGER
+            FROM source_aligned.quarantine WHERE source = 'purchase.csv' ORDER BY line""").fetchall()
+    assert found == expected

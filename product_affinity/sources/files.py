@@ -20,9 +20,12 @@ class SourceError(Exception):
 @dataclass(frozen=True)
 class SourceScan:
     path: Path
-    select_sql: str  # yields the contract columns, typed, in file order
+    select_sql: str  # yields the contract columns, typed (a file's in file order)
     rejects_table: str  # DuckDB temp table with the lines that could not be parsed
     ignored_columns: tuple[str, ...]
+    # False: a row's line is its place in the scan (a file's order). True: its place in key order, which the scan does
+    # not follow (a staged table: sorting every row only to number the few quarantined took seconds).
+    lines_in_key_order: bool = False
 
 
 def read_header(path: Path) -> list[str]:

@@ -67,9 +67,11 @@ def dlt_pipeline(warehouse: Path):
 
 
 def staged_scan(conn: duckdb.DuckDBPyConnection, warehouse: Path, name: str) -> SourceScan:
-    """Read a staged table as the cleaning reads a source file: the contract's columns in key order, and an (empty)
-    rejects table, since the database typed every value already. A row's `line` in quarantine is its position in key
-    order, counted as in a file with a header (the first row is line 2); its record names its key.
+    """Read a staged table as the cleaning reads a source file: the contract's columns, and an (empty) rejects table,
+    since the database typed every value already. A row's `line` in quarantine is its position in key order, counted
+    as in a file with a header (the first row is line 2); its record names its key. The rows are read in the staged
+    table's own order and only the quarantined ones numbered (`lines_in_key_order`): sorting every row by its key
+    took 1.3 s of 1.6 s reading 9.8M staged lines (1M orders).
 
     The staging file is attached read-only to the warehouse connection. A warehouse written before staging had a file
     of its own holds a `staging` schema: it is dropped here, so it is not published again."""
@@ -81,5 +83,5 @@ def staged_scan(conn: duckdb.DuckDBPyConnection, warehouse: Path, name: str) -> 
     rejects = f"rejects_{t.name}"
     conn.execute(f"CREATE OR REPLACE TEMP TABLE {rejects} (line BIGINT, error_type VARCHAR, column_idx BIGINT, "
                  "column_name VARCHAR, error_message VARCHAR, csv_line VARCHAR)")
-    return SourceScan(path=Path(staged), select_sql=f"SELECT {', '.join(t.column_names)} FROM {staged} "
-                      f"ORDER BY {', '.join(t.primary_key)}", rejects_table=rejects, ignored_columns=())
+    return SourceScan(path=Path(staged), select_sql=f"SELECT {', '.join(t.column_names)} FROM {staged}",
+                      rejects_table=rejects, ignored_columns=(), lines_in_key_order=True)
