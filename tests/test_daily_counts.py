@@ -335,3 +335,51 @@ def test_a_count_stopped_between_chunks_leaves_right_totals_and_the_next_run_fin
     for name in counts.size(conn):
         for one, other in ((f"resumed.{name}", f"{counts.SCHEMA}.{name}"), (f"{counts.SCHEMA}.{name}", f"resumed.{name}")):
             assert conn.execute(f"SELECT count(*) FROM (FROM {one} EXCEPT ALL FROM {other})").fetchone()[0] == 0, name
+
+
+def _same_counts(conn, tmp_path, days: Days, size: int = 3) -> None:
+    """Every per-day table and every total of the counts equals a count of `days` from nothing (EXCEPT ALL both ways)."""
+    fresh = tmp_path / "fresh.counts.duckdb"
+    fresh.unlink(missing_ok=True)
+    conn.execute(f"DETACH {counts.SCHEMA}")
+    counts.attach(conn, fresh)
+    counts.count_days(conn, days, size, None)
+    conn.execute(f"DETACH {counts.SCHEMA}")
+    counts.attach(conn, tmp_path / "w.counts.duckdb")
+    conn.execute(f"ATTACH '{fresh}' AS fresh (READ_ONLY)")
+    try:
+        for name in [*counts.size(conn), "day_contents"]:
+            assert conn.execute(f"SELECT count(*) FROM fresh.{name}").fetchone()[0] > 0, name
+            for one, other in ((f"fresh.{name}", f"{counts.SCHEMA}.{name}"), (f"{counts.SCHEMA}.{name}", f"fresh.{name}")):
+                assert conn.execute(f"SELECT count(*) FROM (FROM {one} EXCEPT ALL FROM {other})").fetchone()[0] == 0, name
+    finally:
+        conn.execute("DETACH fresh")
+
+
+def test_a_rerun_recounts_only_the_days_whose_baskets_changed(loaded, tmp_path):
+    """Counting a range again recounts the days whose baskets changed since they were counted (a late line in an order,
+    a product moved to another category), not the days where only a price changed or nothing did; the counts then
+    equal a count from nothing."""
+    conn, days = loaded
+    assert counts.count_days(conn, days, 3, None).recounted == (days.end - days.first).days  # a first count: every day
+    assert counts.count_days(conn, days, 3, None).recounted == 0  # nothing changed
+    late, repriced = days.first + timedelta(days=12), days.first + timedelta(days=30)
+    conn.execute("""INSERT INTO source_aligned.purchase SELECT order_id, 99, customer_id,
+        (SELECT max(product_id) FROM source_aligned.product), 1, 1.00, purchased_at, channel, deal
+        FROM source_aligned.purchase WHERE CAST(purchased_at AS DATE) = $day LIMIT 1""", {"day": late})  # a late line
+    conn.execute("UPDATE source_aligned.purchase SET unit_price = unit_price + 1 WHERE CAST(purchased_at AS DATE) = $day",
+                 {"day": repriced})
+    counted = counts.count_days(conn, days, 3, None)
+    assert counted.recounted == 1
+    assert conn.execute("SELECT count(*) FROM counts.day_product_items WHERE day = $day AND item = "
+                        "(SELECT max(product_id) FROM source_aligned.product)", {"day": late}).fetchone()[0] == 1
+    _same_counts(conn, tmp_path, days)
+
+    moved = conn.execute("SELECT product_id FROM source_aligned.purchase GROUP BY ALL ORDER BY count(*) DESC LIMIT 1").fetchone()[0]
+    conn.execute("UPDATE source_aligned.product SET category = 'Moved here' WHERE product_id = $id", {"id": moved})
+    holding = conn.execute("SELECT count(DISTINCT CAST(purchased_at AS DATE)) FROM source_aligned.purchase WHERE product_id = $id",
+                           {"id": moved}).fetchone()[0]
+    assert counts.count_days(conn, days, 3, None).recounted == holding  # the days of its baskets, for their categories
+    _same_counts(conn, tmp_path, days)
+    assert counts.count_days(conn, days, 2, None).recounted == (days.end - days.first).days  # another itemset size
+    _same_counts(conn, tmp_path, days, size=2)

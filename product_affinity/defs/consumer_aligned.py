@@ -103,10 +103,10 @@ def load_counts(context: dg.OpExecutionContext, warehouse: DuckDBResource, setti
                 counted_days = daily_counts.count_days(conn, days, settings.category_max_itemset_size, settings.rules_window_days)
         held = daily_counts.size(conn)
     context.log.info(f"counts ({days}, {settings.engine}, {len(counted) or 'not'} fanned out): {counted_days.baskets:,} "
-                     f"baskets on {counted_days.days:,} days, {counted_days.itemsets}")
+                     f"baskets on {counted_days.days:,} days, {counted_days.recounted:,} days recounted, {counted_days.itemsets}")
     context.add_output_metadata({
         "engine": settings.engine, "fanned_out_steps": len(counted),
-        "days_with_baskets": counted_days.days, "baskets": counted_days.baskets,
+        "days_with_baskets": counted_days.days, "days_recounted": counted_days.recounted, "baskets": counted_days.baskets,
         "itemset_rows_written": dg.MetadataValue.json(counted_days.itemsets), "rows_held": dg.MetadataValue.json(held),
     })
 
