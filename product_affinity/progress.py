@@ -13,6 +13,7 @@ printed for PLAIN_SILENCE_SECONDS. Dagster's own log is kept for `--verbose`.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from contextlib import ExitStack
 from typing import TextIO
@@ -38,6 +39,7 @@ class StepProgress:
         self._work: str | None = None  # what the running step reported last
         self._bar = None
         self._listening = ExitStack()
+        self._printing = threading.Lock()
         if stream.isatty():
             from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -93,8 +95,12 @@ class StepProgress:
                        f"(run {now - self.run_started:.0f}s)", running=next(iter(self.started), None), ended=True)
 
     def _print(self, line: str) -> None:
-        print(line, file=self.stream, flush=True)
-        self.last_printed = time.perf_counter()
+        """One whole line at a time: the run's thread (steps) and a DuckDB watcher's (work) both print, and print()
+        writes a line and its end apart, so two lines printed at once came out as one line and a bare newline."""
+        with self._printing:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            self.last_printed = time.perf_counter()
 
     def _show(self, line: str, running: str | None, ended: bool) -> None:
         """Plain: every line. Terminal: finished steps scroll above the bars, which name the step running now and its work."""
