@@ -126,3 +126,36 @@ def test_kept_connections_are_read_by_others_at_once_and_bounded(tmp_path):
         with storage.index_connection() as conn:  # commits go to the WAL without waiting for the disk
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
     assert not storage._engines  # closed with the instance
+
+
+def test_a_run_is_followed_live_while_its_writer_keeps_its_file_open(tmp_path):
+    """A second process's instance (make dev's webserver following a run's log) is told of each event as it is
+    written, though the writer keeps the run's file open: Dagster's watch of a SQLite run file wakes on changes to
+    the file, which a commit in WAL mode leaves alone until a checkpoint (that closing the last connection did)."""
+    import logging
+    import threading
+    import time
+    import uuid
+
+    from dagster._core.events.log import EventLogEntry
+
+    home = configured_like_the_project(tmp_path / "home")
+    run_id, seen, arrived = str(uuid.uuid4()), [], threading.Event()
+
+    def entry(message: str) -> EventLogEntry:
+        return EventLogEntry(error_info=None, level=logging.INFO, user_message=message, run_id=run_id,
+                             timestamp=time.time())
+
+    def heard(event, cursor):
+        seen.append(event.user_message)
+        arrived.set()
+
+    with dg.DagsterInstance.from_config(str(home)) as writer, dg.DagsterInstance.from_config(str(home)) as follower:
+        writer.event_log_storage.store_event(entry("first"))  # the run's file exists, in WAL mode, its connection kept
+        follower.event_log_storage.watch(run_id, None, heard)
+        for message in ("second", "third"):
+            arrived.clear()
+            writer.event_log_storage.store_event(entry(message))
+            assert arrived.wait(10), f"not told of {message!r} within 10 s: {seen}"
+        assert seen[-1] == "third" and "second" in seen
+        follower.event_log_storage.end_watch(run_id, heard)
