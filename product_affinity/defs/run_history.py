@@ -97,7 +97,7 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
                 yield conn
 
     def has_table(self, table_name: str) -> bool:
-        """Dagster's (asked before most writes of an event), on the index's kept engine."""
+        """Dagster's (asked before many of an event's writes), on the index's kept engine."""
         with self._db_lock:
             engine = self._engine(INDEX_SHARD_NAME)
             with engine.connect() as conn:
