@@ -10,7 +10,7 @@ import dagster as dg
 
 from product_affinity.product.descriptor import asset_tags, owners
 from product_affinity.defs.resources import WAREHOUSE_STEP
-from product_affinity.sources.staging import STAGING_SCHEMA, dlt_pipeline, dlt_source
+from product_affinity.sources.staging import STAGING_SCHEMA, dlt_pipeline, dlt_source, staged_tables
 
 
 def staging_assets(dsn: str, warehouse: Path) -> tuple[dg.AssetsDefinition, dict]:
@@ -34,6 +34,7 @@ def staging_assets(dsn: str, warehouse: Path) -> tuple[dg.AssetsDefinition, dict
     @dlt_assets(dlt_source=dlt_source(dsn), dlt_pipeline=dlt_pipeline(warehouse), name="load_operational_database",
                 dagster_dlt_translator=Translator(), op_tags=WAREHOUSE_STEP)  # dlt writes the warehouse file
     def load_operational_database(context: dg.AssetExecutionContext, dlt: DagsterDltResource):
-        yield from dlt.run(context=context)
+        # the source as of this run: which tables are staged already (merged) and which are not yet (appended)
+        yield from dlt.run(context=context, dlt_source=dlt_source(dsn, staged_tables(warehouse)))
 
     return load_operational_database, {"dlt": DagsterDltResource()}

@@ -14,6 +14,7 @@ import io
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 import duckdb
 import polars as pl
@@ -48,7 +49,8 @@ def postgres_type(physical: str) -> str:
 
 
 def sqlalchemy_url(dsn: str) -> str:
-    """The SQLAlchemy URL of a libpq DSN (URL or key=value), with the psycopg2 driver dlt's sql_database uses."""
+    """The SQLAlchemy URL of a libpq DSN (URL or key=value), with the psycopg2 driver dlt's sql_database uses to reflect
+    the tables."""
     from sqlalchemy.engine import URL
 
     parts = conninfo_to_dict(dsn)
@@ -56,6 +58,17 @@ def sqlalchemy_url(dsn: str) -> str:
                      host=parts.get("host"), port=int(parts["port"]) if parts.get("port") else None,
                      database=parts.get("dbname"))
     return url.render_as_string(hide_password=False)
+
+
+def reading_url(dsn: str) -> str:
+    """The URL ConnectorX reads the tables with, the only form it parses: where libpq connects for this DSN, as the
+    connection reports it (so a DSN naming no host reaches the same socket directory, and PGUSER and the like count),
+    a socket directory percent-encoded in the host's place."""
+    with connect(dsn) as conn:
+        info = conn.info
+        user, password, host, port, dbname = info.user, info.password, info.host, info.port, info.dbname
+    login = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
+    return f"postgresql://{login}@{quote(host, safe='')}:{port}/{quote(dbname, safe='')}"
 
 
 def connect(dsn: str) -> psycopg.Connection:
