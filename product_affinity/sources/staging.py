@@ -126,4 +126,5 @@ def staged_scan(conn: duckdb.DuckDBPyConnection, warehouse: Path, name: str) -> 
     conn.execute(f"CREATE OR REPLACE TEMP TABLE {rejects} (line BIGINT, error_type VARCHAR, column_idx BIGINT, "
                  "column_name VARCHAR, error_message VARCHAR, csv_line VARCHAR)")
     return SourceScan(path=Path(staged), select_sql=f"SELECT {', '.join(t.column_names)} FROM {staged}",
-                      rejects_table=rejects, ignored_columns=(), lines_in_key_order=True)
+                      rejects_table=rejects, ignored_columns=(), lines_in_key_order=True,
+                      keys_unique=True)
