@@ -229,10 +229,14 @@ def test_the_rows_are_read_where_libpq_connects(database):
     a socket directory included (a DSN with no host), with the same user and database."""
     import connectorx
 
-    from product_affinity.sources.database import reading_url
+    from product_affinity.sources.database import DatabaseSourceError, create_database, reading_url
 
+    create_database(database)
     asked = "SELECT current_database() AS db, current_user AS who, coalesce(inet_server_addr()::text, 'socket') AS via"
     without_host = make_conninfo(**{k: v for k, v in conninfo_to_dict(database).items() if k not in ("host", "hostaddr")})
+    assert reading_url(make_conninfo(database, sslmode="disable")).endswith("?sslmode=disable")
+    with pytest.raises(DatabaseSourceError, match="sslmode=verify-full|SSL"):  # refused, by libpq or by reading_url
+        reading_url(make_conninfo(database, sslmode="verify-full"))
     read = 0
     for dsn in (database, without_host):
         try:

@@ -63,12 +63,18 @@ def sqlalchemy_url(dsn: str) -> str:
 def reading_url(dsn: str) -> str:
     """The URL ConnectorX reads the tables with, the only form it parses: where libpq connects for this DSN, as the
     connection reports it (so a DSN naming no host reaches the same socket directory, and PGUSER and the like count),
-    a socket directory percent-encoded in the host's place."""
+    a socket directory percent-encoded in the host's place, with libpq's sslmode. ConnectorX encrypts with `require`
+    but cannot verify the server's certificate, so a DSN asking for that (verify-ca, verify-full) is refused."""
     with connect(dsn) as conn:
         info = conn.info
         user, password, host, port, dbname = info.user, info.password, info.host, info.port, info.dbname
+        sslmode = next((o.val or b"prefer" for o in conn.pgconn.info if o.keyword == b"sslmode"), b"prefer").decode()
+    if sslmode not in ("disable", "allow", "prefer", "require"):
+        raise DatabaseSourceError(f"{_safe(dsn)}: sslmode={sslmode} asks to verify the server's certificate, which the "
+                                  "reader of the source tables (ConnectorX) cannot do; use sslmode=require")
     login = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
-    return f"postgresql://{login}@{quote(host, safe='')}:{port}/{quote(dbname, safe='')}"
+    sslmode = "prefer" if sslmode == "allow" else sslmode  # ConnectorX knows no `allow`: it tries TLS first
+    return f"postgresql://{login}@{quote(host, safe='')}:{port}/{quote(dbname, safe='')}?sslmode={sslmode}"
 
 
 def connect(dsn: str) -> psycopg.Connection:
