@@ -226,7 +226,8 @@ def test_a_table_not_staged_yet_is_appended_and_a_staged_one_merged(database, tm
 
 def test_the_rows_are_read_where_libpq_connects(database):
     """ConnectorX parses only a postgresql:// URL: the one it is given names the server libpq reaches for the DSN,
-    a socket directory included (a DSN with no host), with the same user and database."""
+    a socket directory included (a DSN with no host), with the same user and database, and libpq's sslmode; a DSN
+    asking for a certificate check, which ConnectorX cannot make, is refused."""
     import connectorx
 
     from product_affinity.sources.database import DatabaseSourceError, create_database, reading_url
