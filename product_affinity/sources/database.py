@@ -77,6 +77,19 @@ def reading_url(dsn: str) -> str:
     return f"postgresql://{login}@{quote(host, safe='')}:{port}/{quote(dbname, safe='')}?sslmode={sslmode}"
 
 
+def keyed_tables(dsn: str) -> set[str]:
+    """The source tables whose primary key in the database is the contract's key: the database itself keeps their keys
+    unique, so a first load may append them (sources/staging.py). A table keyed otherwise, or not at all, could hold a
+    key twice, which only dlt's merge (one row kept per key) keeps out of the staging file."""
+    with connect(dsn) as conn:
+        declared = dict(conn.execute(
+            """SELECT c.table_name, array_agg(k.column_name::text)
+            FROM information_schema.table_constraints AS c
+            JOIN information_schema.key_column_usage AS k USING (constraint_schema, constraint_name, table_schema, table_name)
+            WHERE c.constraint_type = 'PRIMARY KEY' AND c.table_schema = current_schema() GROUP BY c.table_name""").fetchall())
+    return {table_name(name) for name in SOURCES if set(declared.get(table_name(name), ())) == set(table(name).primary_key)}
+
+
 def connect(dsn: str) -> psycopg.Connection:
     try:
         return psycopg.connect(dsn, connect_timeout=10)

@@ -26,8 +26,8 @@ class SourceScan:
     # False: a row's line is its place in the scan (a file's order). True: its place in key order, which the scan does
     # not follow (a staged table: sorting every row only to number the few quarantined took seconds).
     lines_in_key_order: bool = False
-    # True: no two rows share a key (a staged table: dlt merges on it), so repeated keys are not looked for (a second
-    # of a day's run from the database at Instacart scale, finding none).
+    # True: no two rows share a key (a staged table: merged on it, or appended from a table keyed on it), so repeated
+    # keys are not looked for (a second of a day's run from the database at Instacart scale, finding none).
     keys_unique: bool = False
 
 
