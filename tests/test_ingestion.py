@@ -1,6 +1,8 @@
 """Source files -> source-aligned tables: typing, normalisation, quarantine and row accounting."""
 
+from collections import Counter
 from datetime import date, datetime
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -280,3 +282,43 @@ def test_a_staged_tables_quarantined_rows_are_numbered_in_key_order(tmp_path, da
         found = conn.execute("""SELECT line, json_extract(record, '$.order_id')::BIGINT, json_extract(record, '$.line_number')::INTEGER
             FROM source_aligned.quarantine WHERE source = 'purchase.csv' ORDER BY line""").fetchall()
     assert found == expected
+
+
+def test_a_day_loaded_from_a_staged_table_is_judged_as_a_load_of_everything(tmp_path):
+    """Loading days from a staged table, only the days' rows are read; an order's size and a quarantined line's place
+    in key order still count every staged row. An order with one line more than allowed, its lines over two days, is
+    oversized on either day, and a day's rejected rows keep the lines a load of everything gives them."""
+    from product_affinity.source_aligned.cleaning import ingest_scan
+    from product_affinity.sources.staging import staged_scan, staging_database
+
+    limit = int(table("purchase").custom["maxLinesPerOrder"])
+    rows = [(20, number, 1, f"2025-01-{10 if number <= limit // 2 else 11} 09:00:00") for number in range(1, limit + 2)]
+    rows += [(order, number, 99 if number % 2 else 1, f"2025-01-{10 + (order + number) % 3} 09:00:00")
+             for order in (3, 30, 31) for number in range(1, 6)]  # unknown customer 99 on every day
+    rows.reverse()  # staged out of key order
+
+    def load(warehouse: Path, days: Days | None) -> tuple[list, list]:
+        with duckdb.connect(str(staging_database(warehouse))) as staged:
+            staged.execute("CREATE SCHEMA staging")
+            for name in ("customer", "product", "purchase"):
+                t = table(name)
+                staged.execute(f"CREATE TABLE staging.{t.source_file.removesuffix('.csv')} "
+                               f"({', '.join(f'{c.name} {c.type}' for c in t.columns)})")
+            staged.execute("INSERT INTO staging.customer_info (customer_id, email, signup_at) VALUES (1, 'a@example.com', '2024-01-01')")
+            staged.execute("INSERT INTO staging.product (product_id, product_name, category, list_price) VALUES (1, 'Tea', 'Drinks', 2.5)")
+            staged.executemany("INSERT INTO staging.purchase VALUES (?, ?, ?, 1, 1, 2.50, ?, 'web', false)", rows)
+        with duckdb.connect(str(warehouse)) as conn:
+            for name in ("customer", "product", "purchase"):
+                ingest_scan(conn, staged_scan(conn, warehouse, name), name, NOW, days if name == "purchase" else None)
+            return (conn.execute("SELECT * FROM source_aligned.purchase WHERE purchased_at::DATE = '2025-01-11' ORDER BY ALL").fetchall(),
+                    conn.execute("""SELECT line, reason, record FROM source_aligned.quarantine
+                                    WHERE partition_day = '2025-01-11' OR partition_day IS NULL ORDER BY ALL""").fetchall())
+
+    (tmp_path / "all").mkdir()
+    (tmp_path / "day").mkdir()
+    everything = load(tmp_path / "all" / "w.duckdb", None)
+    one_day = load(tmp_path / "day" / "w.duckdb", Days(date(2025, 1, 11), date(2025, 1, 12)))
+    assert one_day == everything
+    reasons = Counter(reason for _, reason, _ in one_day[1])
+    assert reasons["oversized_order"] == limit + 1 - limit // 2 and reasons["unknown_customer"] > 0
+    assert len(one_day[0]) > 0
