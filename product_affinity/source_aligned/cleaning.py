@@ -77,7 +77,7 @@ def _oversized_order_rule(limit: int) -> Rule:
     return Rule(
         "oversized_order",
         "order_id",
-        f"order_id IN (SELECT order_id FROM $loading GROUP BY order_id HAVING count(*) > {limit})",
+        f"order_id IN (SELECT order_id FROM $order_lines GROUP BY order_id HAVING count(*) > {limit})",
         f"format('order {{}} has more than the {limit} lines an order may have', order_id)",
     )
 
@@ -167,8 +167,8 @@ def _row_rules(t: Table) -> list[Rule]:
 
 def _rule_breaches_sql(t: Table, loading: str, rows: str = "TRUE", source_rows: str | None = None) -> str:
     """Rows of the loading table (those meeting the condition `rows`, on the table aliased `_l`) that break a rule,
-    with the first rule each breaks. A rule over several rows (an order's lines) counts them in `source_rows`, the
-    relation of every row of the source, when the loading table holds only some of them.
+    with the first rule each breaks. A rule over an order's lines counts them in `source_rows`, the relation of every
+    row of the source, when the loading table holds only some of them (only the lines of the orders loaded are read).
 
     Foreign keys are IN-subqueries: mark joins that hash the small referenced table and stream this one.
     """
@@ -188,7 +188,8 @@ def _rule_breaches_sql(t: Table, loading: str, rows: str = "TRUE", source_rows: 
                {first_broken([f"'{r.column}'" for r in rules])} AS _column,
                {first_broken([r.detail for r in rules])} AS _detail
         FROM (SELECT rowid, *{known} FROM {loading} AS _l WHERE {rows})
-    ) WHERE _reason IS NOT NULL""".replace("$loading", source_rows or loading)
+    ) WHERE _reason IS NOT NULL""".replace("$order_lines", f"(FROM {source_rows} WHERE order_id IN (SELECT order_id FROM {loading}))"
+                                           if source_rows else loading)
 
 
 def _repeated_keys_sql(t: Table, loading: str, days: Days | None) -> str:
@@ -387,7 +388,7 @@ def ingest_scan(
     # days' rows but through an order's size or a line's place in key order, which read the source itself: only the
     # rows replaced are read (a day's run from the database read 33M staged lines into a temp table: 6.4 s).
     only_replaced = days is not None and source.keys_unique
-    source_rows = f"({cleaned})" if only_replaced else loading
+    source_rows = f"({cleaned})" if only_replaced else None  # the loading table, when it holds the whole source
     with watching(conn, f"{t.source_file}: reading lines"):
         execute(conn, f"CREATE OR REPLACE {'TEMP ' if days is not None else ''}TABLE {loading} AS "
                 + (f"SELECT * FROM ({cleaned}) AS _l WHERE {replaced}" if only_replaced else cleaned), params)
