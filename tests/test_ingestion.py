@@ -248,21 +248,11 @@ def test_missing_file_is_an_error(conn, tmp_path):
         ingest(conn, tmp_path, "customer", NOW)
 
 
-@pytest.mark.parametrize("days", [None, Days(date(2025, 1, 10), date(2025, 1, 12))])
-def test_a_staged_tables_quarantined_rows_are_numbered_in_key_order(tmp_path, days):
-    """A table staged from the database is read in its own order (new and updated rows land at its end), and its
-    quarantined rows are numbered by their place in key order, as if it were a file sorted by key (line 2 the first):
-    rows on lesser orders, then the order's lines with lesser line numbers. Checked against the staged rows sorted."""
-    import random
+def stage(warehouse: Path, purchase_values: str, purchases: list[tuple]) -> None:
+    """The staging file of `warehouse` as dlt leaves it: one customer, one product, and `purchases`, each row inserted
+    as `purchase_values` (the contract's purchase columns in order, parameters where a row gives them)."""
+    from product_affinity.sources.staging import staging_database
 
-    from product_affinity.source_aligned.cleaning import ingest_scan
-    from product_affinity.sources.staging import staged_scan, staging_database
-
-    rows = [(order, number, 1 if (order + number) % 7 else 99, 1 if (order * number) % 5 else 0)
-            for order in (3, 10, 11, 250, 1000) for number in range(1, 9)]  # unknown customer 99, quantity 0
-    rows += [(None, 1, 1, 1)]  # no order: placed after every keyed row, as ORDER BY places a NULL
-    random.Random(4).shuffle(rows)
-    warehouse = tmp_path / "w.duckdb"
     with duckdb.connect(str(staging_database(warehouse))) as staged:
         staged.execute("CREATE SCHEMA staging")
         for name in ("customer", "product", "purchase"):
@@ -271,14 +261,40 @@ def test_a_staged_tables_quarantined_rows_are_numbered_in_key_order(tmp_path, da
                            f"({', '.join(f'{c.name} {c.type}' for c in t.columns)})")
         staged.execute("INSERT INTO staging.customer_info (customer_id, email, signup_at) VALUES (1, 'a@example.com', '2024-01-01')")
         staged.execute("INSERT INTO staging.product (product_id, product_name, category, list_price) VALUES (1, 'Tea', 'Drinks', 2.5)")
-        staged.executemany("INSERT INTO staging.purchase VALUES (?, ?, ?, 1, ?, 2.50, '2025-01-10 09:00:00', 'web', false)", rows)
+        staged.executemany(f"INSERT INTO staging.purchase VALUES {purchase_values}", purchases)
+
+
+def load_staged(conn, warehouse: Path, days: Days | None):
+    """The staged customers and products, then the staged purchases of `days` (all when None); purchase's result."""
+    from product_affinity.source_aligned.cleaning import ingest_scan
+    from product_affinity.sources.staging import staged_scan
+
+    for name in ("customer", "product", "purchase"):
+        result = ingest_scan(conn, staged_scan(conn, warehouse, name), name, NOW, days if name == "purchase" else None)
+    return result
+
+
+@pytest.mark.parametrize("days", [None, Days(date(2025, 1, 10), date(2025, 1, 12))])
+def test_a_staged_tables_quarantined_rows_are_numbered_in_key_order(tmp_path, days):
+    """A table staged from the database is read in its own order (new and updated rows land at its end), and its
+    quarantined rows are numbered by their place in key order, as if it were a file sorted by key (line 2 the first):
+    rows on lesser orders, then the order's lines with lesser line numbers. Checked against the staged rows sorted."""
+    import random
+
+    from product_affinity.sources.staging import staging_database
+
+    rows = [(order, number, 1 if (order + number) % 7 else 99, 1 if (order * number) % 5 else 0)
+            for order in (3, 10, 11, 250, 1000) for number in range(1, 9)]  # unknown customer 99, quantity 0
+    rows += [(None, 1, 1, 1)]  # no order: placed after every keyed row, as ORDER BY places a NULL
+    random.Random(4).shuffle(rows)
+    warehouse = tmp_path / "w.duckdb"
+    stage(warehouse, "(?, ?, ?, 1, ?, 2.50, '2025-01-10 09:00:00', 'web', false)", rows)
+    with duckdb.connect(str(staging_database(warehouse)), read_only=True) as staged:
         expected = staged.execute("""SELECT 1 + row_number() OVER (ORDER BY order_id, line_number), order_id, line_number
             FROM staging.purchase QUALIFY customer_id = 99 OR quantity < 1 OR order_id IS NULL ORDER BY 1""").fetchall()
     assert rows != sorted(rows, key=lambda r: (r[0] is None, r[0] or 0, r[1]))  # staged out of key order
     with duckdb.connect(str(warehouse)) as conn:
-        for name in ("customer", "product", "purchase"):
-            result = ingest_scan(conn, staged_scan(conn, warehouse, name), name, NOW, days if name == "purchase" else None)
-        assert result.rows_in == len(rows)
+        assert load_staged(conn, warehouse, days).rows_in == len(rows)
         found = conn.execute("""SELECT line, json_extract(record, '$.order_id')::BIGINT, json_extract(record, '$.line_number')::INTEGER
             FROM source_aligned.quarantine WHERE source = 'purchase.csv' ORDER BY line""").fetchall()
     assert found == expected
@@ -288,9 +304,6 @@ def test_a_day_loaded_from_a_staged_table_is_judged_as_a_load_of_everything(tmp_
     """Loading days from a staged table, only the days' rows are read; an order's size and a quarantined line's place
     in key order still count every staged row. An order with one line more than allowed, its lines over two days, is
     oversized on either day, and a day's rejected rows keep the lines a load of everything gives them."""
-    from product_affinity.source_aligned.cleaning import ingest_scan
-    from product_affinity.sources.staging import staged_scan, staging_database
-
     limit = int(table("purchase").custom["maxLinesPerOrder"])
     rows = [(20, number, 1, f"2025-01-{10 if number <= limit // 2 else 11} 09:00:00") for number in range(1, limit + 2)]
     rows += [(order, number, 99 if number % 2 else 1, f"2025-01-{10 + (order + number) % 3} 09:00:00")
@@ -298,18 +311,9 @@ def test_a_day_loaded_from_a_staged_table_is_judged_as_a_load_of_everything(tmp_
     rows.reverse()  # staged out of key order
 
     def load(warehouse: Path, days: Days | None) -> tuple[list, list]:
-        with duckdb.connect(str(staging_database(warehouse))) as staged:
-            staged.execute("CREATE SCHEMA staging")
-            for name in ("customer", "product", "purchase"):
-                t = table(name)
-                staged.execute(f"CREATE TABLE staging.{t.source_file.removesuffix('.csv')} "
-                               f"({', '.join(f'{c.name} {c.type}' for c in t.columns)})")
-            staged.execute("INSERT INTO staging.customer_info (customer_id, email, signup_at) VALUES (1, 'a@example.com', '2024-01-01')")
-            staged.execute("INSERT INTO staging.product (product_id, product_name, category, list_price) VALUES (1, 'Tea', 'Drinks', 2.5)")
-            staged.executemany("INSERT INTO staging.purchase VALUES (?, ?, ?, 1, 1, 2.50, ?, 'web', false)", rows)
+        stage(warehouse, "(?, ?, ?, 1, 1, 2.50, ?, 'web', false)", rows)
         with duckdb.connect(str(warehouse)) as conn:
-            for name in ("customer", "product", "purchase"):
-                ingest_scan(conn, staged_scan(conn, warehouse, name), name, NOW, days if name == "purchase" else None)
+            load_staged(conn, warehouse, days)
             return (conn.execute("SELECT * FROM source_aligned.purchase WHERE purchased_at::DATE = '2025-01-11' ORDER BY ALL").fetchall(),
                     conn.execute("""SELECT line, reason, record FROM source_aligned.quarantine
                                     WHERE partition_day = '2025-01-11' OR partition_day IS NULL ORDER BY ALL""").fetchall())
