@@ -359,10 +359,11 @@ def ingest_scan(
     """Load one scanned source (a file, or a table staged from the database) into its source-aligned table and its
     rejected rows into quarantine: all of it, or for a partitioned table only the rows of `days`.
 
-    The rules are judged on every row of the source, whatever days are loaded, so a repeated key or an oversized
-    order is found as it would be by a load of everything, and loading the days one run at a time gives the same
-    table as loading them at once. The rows of the days loaded (and their quarantine rows, and the undated ones)
-    replace the previous ones in one transaction, so readers of the warehouse see either the old or the new state.
+    The rows replaced are judged as a load of everything would judge them: a repeated key against every row of the
+    source (the first row of a key that breaks no rule is kept), an oversized order on all its lines, a quarantined
+    line numbered by its place in the whole source, so loading the days one run at a time gives the same table as
+    loading them at once. The rows of the days loaded (and their quarantine rows, and the undated ones) replace the
+    previous ones in one transaction, so readers of the warehouse see either the old or the new state.
     """
     t = table(name)
     if days is not None and not t.partition_column:
