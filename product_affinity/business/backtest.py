@@ -50,8 +50,9 @@ RECOMMENDERS = ("cross_sell_score", "most_popular")
 TRAINING, HOLDOUT, NEW, EVALUATED, FIRST_TIME = (
     "_backtest_training", "_backtest_holdout", "_backtest_new", "_backtest_evaluated", "_backtest_first_time")
 # The training side, kept in `keep_in` between runs: its key, and what was computed from the lines before the cut-off.
-KEY, OWNED, RULES, POPULAR, RECOMMENDED, RECOMMENDED_TO = (
-    "backtest_key", "backtest_owned", "backtest_rules", "backtest_popular", "backtest_recommended", "backtest_recommended_to")
+KEY, OWNED, ACTIVE, RULES, POPULAR, RECOMMENDED, RECOMMENDED_TO = (
+    "backtest_key", "backtest_owned", "backtest_active", "backtest_rules", "backtest_popular", "backtest_recommended",
+    "backtest_recommended_to")
 
 
 def cutoff(as_of: datetime | None, holdout_days: int) -> datetime | None:
@@ -142,13 +143,16 @@ def _kept_key(conn: duckdb.DuckDBPyConnection, keep_in: str) -> str | None:
 
 def _train(conn: duckdb.DuckDBPyConnection, keep_in: str, thresholds: dict[str, Thresholds], key: str,
            counted_before: date | None) -> None:
-    """The training side from the lines before the cut-off: owned items, rules, popularity; nobody recommended yet.
+    """The training side from the lines before the cut-off: owned items (and how many customers own any), rules,
+    popularity; nobody recommended yet.
     The rules and the popularity come from the daily counts of the days before `counted_before` (the cut-off's day)
     when it is given and they can give them (daily_counts.rules_before: the same rules, without mining the lines
     again, 9 s at Instacart scale; the popularity 4 s), else from the lines. The key is removed first and written
     last, so a run stopped midway leaves no key, and the next run trains again."""
     conn.execute(f"DELETE FROM {keep_in}.{KEY}")
     _per_level(conn, f"{keep_in}.{OWNED}", lambda level: _items_sql(TRAINING, level), create=True)
+    conn.execute(f"""CREATE OR REPLACE TABLE {keep_in}.{ACTIVE} AS  -- customers who bought before the cut-off, per level
+        SELECT level, count(DISTINCT customer_id) AS customers FROM {keep_in}.{OWNED} GROUP BY level""")
     mined = None if counted_before is None else daily_counts.rules_before(conn, thresholds, counted_before, TRAINING)
     counted = mined is not None  # the counts hold the lines before the cut-off: the popularity comes from them too
     _per_level(conn, f"{keep_in}.{POPULAR}", lambda level: _popular_sql(level, counted), create=True)
@@ -217,7 +221,7 @@ def backtest_sql(
         FROM (SELECT DISTINCT level, customer_id FROM {NEW}) SEMI JOIN {keep_in}.{OWNED} USING (level, customer_id)""")
     _recommend_first_time(conn, keep_in, per_customer)
     evaluation = sql.load(__file__, "backtest.sql").format(
-        evaluated=EVALUATED, recommended=f"{keep_in}.{RECOMMENDED}", new=NEW, owned=f"{keep_in}.{OWNED}", holdout=HOLDOUT)
+        evaluated=EVALUATED, recommended=f"{keep_in}.{RECOMMENDED}", new=NEW, active=f"{keep_in}.{ACTIVE}", holdout=HOLDOUT)
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _backtest_scored AS {evaluation}",
                  {"recommenders": list(RECOMMENDERS), "per_customer": per_customer})
     return "FROM _backtest_scored"
