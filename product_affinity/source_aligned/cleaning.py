@@ -82,6 +82,14 @@ def _oversized_order_rule(limit: int) -> Rule:
     )
 
 
+def _order_lines_sql(loading: str, source_rows: str | None) -> str:
+    """The lines the oversized-order rule counts ($order_lines): the loading table's when it holds the whole source,
+    else the source's lines of the orders the loading table holds (every line of those orders, and no other)."""
+    if source_rows is None:
+        return loading
+    return f"(FROM {source_rows} WHERE order_id IN (SELECT order_id FROM {loading}))"
+
+
 def _rules(t: Table) -> list[Rule]:
     """The table's own row rules: declared ranges, order size, and no purchase after the run started."""
     rules = [_range_rule(t, column) for column in QUARANTINED_OUT_OF_RANGE.get(t.name, ())]
@@ -168,7 +176,7 @@ def _row_rules(t: Table) -> list[Rule]:
 def _rule_breaches_sql(t: Table, loading: str, rows: str = "TRUE", source_rows: str | None = None) -> str:
     """Rows of the loading table (those meeting the condition `rows`, on the table aliased `_l`) that break a rule,
     with the first rule each breaks. A rule over an order's lines counts them in `source_rows`, the relation of every
-    row of the source, when the loading table holds only some of them (only the lines of the orders loaded are read).
+    row of the source, when the loading table holds only some of them (`_order_lines_sql`).
 
     Foreign keys are IN-subqueries: mark joins that hash the small referenced table and stream this one.
     """
@@ -188,8 +196,7 @@ def _rule_breaches_sql(t: Table, loading: str, rows: str = "TRUE", source_rows: 
                {first_broken([f"'{r.column}'" for r in rules])} AS _column,
                {first_broken([r.detail for r in rules])} AS _detail
         FROM (SELECT rowid, *{known} FROM {loading} AS _l WHERE {rows})
-    ) WHERE _reason IS NOT NULL""".replace("$order_lines", f"(FROM {source_rows} WHERE order_id IN (SELECT order_id FROM {loading}))"
-                                           if source_rows else loading)
+    ) WHERE _reason IS NOT NULL""".replace("$order_lines", _order_lines_sql(loading, source_rows))
 
 
 def _repeated_keys_sql(t: Table, loading: str, days: Days | None) -> str:
