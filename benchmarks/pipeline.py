@@ -8,7 +8,7 @@ engine on identical data, after checking both give identical rules.
     python benchmarks/pipeline.py --orders 200000 --customers 20000 --products 5000 --compare-orders 100000
     python benchmarks/pipeline.py --no-mlxtend --postgres postgresql://127.0.0.1/affinity_bench   # the database source
     python benchmarks/pipeline.py --no-mlxtend --orders 20000 --customers 2000 --products 400 --history-days 60 \
-        --postgres postgresql://127.0.0.1/affinity_small   # the default sample's size: what a run costs whatever the data
+        --postgres postgresql://127.0.0.1/affinity_small   # the default sample's size: a run's fixed cost
 """
 
 from __future__ import annotations
