@@ -17,6 +17,7 @@ import duckdb
 import pytest
 
 from product_affinity.sources.sample import generate_sample
+from tests.servers import free_port
 
 HEAVY = ("dagster", "pandas", "mlxtend", "duckdb")
 SUBCOMMANDS = ("generate", "run", "expectations", "slo", "serve", "keys", "publish-postgres")
@@ -153,14 +154,6 @@ def test_verbose_shows_the_trace_of_an_unexpected_error(tmp_path):
     assert_short(cli(*argv), 2, "product-affinity expectations failed: ", "--verbose", most=2)
     verbose = cli(*argv, "--verbose")
     assert verbose.returncode != 0 and "Traceback (most recent call last)" in verbose.stderr
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def ignoring_stop_signals() -> None:

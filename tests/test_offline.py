@@ -1,27 +1,18 @@
 """The product's own pages work with no network: Swagger UI, ReDoc, GraphiQL and the Data Docs, in headless Chromium
 that is refused every request not to the local server (or the local file system), and must still render and run."""
 
-import socket
-import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from urllib.parse import urlparse
 
-import httpx
 import pytest
 
 from product_affinity.contract.odcs import checked_tables
+from tests.servers import free_port, serving
 
 pytestmark = pytest.mark.slow  # a browser, and a server
 
 LOCAL = {"127.0.0.1", "localhost"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 SERVE = """import sys
@@ -37,31 +28,14 @@ uvicorn.run(create_app(Path(sys.argv[1])), host="127.0.0.1", port=int(sys.argv[2
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """The REST and GraphQL app on a free local port, in a process of its own. Nothing is published: the docs pages
-    need no data. Not in a thread of this process: there, the first file the app sent imported anyio's file module
-    through pytest's assertion rewriter while the browser's side of the test compiled too, and CPython 3.11 builds
-    ASTs with state shared across threads (`SystemError: AST constructor recursion depth mismatch`, python/cpython
-    #106905): the stylesheet went unanswered and Swagger UI was drawn unstyled, once in a CI run."""
-    root = tmp_path_factory.mktemp("offline")
-    port, log = _free_port(), root / "server.log"
-    with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-c", SERVE, str(root / "warehouse.duckdb"), str(port)],
-                                   stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"the API server exited with {process.returncode}:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"the API server did not start:\n{log.read_text()}"
-            try:
-                if httpx.get(f"{url}/openapi.json", timeout=2).status_code == 200:  # /health: 503, nothing published
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    """The REST and GraphQL app on a free local port, in a process of its own (tests/servers.py says why: in a thread
+    of this process, a CI run once saw the stylesheet request fail and Swagger UI drawn unstyled). Nothing is
+    published: the docs pages need no data, and /health answers 503."""
+    root, port = tmp_path_factory.mktemp("offline"), free_port()
+    log = root / "server.log"
+    with serving([sys.executable, "-c", SERVE, str(root / "warehouse.duckdb"), str(port)], port, log,
+                 ready="/openapi.json") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
     assert "Traceback" not in log.read_text(), log.read_text()  # every request the pages made was answered
 
 

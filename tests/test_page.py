@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from product_affinity.defs.run_history import configured_like_the_project
 from product_affinity.page.render import write_page
 from product_affinity.product.descriptor import alignment, owners
 from product_affinity.publication import open_published, published_snapshot
+from tests.servers import free_port
 
 
 @pytest.fixture(scope="module")
@@ -71,17 +71,11 @@ def test_page_shows_the_published_numbers(page):
     assert "0 failed" in opened.locator(".card").nth(3).inner_text()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_dagster_asset_graph_shows_every_asset(browser, tmp_path):
     """`dagster dev`'s webserver on a free port with a throw-away instance configured as the project's (its instance
     class included): the asset graph lists every asset of the definitions."""
-    home, port = configured_like_the_project(tmp_path / "dagster_home"), _free_port()
+    home, port = configured_like_the_project(tmp_path / "dagster_home"), free_port()
     webserver = Path(sys.executable).with_name("dagster-webserver")
     server = subprocess.Popen(
         [str(webserver), "-m", "product_affinity.definitions", "-h", "127.0.0.1", "-p", str(port)],

@@ -8,9 +8,6 @@ is in flight, over a connection of its own.
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -20,40 +17,20 @@ from pathlib import Path
 import httpx
 
 from product_affinity.request_limits import STATEMENT_TIMEOUT_ENV
+from tests.servers import free_port, serving
 
 HEALTH_WAIT_S = 1.0  # generous: the promise is 100 ms; a server whose event loop is held misses it by seconds
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
 def live_server(warehouse: Path, log: Path, statement_timeout_s: float | None = None):
     """The API on `warehouse` in a subprocess (one worker); yields its base URL, stops it after."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, **({STATEMENT_TIMEOUT_ENV: str(statement_timeout_s)} if statement_timeout_s else {})}
-    with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "product_affinity.cli", "serve", "--warehouse", str(warehouse),
-                                    "--port", str(port), "--workers", "1"], stdout=out, stderr=subprocess.STDOUT,
-                                   env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, f"the server exited with {process.returncode}:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"the server did not start:\n{log.read_text()}"
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+    argv = [sys.executable, "-m", "product_affinity.cli", "serve", "--warehouse", str(warehouse), "--port", str(port),
+            "--workers", "1"]
+    with serving(argv, port, log, ready="/health", env=env) as url:
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
 
 
 def while_in_flight(send, url: str) -> tuple[object, list[int]]:
