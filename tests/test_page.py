@@ -2,10 +2,7 @@
 
 import os
 import shutil
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import duckdb
@@ -18,7 +15,7 @@ from product_affinity.defs.run_history import configured_like_the_project
 from product_affinity.page.render import write_page
 from product_affinity.product.descriptor import alignment, owners
 from product_affinity.publication import open_published, published_snapshot
-from tests.servers import free_port
+from tests.servers import free_port, serving
 
 
 @pytest.fixture(scope="module")
@@ -77,24 +74,14 @@ def test_dagster_asset_graph_shows_every_asset(browser, tmp_path):
     class included): the asset graph lists every asset of the definitions."""
     home, port = configured_like_the_project(tmp_path / "dagster_home"), free_port()
     webserver = Path(sys.executable).with_name("dagster-webserver")
-    server = subprocess.Popen(
-        [str(webserver), "-m", "product_affinity.definitions", "-h", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, "DAGSTER_HOME": str(home)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "dagster-webserver did not come up"
-                time.sleep(0.5)
+    argv = [str(webserver), "-m", "product_affinity.definitions", "-h", "127.0.0.1", "-p", str(port)]
+    with serving(argv, port, tmp_path / "webserver.log", ready="/server_info", env={**os.environ, "DAGSTER_HOME": str(home)},
+                 start_s=180) as url:
         # The graph draws only the nodes inside the viewport: a large one holds each group with its neighbours (the
         # consumer_aligned group's, with the snapshot, the SLO results and the Data Docs downstream of every table,
         # runs below 1,800 px).
         opened = browser.new_page(viewport={"width": 2400, "height": 2600})
-        opened.goto(f"http://127.0.0.1:{port}/asset-groups", wait_until="networkidle")
+        opened.goto(f"{url}/asset-groups", wait_until="networkidle")
         graph = defs.resolve_asset_graph()
         written_alongside = [spec.key for spec in WRITTEN_ALONGSIDE]
         groups: dict[str, list] = {}
@@ -103,7 +90,7 @@ def test_dagster_asset_graph_shows_every_asset(browser, tmp_path):
         for group in groups:  # the global graph lists every group; each group's graph shows its assets by name
             opened.get_by_text(group, exact=True).first.wait_for(timeout=60_000)
         for group, keys in groups.items():
-            opened.goto(f"http://127.0.0.1:{port}/locations/product_affinity.definitions/asset-groups/{group}", wait_until="networkidle")
+            opened.goto(f"{url}/locations/product_affinity.definitions/asset-groups/{group}", wait_until="networkidle")
             for key in keys:
                 if key not in written_alongside:  # a group's graph leaves out these external assets: they have their own page
                     opened.get_by_text(key.path[-1], exact=True).first.wait_for(timeout=60_000)
@@ -112,16 +99,13 @@ def test_dagster_asset_graph_shows_every_asset(browser, tmp_path):
             opened.screenshot(path=tmp_path / f"asset-graph-{group}.png")
         for key in written_alongside:
             # the tables written alongside (quarantine, slo_results): an asset page with their columns and what writes them
-            opened.goto(f"http://127.0.0.1:{port}/assets/{'/'.join(key.path)}", wait_until="networkidle")
+            opened.goto(f"{url}/assets/{'/'.join(key.path)}", wait_until="networkidle")
             opened.get_by_text("External Asset", exact=True).first.wait_for(timeout=60_000)
             for column in graph.get(key).metadata["dagster/column_schema"].columns:
                 opened.get_by_text(column.name, exact=True).first.wait_for(timeout=60_000)
             for parent in graph.get(key).parent_keys:
                 opened.get_by_text(" / ".join(parent.path), exact=True).first.wait_for(timeout=60_000)
         opened.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 # What a marketer acts on comes first; the long tables fold away. The page was 12,764 px tall, most of it SLO rows.
